@@ -1,0 +1,25 @@
+//! Sans-IO data model of chimewatch: what clients send, what goes on the stream, and how one becomes the other.
+//!
+//! Nothing in this crate performs I/O or reads a clock: time enters as data (`now_ms` arguments, event timestamps).
+//! Every parser here is total: any input yields a value or an error naming what was wrong and where, never a panic.
+//!
+//! # Layout
+//! - [`json`]: strict JSON parsing (duplicate keys are errors) and splitting a batch into its elements.
+//! - [`event`]: meeting events from the JS, Android and iOS SDKs, normalized to one shape, with per-event validation.
+//! - [`sip`]: Voice Connector SIP message log records.
+//! - [`record`]: the versioned, self-describing record format carried on the stream.
+//! - [`partition`]: partition keys and the 128-bit hash keys that pick a shard.
+//! - [`kpl`]: the Kinesis Producer Library aggregation format (encode and de-aggregate).
+
+pub mod event;
+pub mod json;
+pub mod kpl;
+pub mod partition;
+pub mod record;
+pub mod sip;
+
+pub use event::{EventError, Limits, MeetingEvent, NormalizedEvent, Truncation};
+pub use json::{BatchError, split_batch};
+pub use partition::{HashKey, partition_key_for};
+pub use record::{DecodeError, Ingest, MeetingEventRecord, Record, SipMessageRecord};
+pub use sip::SipLogRecord;

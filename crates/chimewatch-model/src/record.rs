@@ -1,0 +1,285 @@
+//! The record format on the stream: versioned, self-describing JSON, one record per event or SIP message.
+//!
+//! `{"kind": "meetingEvent" | "sipMessage", "v": 1, "receivedAtMs": ..., ...}`. JSON keeps `stream dump` and any
+//! third-party consumer readable without a schema; `kind` tells the two record types apart, and `v` lets a reader
+//! refuse records newer than it understands instead of misreading them. A reader also meets KPL aggregates and gzip
+//! CloudWatch Logs envelopes on the same stream; both are told apart by their first bytes (`{` here).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::event::{EventError, MeetingEvent, NormalizedEvent, RejectKind, Truncation};
+use crate::sip::SipLogRecord;
+
+/// The record version this build writes and the newest it reads.
+pub const RECORD_VERSION: u32 = 1;
+
+/// How an event reached the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Ingest {
+    /// A JSON array of `{name, attributes}` (the blog sample's upload, `/meetingevents` or `/v1/meeting-events`).
+    Batch,
+    /// The Chime SDKs' own event ingestion protocol (`/v1/client-events`).
+    SdkIngestion,
+    /// A SIP message log record posted to `/v1/sip-messages`.
+    SipPost,
+    /// A CloudWatch Logs subscription envelope read from the stream.
+    LogSubscription,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Record {
+    MeetingEvent(MeetingEventRecord),
+    SipMessage(SipMessageRecord),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeetingEventRecord {
+    pub v: u32,
+    pub received_at_ms: i64,
+    pub ingest: Ingest,
+    pub event: MeetingEvent,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub original: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Truncation::is_empty")]
+    pub truncation: Truncation,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SipMessageRecord {
+    pub v: u32,
+    pub received_at_ms: i64,
+    pub ingest: Ingest,
+    pub record: SipLogRecord,
+}
+
+/// Why bytes on the stream are not a record this build understands.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a chimewatch record: it does not start with '{{' (first byte 0x{first:02x})")]
+    NotARecord { first: u8 },
+    #[error("record version {found} is newer than this build reads ({RECORD_VERSION})")]
+    UnsupportedVersion { found: u32 },
+    #[error("malformed chimewatch record: {0}")]
+    Malformed(String),
+}
+
+impl Record {
+    pub fn meeting_event(n: NormalizedEvent, ingest: Ingest, received_at_ms: i64) -> Self {
+        Self::MeetingEvent(MeetingEventRecord {
+            v: RECORD_VERSION,
+            received_at_ms,
+            ingest,
+            event: n.event,
+            original: n.original,
+            truncation: n.truncation,
+        })
+    }
+
+    pub fn sip_message(record: SipLogRecord, ingest: Ingest, received_at_ms: i64) -> Self {
+        Self::SipMessage(SipMessageRecord {
+            v: RECORD_VERSION,
+            received_at_ms,
+            ingest,
+            record,
+        })
+    }
+
+    /// Event time: when the client says the event happened, or when the SIP message was captured.
+    pub fn event_time_ms(&self) -> Option<i64> {
+        match self {
+            Self::MeetingEvent(r) => r.event.timestamp_ms(),
+            Self::SipMessage(r) => Some(r.record.event_timestamp),
+        }
+    }
+
+    pub fn received_at_ms(&self) -> i64 {
+        match self {
+            Self::MeetingEvent(r) => r.received_at_ms,
+            Self::SipMessage(r) => r.received_at_ms,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing these types cannot fail: every map key is a string and every number finite.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Encodes, rejecting a record larger than `max_bytes` (a Kinesis record holds at most 1 MiB).
+    pub fn encode_bounded(&self, max_bytes: usize) -> Result<Vec<u8>, EventError> {
+        let bytes = self.encode();
+        if bytes.len() > max_bytes {
+            return Err(EventError::new(
+                "",
+                RejectKind::TooLarge,
+                format!(
+                    "event is {} bytes once normalized and capped; a record holds at most {max_bytes}",
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        match bytes.first() {
+            Some(b'{') => {}
+            first => {
+                return Err(DecodeError::NotARecord {
+                    first: first.copied().unwrap_or(0),
+                });
+            }
+        }
+        match serde_json::from_slice::<Record>(bytes) {
+            Ok(record) => {
+                let v = match &record {
+                    Self::MeetingEvent(r) => r.v,
+                    Self::SipMessage(r) => r.v,
+                };
+                if v > RECORD_VERSION {
+                    return Err(DecodeError::UnsupportedVersion { found: v });
+                }
+                Ok(record)
+            }
+            Err(e) => {
+                // A newer version may have changed the shape: report the version rather than the shape.
+                #[derive(Deserialize)]
+                struct Header {
+                    v: u32,
+                }
+                match serde_json::from_slice::<Header>(bytes) {
+                    Ok(h) if h.v > RECORD_VERSION => {
+                        Err(DecodeError::UnsupportedVersion { found: h.v })
+                    }
+                    _ => Err(DecodeError::Malformed(e.to_string())),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Limits, normalize};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn sample() -> Record {
+        let n = normalize(
+            json!({"name": "meetingStartFailed", "attributes": {"meetingId": "m", "attendeeId": "a", "timestampMs": "1763712000000", "meetingStatus": "audioCallAtCapacity"}}),
+            &Limits::default(),
+            1_763_712_000_500,
+        )
+        .unwrap();
+        Record::meeting_event(n, Ingest::Batch, 1_763_712_000_500)
+    }
+
+    #[test]
+    fn encoding_is_readable_json() {
+        let text = String::from_utf8(sample().encode()).unwrap();
+        assert!(text.starts_with(r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1763712000500,"ingest":"batch","event":{"name":"meetingStartFailed""#), "{text}");
+        assert!(text.contains(r#""original":{"meetingStatus":"audioCallAtCapacity","timestampMs":"1763712000000"}"#), "{text}");
+    }
+
+    #[test]
+    fn decode_errors() {
+        assert_eq!(
+            Record::decode(b"\x1f\x8b").unwrap_err(),
+            DecodeError::NotARecord { first: 0x1f }
+        );
+        assert_eq!(
+            Record::decode(b"").unwrap_err(),
+            DecodeError::NotARecord { first: 0 }
+        );
+        assert_eq!(
+            Record::decode(br#"{"kind":"hologram","v":7}"#).unwrap_err(),
+            DecodeError::UnsupportedVersion { found: 7 }
+        );
+        let mut newer = serde_json::to_value(sample()).unwrap();
+        newer["v"] = json!(2);
+        assert_eq!(
+            Record::decode(&serde_json::to_vec(&newer).unwrap()).unwrap_err(),
+            DecodeError::UnsupportedVersion { found: 2 }
+        );
+        assert!(
+            matches!(Record::decode(br#"{"kind":"meetingEvent","v":1}"#), Err(DecodeError::Malformed(m)) if m.contains("missing field"))
+        );
+    }
+
+    #[test]
+    fn bounded_encoding() {
+        let len = sample().encode().len();
+        assert!(sample().encode_bounded(len).is_ok());
+        let err = sample().encode_bounded(len - 1).unwrap_err();
+        assert_eq!(err.kind, RejectKind::TooLarge);
+    }
+
+    fn arbitrary_record() -> impl Strategy<Value = Record> {
+        let event = (
+            "[a-zA-Z]{1,20}",
+            prop::collection::btree_map(
+                "[a-zA-Z]{1,8}",
+                prop_oneof![
+                    any::<i64>().prop_map(Value::from),
+                    ".{0,16}".prop_map(Value::from),
+                    any::<bool>().prop_map(Value::from)
+                ],
+                0..6,
+            ),
+            1_000_000_000_000_i64..2_000_000_000_000,
+            "[0-9a-f-]{1,36}",
+        )
+            .prop_map(|(name, attrs, ts, id)| {
+                let mut m: Map<String, Value> = attrs.into_iter().collect();
+                m.insert("meetingId".into(), id.clone().into());
+                m.insert("attendeeId".into(), id.into());
+                m.insert("timestampMs".into(), ts.into());
+                (name, m)
+            });
+        let meeting = (event, 0_i64..i64::MAX).prop_filter_map(
+            "valid events only",
+            |((name, attrs), recv)| {
+                crate::event::normalize_attributes(
+                    name,
+                    attrs,
+                    &Limits::default(),
+                    2_000_000_000_000,
+                )
+                .ok()
+                .map(|n| Record::meeting_event(n, Ingest::Batch, recv))
+            },
+        );
+        let sip = (".{1,40}", "[a-z0-9-]{1,20}", 0_i64..i64::MAX).prop_map(|(msg, call, ts)| {
+            Record::sip_message(
+                SipLogRecord {
+                    voice_connector_id: "vc".into(),
+                    aws_region: "us-east-1".into(),
+                    event_timestamp: ts,
+                    call_id: call,
+                    sip_message: msg,
+                    extra: Map::new(),
+                },
+                Ingest::SipPost,
+                ts,
+            )
+        });
+        prop_oneof![meeting, sip]
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trips(r in arbitrary_record()) {
+            prop_assert_eq!(Record::decode(&r.encode()).unwrap(), r);
+        }
+
+        #[test]
+        fn decode_is_total(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Record::decode(&bytes);
+        }
+    }
+}

@@ -60,9 +60,7 @@ impl MeetingEvent {
     }
     /// Event time in milliseconds since the epoch; always present on a validated event.
     pub fn timestamp_ms(&self) -> Option<i64> {
-        self.attributes
-            .get(keys::TIMESTAMP_MS)
-            .and_then(Value::as_i64)
+        self.attributes.get(keys::TIMESTAMP_MS).and_then(Value::as_i64)
     }
 }
 
@@ -193,11 +191,7 @@ pub struct EventError {
 
 impl EventError {
     pub fn new(path: impl Into<String>, kind: RejectKind, detail: impl Into<String>) -> Self {
-        Self {
-            path: path.into(),
-            kind,
-            detail: detail.into(),
-        }
+        Self { path: path.into(), kind, detail: detail.into() }
     }
 }
 
@@ -226,35 +220,20 @@ pub fn describe(v: &Value) -> String {
 const EARLIEST_PLAUSIBLE_MS: i64 = 946_684_800_000;
 
 /// Normalizes and validates one element of a `{name, attributes}` batch. `now_ms` is the server's receive time.
-pub fn normalize(
-    value: Value,
-    limits: &Limits,
-    now_ms: i64,
-) -> Result<NormalizedEvent, EventError> {
+pub fn normalize(value: Value, limits: &Limits, now_ms: i64) -> Result<NormalizedEvent, EventError> {
     let Value::Object(mut root) = value else {
         return Err(EventError::new(
             "",
             RejectKind::Shape,
-            format!(
-                "expected an object {{\"name\", \"attributes\"}}, got {}",
-                describe(&value)
-            ),
+            format!("expected an object {{\"name\", \"attributes\"}}, got {}", describe(&value)),
         ));
     };
     let name = match root.remove(keys::NAME) {
         Some(Value::String(s)) if s.is_empty() => {
-            return Err(EventError::new(
-                "name",
-                RejectKind::OutOfRange,
-                "must not be empty",
-            ));
+            return Err(EventError::new("name", RejectKind::OutOfRange, "must not be empty"));
         }
         Some(Value::String(s)) if s.len() > 128 => {
-            return Err(EventError::new(
-                "name",
-                RejectKind::TooLarge,
-                format!("is {} bytes; at most 128", s.len()),
-            ));
+            return Err(EventError::new("name", RejectKind::TooLarge, format!("is {} bytes; at most 128", s.len())));
         }
         Some(Value::String(s)) => s,
         Some(other) => {
@@ -276,11 +255,7 @@ pub fn normalize(
             ));
         }
         None => {
-            return Err(EventError::new(
-                "attributes",
-                RejectKind::Missing,
-                "missing",
-            ));
+            return Err(EventError::new("attributes", RejectKind::Missing, "missing"));
         }
     };
     if let Some(key) = root.keys().next() {
@@ -314,10 +289,7 @@ pub fn normalize_attributes(
         }
     }
 
-    for key in keys::NON_NEGATIVE_NUMBERS
-        .iter()
-        .chain([&keys::TIMESTAMP_MS])
-    {
+    for key in keys::NON_NEGATIVE_NUMBERS.iter().chain([&keys::TIMESTAMP_MS]) {
         if let Some(v) = attrs.get_mut(*key) {
             let n = to_number(v).ok_or_else(|| {
                 EventError::new(
@@ -359,12 +331,7 @@ pub fn normalize_attributes(
         match &*v {
             Value::String(s) => {
                 let status = normalize_status(s);
-                replace(
-                    &mut original,
-                    keys::MEETING_STATUS,
-                    v,
-                    Value::String(status),
-                );
+                replace(&mut original, keys::MEETING_STATUS, v, Value::String(status));
             }
             other => {
                 return Err(EventError::new(
@@ -418,14 +385,7 @@ pub fn normalize_attributes(
         }
     }
 
-    Ok(NormalizedEvent {
-        event: MeetingEvent {
-            name,
-            attributes: attrs,
-        },
-        original,
-        truncation,
-    })
+    Ok(NormalizedEvent { event: MeetingEvent { name, attributes: attrs }, original, truncation })
 }
 
 fn attr_path(key: &str) -> String {
@@ -448,10 +408,7 @@ fn to_number(v: &Value) -> Option<serde_json::Number> {
             if let Ok(i) = s.parse::<i64>() {
                 Some(i.into())
             } else {
-                s.parse::<f64>()
-                    .ok()
-                    .filter(|f| f.is_finite())
-                    .and_then(serde_json::Number::from_f64)
+                s.parse::<f64>().ok().filter(|f| f.is_finite()).and_then(serde_json::Number::from_f64)
             }
         }
         _ => None,
@@ -481,17 +438,28 @@ fn normalize_history(v: &Value, max: usize) -> Result<(Value, usize), EventError
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .map(|(i, item)| history_entry(item).ok_or_else(|| {
-                EventError::new(
-                    format!("{path}[{i}]"),
-                    RejectKind::Shape,
-                    format!("expected {{name, timestampMs}} or {{meetingHistoryEventName, timestamp}}, got {}", describe(item)),
-                )
-            }))
+            .map(|(i, item)| {
+                history_entry(item).ok_or_else(|| {
+                    EventError::new(
+                        format!("{path}[{i}]"),
+                        RejectKind::Shape,
+                        format!(
+                            "expected {{name, timestampMs}} or {{meetingHistoryEventName, timestamp}}, got {}",
+                            describe(item)
+                        ),
+                    )
+                })
+            })
             .collect::<Result<_, _>>()?,
-        Value::String(s) => parse_ios_history(s).map_err(|detail| EventError::new(path.clone(), RejectKind::Shape, detail))?,
+        Value::String(s) => {
+            parse_ios_history(s).map_err(|detail| EventError::new(path.clone(), RejectKind::Shape, detail))?
+        }
         other => {
-            return Err(EventError::new(path, RejectKind::WrongType, format!("expected an array, got {}", describe(other))));
+            return Err(EventError::new(
+                path,
+                RejectKind::WrongType,
+                format!("expected an array, got {}", describe(other)),
+            ));
         }
     };
     let dropped = entries.len().saturating_sub(max);
@@ -515,8 +483,7 @@ fn is_canonical_history(v: &Value) -> bool {
             item.as_object().is_some_and(|o| {
                 o.len() == 2
                     && o.get("name").is_some_and(Value::is_string)
-                    && o.get("timestampMs")
-                        .is_some_and(|t| t.is_i64() || t.is_u64())
+                    && o.get("timestampMs").is_some_and(|t| t.is_i64() || t.is_u64())
             })
         })
     })
@@ -524,10 +491,7 @@ fn is_canonical_history(v: &Value) -> bool {
 
 fn history_entry(item: &Value) -> Option<(String, i64)> {
     let obj = item.as_object()?;
-    let name = obj
-        .get("name")
-        .or_else(|| obj.get("meetingHistoryEventName"))?
-        .as_str()?;
+    let name = obj.get("name").or_else(|| obj.get("meetingHistoryEventName"))?.as_str()?;
     let ts = to_number(obj.get("timestampMs").or_else(|| obj.get("timestamp"))?)?.as_i64()?;
     Some((name.to_owned(), ts))
 }
@@ -538,9 +502,7 @@ fn parse_ios_history(s: &str) -> Result<Vec<(String, i64)>, String> {
         .trim()
         .strip_prefix('[')
         .and_then(|r| r.strip_suffix(']'))
-        .ok_or_else(|| {
-            "expected an array or a string like \"[name: timestampMs, ...]\"".to_owned()
-        })?;
+        .ok_or_else(|| "expected an array or a string like \"[name: timestampMs, ...]\"".to_owned())?;
     if inner.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -548,25 +510,19 @@ fn parse_ios_history(s: &str) -> Result<Vec<(String, i64)>, String> {
         .split(',')
         .enumerate()
         .map(|(i, item)| {
-            let (name, ts) = item.split_once(':').ok_or_else(|| {
-                format!("entry {i} ({:?}) is not \"name: timestampMs\"", item.trim())
-            })?;
-            let ts = ts.trim().parse::<i64>().map_err(|_| {
-                format!(
-                    "entry {i} has a timestamp that is not a number: {:?}",
-                    ts.trim()
-                )
-            })?;
+            let (name, ts) = item
+                .split_once(':')
+                .ok_or_else(|| format!("entry {i} ({:?}) is not \"name: timestampMs\"", item.trim()))?;
+            let ts = ts
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| format!("entry {i} has a timestamp that is not a number: {:?}", ts.trim()))?;
             Ok((name.trim().to_owned(), ts))
         })
         .collect()
 }
 
-fn validate_required(
-    attrs: &Map<String, Value>,
-    limits: &Limits,
-    now_ms: i64,
-) -> Result<(), EventError> {
+fn validate_required(attrs: &Map<String, Value>, limits: &Limits, now_ms: i64) -> Result<(), EventError> {
     for key in [keys::MEETING_ID, keys::ATTENDEE_ID] {
         match attrs.get(key) {
             Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 256 => {}
@@ -578,11 +534,7 @@ fn validate_required(
                 ));
             }
             Some(Value::String(_)) => {
-                return Err(EventError::new(
-                    attr_path(key),
-                    RejectKind::OutOfRange,
-                    "must not be empty",
-                ));
+                return Err(EventError::new(attr_path(key), RejectKind::OutOfRange, "must not be empty"));
             }
             Some(other) => {
                 return Err(EventError::new(
@@ -592,11 +544,7 @@ fn validate_required(
                 ));
             }
             None => {
-                return Err(EventError::new(
-                    attr_path(key),
-                    RejectKind::Missing,
-                    "missing",
-                ));
+                return Err(EventError::new(attr_path(key), RejectKind::Missing, "missing"));
             }
         }
     }
@@ -607,10 +555,7 @@ fn validate_required(
             EventError::new(
                 path.clone(),
                 RejectKind::WrongType,
-                format!(
-                    "expected whole milliseconds since the epoch, got {}",
-                    describe(v)
-                ),
+                format!("expected whole milliseconds since the epoch, got {}", describe(v)),
             )
         })?,
     };
@@ -625,10 +570,7 @@ fn validate_required(
         return Err(EventError::new(
             path,
             RejectKind::OutOfRange,
-            format!(
-                "{ts} is more than {} s ahead of the server's clock ({now_ms})",
-                limits.max_future_skew_ms / 1000
-            ),
+            format!("{ts} is more than {} s ahead of the server's clock ({now_ms})", limits.max_future_skew_ms / 1000),
         ));
     }
     Ok(())
@@ -639,11 +581,7 @@ fn cap_attribute_count(attrs: &mut Map<String, Value>, max: usize, truncation: &
     if attrs.len() <= max {
         return;
     }
-    let mut droppable: Vec<String> = attrs
-        .keys()
-        .filter(|k| !keys::KNOWN.contains(&k.as_str()))
-        .cloned()
-        .collect();
+    let mut droppable: Vec<String> = attrs.keys().filter(|k| !keys::KNOWN.contains(&k.as_str())).cloned().collect();
     let excess = attrs.len() - max;
     let cut = droppable.len().saturating_sub(excess);
     for key in droppable.drain(cut..) {
@@ -663,12 +601,8 @@ fn cap_strings(v: &mut Value, limits: &Limits) -> bool {
             s.truncate(cut);
             true
         }
-        Value::Array(items) => items
-            .iter_mut()
-            .fold(false, |acc, item| cap_strings(item, limits) | acc),
-        Value::Object(m) => m
-            .values_mut()
-            .fold(false, |acc, item| cap_strings(item, limits) | acc),
+        Value::Array(items) => items.iter_mut().fold(false, |acc, item| cap_strings(item, limits) | acc),
+        Value::Object(m) => m.values_mut().fold(false, |acc, item| cap_strings(item, limits) | acc),
         _ => false,
     }
 }

@@ -17,20 +17,14 @@ pub enum BatchError {
     #[error("body must be a JSON array of events, but it is {found}")]
     NotAnArray { found: &'static str },
     #[error("body is not valid JSON: {message} at line {line} column {column}")]
-    Syntax {
-        message: String,
-        line: usize,
-        column: usize,
-    },
+    Syntax { message: String, line: usize, column: usize },
     #[error("body holds {count} events; at most {limit} are accepted per request")]
     TooManyElements { count: usize, limit: usize },
 }
 
 /// Checks that `body` is UTF-8, as every JSON body must be.
 pub fn utf8(body: &[u8]) -> Result<&str, BatchError> {
-    std::str::from_utf8(body).map_err(|e| BatchError::NotUtf8 {
-        offset: e.valid_up_to(),
-    })
+    std::str::from_utf8(body).map_err(|e| BatchError::NotUtf8 { offset: e.valid_up_to() })
 }
 
 /// Splits a JSON array into its raw elements without interpreting them, so one bad element cannot sink the batch.
@@ -41,10 +35,7 @@ pub fn split_batch(body: &str, max_elements: usize) -> Result<Vec<&RawValue>, Ba
     }
     let elements: Vec<&RawValue> = serde_json::from_str(body).map_err(syntax_error)?;
     if elements.len() > max_elements {
-        return Err(BatchError::TooManyElements {
-            count: elements.len(),
-            limit: max_elements,
-        });
+        return Err(BatchError::TooManyElements { count: elements.len(), limit: max_elements });
     }
     Ok(elements)
 }
@@ -55,21 +46,11 @@ pub fn split_batch(body: &str, max_elements: usize) -> Result<Vec<&RawValue>, Ba
 pub fn split_array_or_lines(body: &str, max_elements: usize) -> Result<Vec<&str>, BatchError> {
     let trimmed = body.trim_start_matches(is_json_whitespace);
     if trimmed.starts_with('[') {
-        return Ok(split_batch(body, max_elements)?
-            .into_iter()
-            .map(RawValue::get)
-            .collect());
+        return Ok(split_batch(body, max_elements)?.into_iter().map(RawValue::get).collect());
     }
-    let lines: Vec<&str> = body
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines: Vec<&str> = body.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     if lines.len() > max_elements {
-        return Err(BatchError::TooManyElements {
-            count: lines.len(),
-            limit: max_elements,
-        });
+        return Err(BatchError::TooManyElements { count: lines.len(), limit: max_elements });
     }
     Ok(lines)
 }
@@ -98,11 +79,7 @@ fn syntax_error(e: serde_json::Error) -> BatchError {
         Some(i) => message[..i].to_owned(),
         None => message,
     };
-    BatchError::Syntax {
-        message,
-        line: e.line(),
-        column: e.column(),
-    }
+    BatchError::Syntax { message, line: e.line(), column: e.column() }
 }
 
 /// Parses one JSON value, rejecting duplicate object keys anywhere in it.
@@ -196,14 +173,9 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_rejected_at_any_depth() {
-        let err = parse_strict(r#"{"a":{"b":1,"b":2}}"#)
-            .unwrap_err()
-            .to_string();
+        let err = parse_strict(r#"{"a":{"b":1,"b":2}}"#).unwrap_err().to_string();
         assert!(err.contains("duplicate key `b`"), "{err}");
-        assert_eq!(
-            parse_strict(r#"{"a":{"b":1,"c":[1,{"b":2}]}}"#).unwrap()["a"]["c"][1]["b"],
-            2
-        );
+        assert_eq!(parse_strict(r#"{"a":{"b":1,"c":[1,{"b":2}]}}"#).unwrap()["a"]["c"][1]["b"], 2);
     }
 
     #[test]
@@ -221,47 +193,26 @@ mod tests {
             let err = split_batch(body, 100).unwrap_err().to_string();
             assert_eq!(err, expect, "for {body}");
         };
-        check(
-            r#"{"name":"x"}"#,
-            "body must be a JSON array of events, but it is an object",
-        );
-        check(
-            "  \"x\"",
-            "body must be a JSON array of events, but it is a string",
-        );
-        check(
-            "[{\"a\":",
-            "body is not valid JSON: EOF while parsing a value at line 1 column 6",
-        );
+        check(r#"{"name":"x"}"#, "body must be a JSON array of events, but it is an object");
+        check("  \"x\"", "body must be a JSON array of events, but it is a string");
+        check("[{\"a\":", "body is not valid JSON: EOF while parsing a value at line 1 column 6");
     }
 
     #[test]
     fn element_count_is_capped() {
-        assert_eq!(
-            split_batch("[1,2,3]", 2).unwrap_err(),
-            BatchError::TooManyElements { count: 3, limit: 2 }
-        );
+        assert_eq!(split_batch("[1,2,3]", 2).unwrap_err(), BatchError::TooManyElements { count: 3, limit: 2 });
         assert_eq!(split_batch("[1,2,3]", 3).unwrap().len(), 3);
         assert_eq!(split_batch("[]", 3).unwrap().len(), 0);
     }
 
     #[test]
     fn utf8_errors_give_the_offset() {
-        assert_eq!(
-            utf8(b"[\xff]").unwrap_err(),
-            BatchError::NotUtf8 { offset: 1 }
-        );
+        assert_eq!(utf8(b"[\xff]").unwrap_err(), BatchError::NotUtf8 { offset: 1 });
     }
 
     #[test]
     fn array_or_lines() {
-        assert_eq!(
-            split_array_or_lines("[{\"a\":1}, 2]", 10).unwrap(),
-            vec!["{\"a\":1}", "2"]
-        );
-        assert_eq!(
-            split_array_or_lines("{\"a\":1}\n\n {\"b\":2}\r\n", 10).unwrap(),
-            vec!["{\"a\":1}", "{\"b\":2}"]
-        );
+        assert_eq!(split_array_or_lines("[{\"a\":1}, 2]", 10).unwrap(), vec!["{\"a\":1}", "2"]);
+        assert_eq!(split_array_or_lines("{\"a\":1}\n\n {\"b\":2}\r\n", 10).unwrap(), vec!["{\"a\":1}", "{\"b\":2}"]);
     }
 }

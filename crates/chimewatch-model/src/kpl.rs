@@ -57,15 +57,8 @@ pub enum KplError {
     DigestMismatch,
     #[error("KPL aggregate protobuf is malformed: {0}")]
     Protobuf(String),
-    #[error(
-        "KPL aggregate entry {index} names {field} index {value}, but the table has {len} entries"
-    )]
-    BadIndex {
-        index: usize,
-        field: &'static str,
-        value: u64,
-        len: usize,
-    },
+    #[error("KPL aggregate entry {index} names {field} index {value}, but the table has {len} entries")]
+    BadIndex { index: usize, field: &'static str, value: u64, len: usize },
 }
 
 pub fn is_aggregated(data: &[u8]) -> bool {
@@ -89,44 +82,26 @@ pub fn deaggregate(data: &[u8], partition_key: &str) -> Result<Vec<UserRecord>, 
         return Err(KplError::DigestMismatch);
     }
     let agg = AggregatedRecord::decode(body).map_err(|e| KplError::Protobuf(e.to_string()))?;
-    let AggregatedRecord {
-        partition_key_table: keys,
-        explicit_hash_key_table: hash_keys,
-        records,
-    } = agg;
+    let AggregatedRecord { partition_key_table: keys, explicit_hash_key_table: hash_keys, records } = agg;
     records
         .into_iter()
         .enumerate()
         .map(|(index, r)| {
-            let pk = usize::try_from(r.partition_key_index)
-                .ok()
-                .and_then(|i| keys.get(i))
-                .ok_or(KplError::BadIndex {
+            let pk =
+                usize::try_from(r.partition_key_index).ok().and_then(|i| keys.get(i)).ok_or(KplError::BadIndex {
                     index,
                     field: "partition key",
                     value: r.partition_key_index,
                     len: keys.len(),
                 })?;
-            let ehk = match r.explicit_hash_key_index {
-                None => None,
-                Some(i) => Some(
-                    usize::try_from(i)
-                        .ok()
-                        .and_then(|i| hash_keys.get(i))
-                        .cloned()
-                        .ok_or(KplError::BadIndex {
-                            index,
-                            field: "explicit hash key",
-                            value: i,
-                            len: hash_keys.len(),
-                        })?,
-                ),
-            };
-            Ok(UserRecord {
-                partition_key: pk.clone(),
-                explicit_hash_key: ehk,
-                data: r.data,
-            })
+            let ehk =
+                match r.explicit_hash_key_index {
+                    None => None,
+                    Some(i) => Some(usize::try_from(i).ok().and_then(|i| hash_keys.get(i)).cloned().ok_or(
+                        KplError::BadIndex { index, field: "explicit hash key", value: i, len: hash_keys.len() },
+                    )?),
+                };
+            Ok(UserRecord { partition_key: pk.clone(), explicit_hash_key: ehk, data: r.data })
         })
         .collect()
 }
@@ -163,19 +138,12 @@ impl Aggregator {
 
     fn added_len(&self, partition_key: &str, data_len: usize) -> (usize, Option<usize>) {
         use prost::encoding::encoded_len_varint as varint;
-        let existing = self
-            .record
-            .partition_key_table
-            .iter()
-            .position(|k| k == partition_key);
+        let existing = self.record.partition_key_table.iter().position(|k| k == partition_key);
         let (index, key_len) = match existing {
             Some(i) => (i, 0),
             None => {
                 let l = partition_key.len();
-                (
-                    self.record.partition_key_table.len(),
-                    1 + varint(l as u64) + l,
-                )
+                (self.record.partition_key_table.len(), 1 + varint(l as u64) + l)
             }
         };
         let entry = 1 + varint(index as u64) + 1 + varint(data_len as u64) + data_len;
@@ -185,9 +153,7 @@ impl Aggregator {
     pub fn push(&mut self, partition_key: &str, data: Vec<u8>) {
         let (added, existing) = self.added_len(partition_key, data.len());
         let index = existing.unwrap_or_else(|| {
-            self.record
-                .partition_key_table
-                .push(partition_key.to_owned());
+            self.record.partition_key_table.push(partition_key.to_owned());
             self.record.partition_key_table.len() - 1
         });
         self.record.records.push(AggregatedEntry {
@@ -224,11 +190,7 @@ mod tests {
         let out = deaggregate(b"{\"x\":1}", "pk").unwrap();
         assert_eq!(
             out,
-            vec![UserRecord {
-                partition_key: "pk".into(),
-                explicit_hash_key: None,
-                data: b"{\"x\":1}".to_vec()
-            }]
+            vec![UserRecord { partition_key: "pk".into(), explicit_hash_key: None, data: b"{\"x\":1}".to_vec() }]
         );
     }
 
@@ -258,12 +220,7 @@ mod tests {
         bad.extend_from_slice(&Md5::digest(&body));
         assert_eq!(
             deaggregate(&bad, "k"),
-            Err(KplError::BadIndex {
-                index: 0,
-                field: "partition key",
-                value: 3,
-                len: 0
-            })
+            Err(KplError::BadIndex { index: 0, field: "partition key", value: 3, len: 0 })
         );
     }
 

@@ -16,9 +16,7 @@ pub struct HashKey(pub u128);
 
 impl HashKey {
     pub fn of(partition_key: &str) -> Self {
-        Self(u128::from_be_bytes(
-            Md5::digest(partition_key.as_bytes()).into(),
-        ))
+        Self(u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into()))
     }
 
     /// The shard among `shards` equal slices of the hash space, as `CreateStream` lays out a new stream.
@@ -36,11 +34,9 @@ impl HashKey {
 /// The partition key of a record: meeting and attendee for events, connector and call for SIP messages.
 pub fn partition_key_for(record: &Record) -> String {
     let key = match record {
-        Record::MeetingEvent(r) => format!(
-            "{}/{}",
-            r.event.meeting_id().unwrap_or(""),
-            r.event.attendee_id().unwrap_or("")
-        ),
+        Record::MeetingEvent(r) => {
+            format!("{}/{}", r.event.meeting_id().unwrap_or(""), r.event.attendee_id().unwrap_or(""))
+        }
         Record::SipMessage(r) => format!("{}/{}", r.record.voice_connector_id, r.record.call_id),
     };
     if key.chars().count() <= MAX_PARTITION_KEY_CHARS {
@@ -52,10 +48,7 @@ pub fn partition_key_for(record: &Record) -> String {
 }
 
 fn hex_digest(s: &str) -> String {
-    Md5::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Md5::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -81,12 +81,7 @@ impl Record {
     }
 
     pub fn sip_message(record: SipLogRecord, ingest: Ingest, received_at_ms: i64) -> Self {
-        Self::SipMessage(SipMessageRecord {
-            v: RECORD_VERSION,
-            received_at_ms,
-            ingest,
-            record,
-        })
+        Self::SipMessage(SipMessageRecord { v: RECORD_VERSION, received_at_ms, ingest, record })
     }
 
     /// Event time: when the client says the event happened, or when the SIP message was captured.
@@ -129,9 +124,7 @@ impl Record {
         match bytes.first() {
             Some(b'{') => {}
             first => {
-                return Err(DecodeError::NotARecord {
-                    first: first.copied().unwrap_or(0),
-                });
+                return Err(DecodeError::NotARecord { first: first.copied().unwrap_or(0) });
             }
         }
         match serde_json::from_slice::<Record>(bytes) {
@@ -152,9 +145,7 @@ impl Record {
                     v: u32,
                 }
                 match serde_json::from_slice::<Header>(bytes) {
-                    Ok(h) if h.v > RECORD_VERSION => {
-                        Err(DecodeError::UnsupportedVersion { found: h.v })
-                    }
+                    Ok(h) if h.v > RECORD_VERSION => Err(DecodeError::UnsupportedVersion { found: h.v }),
                     _ => Err(DecodeError::Malformed(e.to_string())),
                 }
             }
@@ -183,19 +174,16 @@ mod tests {
     fn encoding_is_readable_json() {
         let text = String::from_utf8(sample().encode()).unwrap();
         assert!(text.starts_with(r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1763712000500,"ingest":"batch","event":{"name":"meetingStartFailed""#), "{text}");
-        assert!(text.contains(r#""original":{"meetingStatus":"audioCallAtCapacity","timestampMs":"1763712000000"}"#), "{text}");
+        assert!(
+            text.contains(r#""original":{"meetingStatus":"audioCallAtCapacity","timestampMs":"1763712000000"}"#),
+            "{text}"
+        );
     }
 
     #[test]
     fn decode_errors() {
-        assert_eq!(
-            Record::decode(b"\x1f\x8b").unwrap_err(),
-            DecodeError::NotARecord { first: 0x1f }
-        );
-        assert_eq!(
-            Record::decode(b"").unwrap_err(),
-            DecodeError::NotARecord { first: 0 }
-        );
+        assert_eq!(Record::decode(b"\x1f\x8b").unwrap_err(), DecodeError::NotARecord { first: 0x1f });
+        assert_eq!(Record::decode(b"").unwrap_err(), DecodeError::NotARecord { first: 0 });
         assert_eq!(
             Record::decode(br#"{"kind":"hologram","v":7}"#).unwrap_err(),
             DecodeError::UnsupportedVersion { found: 7 }
@@ -241,19 +229,11 @@ mod tests {
                 m.insert("timestampMs".into(), ts.into());
                 (name, m)
             });
-        let meeting = (event, 0_i64..i64::MAX).prop_filter_map(
-            "valid events only",
-            |((name, attrs), recv)| {
-                crate::event::normalize_attributes(
-                    name,
-                    attrs,
-                    &Limits::default(),
-                    2_000_000_000_000,
-                )
+        let meeting = (event, 0_i64..i64::MAX).prop_filter_map("valid events only", |((name, attrs), recv)| {
+            crate::event::normalize_attributes(name, attrs, &Limits::default(), 2_000_000_000_000)
                 .ok()
                 .map(|n| Record::meeting_event(n, Ingest::Batch, recv))
-            },
-        );
+        });
         let sip = (".{1,40}", "[a-z0-9-]{1,20}", 0_i64..i64::MAX).prop_map(|(msg, call, ts)| {
             Record::sip_message(
                 SipLogRecord {

@@ -35,11 +35,7 @@ impl SipLogRecord {
         let mut string = |key: &str| -> Result<String, EventError> {
             match m.remove(key) {
                 Some(Value::String(s)) if !s.is_empty() => Ok(s),
-                Some(Value::String(_)) => Err(EventError::new(
-                    key,
-                    RejectKind::OutOfRange,
-                    "must not be empty",
-                )),
+                Some(Value::String(_)) => Err(EventError::new(key, RejectKind::OutOfRange, "must not be empty")),
                 Some(other) => Err(EventError::new(
                     key,
                     RejectKind::WrongType,
@@ -56,45 +52,24 @@ impl SipLogRecord {
             return Err(EventError::new(
                 "sip_message",
                 RejectKind::TooLarge,
-                format!(
-                    "is {} bytes; at most {MAX_SIP_MESSAGE_BYTES}",
-                    sip_message.len()
-                ),
+                format!("is {} bytes; at most {MAX_SIP_MESSAGE_BYTES}", sip_message.len()),
             ));
         }
         let event_timestamp = match m.remove("event_timestamp") {
-            Some(Value::Number(n)) if n.as_i64().is_some_and(|t| t >= 0) => {
-                n.as_i64().unwrap_or_default()
-            }
-            Some(Value::String(s)) if s.parse::<i64>().is_ok_and(|t| t >= 0) => {
-                s.parse().unwrap_or_default()
-            }
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|t| t >= 0) => n.as_i64().unwrap_or_default(),
+            Some(Value::String(s)) if s.parse::<i64>().is_ok_and(|t| t >= 0) => s.parse().unwrap_or_default(),
             Some(other) => {
                 return Err(EventError::new(
                     "event_timestamp",
                     RejectKind::WrongType,
-                    format!(
-                        "expected milliseconds since the epoch, got {}",
-                        describe(&other)
-                    ),
+                    format!("expected milliseconds since the epoch, got {}", describe(&other)),
                 ));
             }
             None => {
-                return Err(EventError::new(
-                    "event_timestamp",
-                    RejectKind::Missing,
-                    "missing",
-                ));
+                return Err(EventError::new("event_timestamp", RejectKind::Missing, "missing"));
             }
         };
-        Ok(Self {
-            voice_connector_id,
-            aws_region,
-            event_timestamp,
-            call_id,
-            sip_message,
-            extra: m,
-        })
+        Ok(Self { voice_connector_id, aws_region, event_timestamp, call_id, sip_message, extra: m })
     }
 }
 
@@ -105,15 +80,11 @@ mod tests {
 
     #[test]
     fn fixture_records_validate() {
-        let path = format!(
-            "{}/../../../shared/fixtures/sip/voice-connector-sip-messages.jsonl",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path =
+            format!("{}/../../../shared/fixtures/sip/voice-connector-sip-messages.jsonl", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(path).unwrap();
-        let records: Vec<_> = text
-            .lines()
-            .map(|l| SipLogRecord::from_value(serde_json::from_str(l).unwrap()).unwrap())
-            .collect();
+        let records: Vec<_> =
+            text.lines().map(|l| SipLogRecord::from_value(serde_json::from_str(l).unwrap()).unwrap()).collect();
         assert_eq!(records.len(), 20);
         assert_eq!(records[0].call_id, "vc-call-0001");
         assert!(records[0].sip_message.starts_with("INVITE "));
@@ -124,24 +95,17 @@ mod tests {
         let ok = json!({"voice_connector_id": "vc", "aws_region": "us-east-1", "event_timestamp": 1, "call_id": "c", "sip_message": "OPTIONS"});
         let check = |patch: Value, expect: &str| {
             let mut v = ok.clone();
-            v.as_object_mut()
-                .unwrap()
-                .extend(patch.as_object().unwrap().clone());
+            v.as_object_mut().unwrap().extend(patch.as_object().unwrap().clone());
             assert_eq!(SipLogRecord::from_value(v).unwrap_err().to_string(), expect);
         };
-        check(
-            json!({"call_id": 5}),
-            "call_id: expected a string, got the number 5",
-        );
+        check(json!({"call_id": 5}), "call_id: expected a string, got the number 5");
         check(json!({"sip_message": ""}), "sip_message: must not be empty");
         check(
             json!({"event_timestamp": "soon"}),
             "event_timestamp: expected milliseconds since the epoch, got the string \"soon\"",
         );
         assert_eq!(
-            SipLogRecord::from_value(json!([1]))
-                .unwrap_err()
-                .to_string(),
+            SipLogRecord::from_value(json!([1])).unwrap_err().to_string(),
             "expected a SIP log record object, got an array of 1 items"
         );
         let mut extra = ok.clone();

@@ -8,10 +8,7 @@ use serde_json::json;
 const NOW: i64 = 1_795_300_000_000;
 
 fn fixture(rel: &str) -> String {
-    let path = format!(
-        "{}/../../../shared/fixtures/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/../../../shared/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 
@@ -29,12 +26,8 @@ fn check_err(event: Value, expect: &str) {
 }
 
 fn base(extra: Value) -> Value {
-    let mut attrs =
-        json!({"meetingId": "m1", "attendeeId": "a1", "timestampMs": 1763712000000_i64});
-    attrs
-        .as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
+    let mut attrs = json!({"meetingId": "m1", "attendeeId": "a1", "timestampMs": 1763712000000_i64});
+    attrs.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
     json!({"name": "meetingEnded", "attributes": attrs})
 }
 
@@ -42,12 +35,7 @@ fn base(extra: Value) -> Value {
 fn js_events_pass_through_unchanged() {
     for result in normalize_all(&fixture("meeting-events/js-mixed-meetings.json")) {
         let n = result.unwrap();
-        assert!(
-            n.original.is_empty(),
-            "{:?} changed {:?}",
-            n.event.name,
-            n.original
-        );
+        assert!(n.original.is_empty(), "{:?} changed {:?}", n.event.name, n.original);
         assert!(n.truncation.is_empty());
     }
 }
@@ -57,33 +45,22 @@ fn unknown_names_and_nested_attributes_are_kept() {
     let events = normalize_all(&fixture("meeting-events/js-mixed-meetings.json"));
     let future = events.last().unwrap().as_ref().unwrap();
     assert_eq!(future.event.name, "someFutureEventName");
-    assert_eq!(
-        future.event.attributes["aNewAttribute"],
-        json!({"nested": [1, 2, 3]})
-    );
+    assert_eq!(future.event.attributes["aNewAttribute"], json!({"nested": [1, 2, 3]}));
 }
 
 #[test]
 fn android_history_and_never_started_durations() {
-    let events: Vec<_> = normalize_all(&fixture("meeting-events/android-session.json"))
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let events: Vec<_> =
+        normalize_all(&fixture("meeting-events/android-session.json")).into_iter().map(Result::unwrap).collect();
     let requested = &events[0];
     assert_eq!(
         requested.event.attributes["meetingHistory"],
         json!([{"name": "audioInputSelected", "timestampMs": 1763711999500_i64}, {"name": "meetingStartRequested", "timestampMs": 1763712000000_i64}])
     );
-    assert_eq!(
-        requested.original["meetingHistory"][0]["meetingHistoryEventName"],
-        "audioInputSelected"
-    );
+    assert_eq!(requested.original["meetingHistory"][0]["meetingHistoryEventName"], "audioInputSelected");
     // meetingStartSucceeded carries meetingDurationMs 0: removed, kept as sent in `original`.
     let succeeded = &events[1];
-    assert_eq!(
-        succeeded.event.num_attr("meetingStartDurationMs"),
-        Some(1840.0)
-    );
+    assert_eq!(succeeded.event.num_attr("meetingStartDurationMs"), Some(1840.0));
     assert!(!succeeded.event.attributes.contains_key("meetingDurationMs"));
     assert_eq!(succeeded.original["meetingDurationMs"], 0);
     assert_eq!(events[3].event.str_attr("meetingStatus"), Some("OK"));
@@ -98,43 +75,18 @@ fn ios_stringified_values_become_typed() {
     let requested = &events[0].event;
     assert_eq!(requested.timestamp_ms(), Some(1763712010000));
     assert_eq!(requested.attributes["lowPowerModeEnabled"], json!(false));
-    assert_eq!(
-        requested.attributes["meetingHistory"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(requested.attributes["meetingHistory"].as_array().unwrap().len(), 2);
     assert_eq!(events[0].original["timestampMs"], "1763712010000");
 
     let input_failed = &events[1];
-    assert_eq!(
-        input_failed.event.str_attr("audioInputErrorMessage"),
-        Some("audioPermissionDenied")
-    );
-    assert!(
-        !input_failed
-            .event
-            .attributes
-            .contains_key("audioInputError")
-    );
-    assert_eq!(
-        input_failed.original["audioInputError"],
-        "audioPermissionDenied"
-    );
+    assert_eq!(input_failed.event.str_attr("audioInputErrorMessage"), Some("audioPermissionDenied"));
+    assert!(!input_failed.event.attributes.contains_key("audioInputError"));
+    assert_eq!(input_failed.original["audioInputError"], "audioPermissionDenied");
 
     let start_failed = &events[2].event;
-    assert_eq!(
-        start_failed.str_attr("meetingStatus"),
-        Some("AudioCallAtCapacity")
-    );
+    assert_eq!(start_failed.str_attr("meetingStatus"), Some("AudioCallAtCapacity"));
     assert_eq!(start_failed.num_attr("retryCount"), Some(2.0));
-    assert!(
-        !start_failed
-            .attributes
-            .contains_key("meetingStartDurationMs"),
-        "never started: duration removed"
-    );
+    assert!(!start_failed.attributes.contains_key("meetingStartDurationMs"), "never started: duration removed");
     assert_eq!(
         start_failed.attributes["meetingHistory"][3],
         json!({"name": "meetingStartFailed", "timestampMs": 1763712025000_i64})
@@ -143,12 +95,8 @@ fn ios_stringified_values_become_typed() {
 
 #[test]
 fn js_zero_durations_are_real_values() {
-    let n = normalize(
-        base(json!({"sdkName": "amazon-chime-sdk-js", "meetingDurationMs": 0})),
-        &Limits::default(),
-        NOW,
-    )
-    .unwrap();
+    let n = normalize(base(json!({"sdkName": "amazon-chime-sdk-js", "meetingDurationMs": 0})), &Limits::default(), NOW)
+        .unwrap();
     assert_eq!(n.event.num_attr("meetingDurationMs"), Some(0.0));
 }
 
@@ -169,10 +117,7 @@ fn status_casing() {
 #[test]
 fn each_mistake_in_wrong_types_gets_its_own_reason() {
     let results = normalize_all(&fixture("bad-input/wrong-types.json"));
-    let errors: Vec<String> = results
-        .iter()
-        .map(|r| r.as_ref().unwrap_err().to_string())
-        .collect();
+    let errors: Vec<String> = results.iter().map(|r| r.as_ref().unwrap_err().to_string()).collect();
     assert_eq!(
         errors,
         [
@@ -187,18 +132,12 @@ fn each_mistake_in_wrong_types_gets_its_own_reason() {
 
 #[test]
 fn rejection_reasons() {
-    check_err(
-        json!({"name": "", "attributes": {}}),
-        "name: must not be empty",
-    );
+    check_err(json!({"name": "", "attributes": {}}), "name: must not be empty");
     check_err(
         json!({"name": "x", "attributes": {}, "extra": 1}),
         "extra: unexpected field: an event has only \"name\" and \"attributes\"",
     );
-    check_err(
-        json!({"name": "x", "attributes": {"attendeeId": "a"}}),
-        "attributes.meetingId: missing",
-    );
+    check_err(json!({"name": "x", "attributes": {"attendeeId": "a"}}), "attributes.meetingId: missing");
     check_err(
         json!({"name": "x", "attributes": {"meetingId": 7, "attendeeId": "a"}}),
         "attributes.meetingId: expected a string, got the number 7",
@@ -230,10 +169,7 @@ fn rejection_reasons() {
             NOW + 2 * 86_400_000
         ),
     );
-    check_err(
-        base(json!({"retryCount": true})),
-        "attributes.retryCount: expected a number, got the boolean true",
-    );
+    check_err(base(json!({"retryCount": true})), "attributes.retryCount: expected a number, got the boolean true");
     check_err(
         base(json!({"lowPowerModeEnabled": "maybe"})),
         "attributes.lowPowerModeEnabled: expected a boolean, got the string \"maybe\"",
@@ -254,10 +190,7 @@ fn rejection_reasons() {
         base(json!({"meetingHistory": "[a: x]"})),
         "attributes.meetingHistory: entry 0 has a timestamp that is not a number: \"x\"",
     );
-    check_err(
-        base(json!({"meetingHistory": 3})),
-        "attributes.meetingHistory: expected an array, got the number 3",
-    );
+    check_err(base(json!({"meetingHistory": 3})), "attributes.meetingHistory: expected an array, got the number 3");
 }
 
 #[test]
@@ -267,24 +200,13 @@ fn huge_history_is_truncated_to_the_most_recent_entries() {
     let history = n.event.attributes["meetingHistory"].as_array().unwrap();
     assert_eq!(history.len(), 256);
     assert_eq!(n.truncation.history_entries_dropped, 200_000 - 256);
-    assert_eq!(
-        history.last().unwrap()["timestampMs"],
-        1763712000000_i64 + 199_999
-    );
-    assert!(
-        n.original.is_empty(),
-        "JS history is already canonical: {:?}",
-        n.original.keys()
-    );
+    assert_eq!(history.last().unwrap()["timestampMs"], 1763712000000_i64 + 199_999);
+    assert!(n.original.is_empty(), "JS history is already canonical: {:?}", n.original.keys());
 }
 
 #[test]
 fn long_strings_and_many_attributes_are_cut_with_markers() {
-    let limits = Limits {
-        max_attribute_bytes: 8,
-        max_attributes: 5,
-        ..Limits::default()
-    };
+    let limits = Limits { max_attribute_bytes: 8, max_attributes: 5, ..Limits::default() };
     let event = base(json!({"meetingErrorMessage": "é".repeat(10), "zz1": 1, "zz2": 2, "aa": 0}));
     let n = normalize(event, &limits, NOW).unwrap();
     assert_eq!(n.event.str_attr("meetingErrorMessage"), Some("éééé"));
@@ -295,22 +217,11 @@ fn long_strings_and_many_attributes_are_cut_with_markers() {
 
 #[test]
 fn ios_history_string_in_original_is_capped_too() {
-    let limits = Limits {
-        max_attribute_bytes: 10,
-        ..Limits::default()
-    };
-    let n = normalize(
-        base(json!({"meetingHistory": "[audioInputSelected: 1763712009000]"})),
-        &limits,
-        NOW,
-    )
-    .unwrap();
+    let limits = Limits { max_attribute_bytes: 10, ..Limits::default() };
+    let n = normalize(base(json!({"meetingHistory": "[audioInputSelected: 1763712009000]"})), &limits, NOW).unwrap();
     assert_eq!(n.original["meetingHistory"].as_str().unwrap().len(), 10);
     // Strings nested in the history are capped like any other.
-    assert_eq!(
-        n.event.attributes["meetingHistory"][0]["name"],
-        "audioInput"
-    );
+    assert_eq!(n.event.attributes["meetingHistory"][0]["name"], "audioInput");
 }
 
 fn attr_value() -> impl Strategy<Value = Value> {
@@ -335,11 +246,7 @@ fn arbitrary_event() -> impl Strategy<Value = Value> {
     ];
     (
         prop::collection::btree_map(keys, attr_value(), 0..8),
-        prop_oneof![
-            Just("amazon-chime-sdk-js"),
-            Just("amazon-chime-sdk-android"),
-            Just("amazon-chime-sdk-ios")
-        ],
+        prop_oneof![Just("amazon-chime-sdk-js"), Just("amazon-chime-sdk-android"), Just("amazon-chime-sdk-ios")],
     )
         .prop_map(|(attrs, sdk)| {
             let mut m: Map<String, Value> = attrs.into_iter().collect();

@@ -1,0 +1,18 @@
+//! The stream between chimewatch's services: a port for producing records and adapters behind it.
+//!
+//! A [`Producer`] returns from [`Producer::put`] only once every record is durable - accepted by Kinesis, or
+//! fsynced to the embedded log - so the gateway can answer 2xx knowing nothing acknowledged can be lost.
+//!
+//! # Layout
+//! - [`ports`]: the producer trait, its errors, and the records it carries.
+//! - [`local`]: the embedded log, a durable, sharded, append-only log on local disk (the default for `up`).
+//! - [`kinesis`]: Amazon Kinesis Data Streams: a KPL-compatible aggregating producer and a simple reader.
+//! - [`telemetry`]: the producer's self-metrics, named once.
+
+mod in_flight;
+pub mod local;
+pub mod ports;
+pub mod telemetry;
+
+pub use ports::{OutRecord, ProduceError, Producer, StreamRecord};
+pub use telemetry::ProducerTelemetry;

@@ -582,6 +582,7 @@ fn cap_attribute_count(attrs: &mut Map<String, Value>, max: usize, truncation: &
         return;
     }
     let mut droppable: Vec<String> = attrs.keys().filter(|k| !keys::KNOWN.contains(&k.as_str())).cloned().collect();
+    droppable.sort_unstable();
     let excess = attrs.len() - max;
     let cut = droppable.len().saturating_sub(excess);
     for key in droppable.drain(cut..) {

@@ -175,7 +175,7 @@ mod tests {
         let text = String::from_utf8(sample().encode()).unwrap();
         assert!(text.starts_with(r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1763712000500,"ingest":"batch","event":{"name":"meetingStartFailed""#), "{text}");
         assert!(
-            text.contains(r#""original":{"meetingStatus":"audioCallAtCapacity","timestampMs":"1763712000000"}"#),
+            text.contains(r#""original":{"timestampMs":"1763712000000","meetingStatus":"audioCallAtCapacity"}"#),
             "{text}"
         );
     }

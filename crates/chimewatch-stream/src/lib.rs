@@ -10,6 +10,7 @@
 //! - [`telemetry`]: the producer's self-metrics, named once.
 
 mod in_flight;
+pub mod kinesis;
 pub mod local;
 pub mod ports;
 pub mod telemetry;

@@ -196,6 +196,13 @@ impl LocalLog {
     }
 }
 
+/// The current end of a shard on disk (where `stream dump` starts when following new records only).
+pub fn end_of_shard(root: &Path, shard: u32) -> Result<u64, LogError> {
+    let segments = writer::list_segments(&shard_dir(root, shard))?;
+    let Some((base, path)) = segments.last() else { return Ok(0) };
+    Ok(base + fs::metadata(path).map_err(io_err(path))?.len())
+}
+
 /// Opens a reader of a log that another process may be writing (`stream dump`): it stops at the last valid frame.
 pub fn open_reader(root: &Path, shard: u32, from: u64) -> Result<ShardReader, LogError> {
     ShardReader::open(&shard_dir(root, shard), shard, from, None)

@@ -1,0 +1,22 @@
+//! Amazon Kinesis Data Streams: an aggregating producer and a simple reader. Only this module names `aws_sdk_*`
+//! types; SDK errors become [`ProduceError`](crate::ProduceError)s here, and the retry classification lives here.
+
+mod errors;
+mod producer;
+mod reader;
+mod shard_map;
+
+pub use producer::{KinesisProducer, KinesisProducerConfig};
+pub use reader::{ReadFrom, read_stream};
+pub use shard_map::{ShardMap, ShardRange};
+
+/// Why a Kinesis call failed, in domain terms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KinesisError {
+    #[error("stream {stream} was not found: {message}")]
+    NotFound { stream: String, message: String },
+    #[error("{operation} failed and will not succeed on retry: {message}")]
+    Fatal { operation: &'static str, message: String },
+    #[error("{operation} failed: {message}")]
+    Transient { operation: &'static str, message: String, throttled: bool },
+}

@@ -1,0 +1,247 @@
+//! Adapter tests of the producer against mocked Kinesis responses: partial failures, throttling, fatal errors,
+//! ordering across retries, aggregation and request limits.
+
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_kinesis::operation::list_shards::ListShardsOutput;
+use aws_sdk_kinesis::operation::put_records::{PutRecordsError, PutRecordsInput, PutRecordsOutput};
+use aws_sdk_kinesis::types::error::{ProvisionedThroughputExceededException, ResourceNotFoundException};
+use aws_sdk_kinesis::types::{HashKeyRange, PutRecordsResultEntry, SequenceNumberRange, Shard};
+use aws_smithy_mocks::{MockResponse, Rule, RuleMode, mock, mock_client};
+use chimewatch_model::kpl;
+
+use super::*;
+
+fn one_shard() -> Rule {
+    mock!(Client::list_shards).then_output(|| {
+        ListShardsOutput::builder()
+            .shards(
+                Shard::builder()
+                    .shard_id("shardId-000000000000")
+                    .hash_key_range(
+                        HashKeyRange::builder()
+                            .starting_hash_key("0")
+                            .ending_hash_key(u128::MAX.to_string())
+                            .build()
+                            .unwrap(),
+                    )
+                    .sequence_number_range(
+                        SequenceNumberRange::builder().starting_sequence_number("1").build().unwrap(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+    })
+}
+
+fn ok_entry() -> PutRecordsResultEntry {
+    PutRecordsResultEntry::builder().shard_id("shardId-000000000000").sequence_number("1").build()
+}
+
+fn throttled_entry() -> PutRecordsResultEntry {
+    PutRecordsResultEntry::builder()
+        .error_code("ProvisionedThroughputExceededException")
+        .error_message("Rate exceeded for shard")
+        .build()
+}
+
+type Captured = Arc<Mutex<Vec<Vec<(String, Vec<u8>)>>>>;
+type Response = MockResponse<PutRecordsOutput, PutRecordsError>;
+
+/// A PutRecords rule that captures each request and answers `respond(call index, entries in the request)`.
+fn put_rule(captured: &Captured, respond: impl Fn(usize, usize) -> Response + Send + Sync + 'static) -> Rule {
+    let captured = captured.clone();
+    mock!(Client::put_records).then_compute_response(move |req: &PutRecordsInput| {
+        let entries: Vec<_> = req
+            .records()
+            .iter()
+            .map(|r| (r.partition_key().unwrap_or_default().to_owned(), r.data().as_ref().to_vec()))
+            .collect();
+        let n = entries.len();
+        let call = {
+            let mut c = captured.lock().unwrap();
+            c.push(entries);
+            c.len() - 1
+        };
+        respond(call, n)
+    })
+}
+
+fn results(entries: Vec<PutRecordsResultEntry>) -> Response {
+    let failed = entries.iter().filter(|e| e.error_code().is_some()).count() as i32;
+    MockResponse::Output(
+        PutRecordsOutput::builder().set_records(Some(entries)).failed_record_count(failed).build().unwrap(),
+    )
+}
+
+fn all_ok(n: usize) -> Response {
+    results((0..n).map(|_| ok_entry()).collect())
+}
+
+fn config(aggregation: bool) -> KinesisProducerConfig {
+    KinesisProducerConfig {
+        linger: Duration::from_millis(5),
+        aggregation,
+        put_timeout: Duration::from_millis(500),
+        backoff_base: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(5),
+        ..KinesisProducerConfig::new("events")
+    }
+}
+
+fn rec(key: &str, data: &str) -> OutRecord {
+    OutRecord { partition_key: key.into(), data: data.as_bytes().to_vec() }
+}
+
+fn user_records(request: &[(String, Vec<u8>)]) -> Vec<String> {
+    request
+        .iter()
+        .flat_map(|(pk, data)| kpl::deaggregate(data, pk).unwrap())
+        .map(|u| String::from_utf8(u.data).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn only_failed_entries_are_retried_and_order_per_key_holds() {
+    let captured = Captured::default();
+    let put = put_rule(&captured, |call, n| {
+        if call > 0 {
+            return all_ok(n);
+        }
+        results(std::iter::once(throttled_entry()).chain((1..n).map(|_| ok_entry())).collect())
+    });
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&one_shard(), &put]);
+    let telemetry = ProducerTelemetry::default();
+    let producer = KinesisProducer::start(client, config(false), telemetry.clone()).await.unwrap();
+    producer.put(vec![rec("a", "a1"), rec("b", "b1"), rec("a", "a2"), rec("b", "b2")]).await.unwrap();
+    let requests = captured.lock().unwrap().clone();
+    // One entry per key per request: a1 is throttled, so a2 waits for it; b1 succeeds, so b2 goes next.
+    assert_eq!(user_records(&requests[0]), ["a1", "b1"]);
+    assert_eq!(user_records(&requests[1]), ["a1", "b2"]);
+    assert_eq!(user_records(&requests[2]), ["a2"]);
+    assert_eq!((telemetry.throttles.get(), telemetry.retries.get(), telemetry.records.get()), (1, 1, 4));
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn records_for_one_shard_are_aggregated() {
+    let captured = Captured::default();
+    let ok = put_rule(&captured, |_, n| all_ok(n));
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&one_shard(), &ok]);
+    let producer = KinesisProducer::start(client, config(true), ProducerTelemetry::default()).await.unwrap();
+    let records: Vec<_> = (0..50).map(|i| rec(&format!("k{}", i % 3), &format!("r{i}"))).collect();
+    producer.put(records).await.unwrap();
+    let requests = captured.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].len(), 1, "one aggregate for the one shard");
+    assert!(kpl::is_aggregated(&requests[0][0].1));
+    assert_eq!(user_records(&requests[0]), (0..50).map(|i| format!("r{i}")).collect::<Vec<_>>());
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn aggregates_respect_their_size_limit() {
+    let captured = Captured::default();
+    let ok = put_rule(&captured, |_, n| all_ok(n));
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&one_shard(), &ok]);
+    let producer = KinesisProducer::start(
+        client,
+        KinesisProducerConfig { max_aggregate_bytes: 1000, ..config(true) },
+        ProducerTelemetry::default(),
+    )
+    .await
+    .unwrap();
+    let records: Vec<_> = (0..100).map(|i| rec("k", &format!("{i:0>50}"))).collect();
+    producer.put(records).await.unwrap();
+    let requests = captured.lock().unwrap().clone();
+    assert!(requests.iter().flatten().all(|(_, data)| data.len() <= 1000));
+    let all: Vec<String> = requests.iter().flat_map(|r| user_records(r)).collect();
+    assert_eq!(all, (0..100).map(|i| format!("{i:0>50}")).collect::<Vec<_>>(), "all records, in order");
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn whole_request_throttling_is_retried() {
+    let captured = Captured::default();
+    let put = put_rule(&captured, |call, n| match call {
+        0 | 1 => MockResponse::Error(PutRecordsError::ProvisionedThroughputExceededException(
+            ProvisionedThroughputExceededException::builder().message("slow down").build(),
+        )),
+        _ => all_ok(n),
+    });
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&one_shard(), &put]);
+    let telemetry = ProducerTelemetry::default();
+    let producer = KinesisProducer::start(client, config(true), telemetry.clone()).await.unwrap();
+    producer.put(vec![rec("k", "v")]).await.unwrap();
+    assert!(telemetry.throttles.get() >= 1, "throttles counted");
+    let requests = captured.lock().unwrap().clone();
+    assert_eq!(requests.len(), 3);
+    assert!(requests.iter().all(|r| user_records(r) == ["v"]));
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn fatal_errors_fail_the_put() {
+    let missing = mock!(Client::put_records).then_error(|| {
+        PutRecordsError::ResourceNotFoundException(
+            ResourceNotFoundException::builder().message("Stream events not found").build(),
+        )
+    });
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::Sequential, [&one_shard(), &missing]);
+    let producer = KinesisProducer::start(client, config(true), ProducerTelemetry::default()).await.unwrap();
+    let err = producer.put(vec![rec("k", "v")]).await.unwrap_err();
+    assert!(matches!(&err, ProduceError::Unavailable { reason, .. } if reason.contains("not found")), "{err}");
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn entries_that_never_succeed_time_out() {
+    let captured = Captured::default();
+    let always = put_rule(&captured, |_, n| results((0..n).map(|_| throttled_entry()).collect()));
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&one_shard(), &always]);
+    let producer = KinesisProducer::start(client, config(true), ProducerTelemetry::default()).await.unwrap();
+    let err = producer.put(vec![rec("k", "v")]).await.unwrap_err();
+    assert!(
+        matches!(&err, ProduceError::Unavailable { reason, .. } if reason.contains("ProvisionedThroughputExceededException")),
+        "{err}"
+    );
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn a_missing_stream_fails_at_start() {
+    let missing = mock!(Client::list_shards).then_error(|| {
+        aws_sdk_kinesis::operation::list_shards::ListShardsError::ResourceNotFoundException(
+            ResourceNotFoundException::builder().message("Stream nope under account 123 not found.").build(),
+        )
+    });
+    let client = mock_client!(aws_sdk_kinesis, [&missing]);
+    let err = KinesisProducer::start(client, config(true), ProducerTelemetry::default()).await.unwrap_err();
+    assert!(matches!(err, KinesisError::NotFound { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn requests_stay_within_kinesis_limits() {
+    let captured = Captured::default();
+    let ok = put_rule(&captured, |_, n| all_ok(n));
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&one_shard(), &ok]);
+    let producer = KinesisProducer::start(
+        client,
+        KinesisProducerConfig { shard_records_per_sec: 1e9, shard_bytes_per_sec: 1e12, ..config(false) },
+        ProducerTelemetry::default(),
+    )
+    .await
+    .unwrap();
+    // 1,200 distinct keys: at most 500 entries and 5 MiB per request.
+    let records: Vec<_> = (0..1200).map(|i| rec(&format!("k{i}"), &"x".repeat(6000))).collect();
+    producer.put(records).await.unwrap();
+    let requests = captured.lock().unwrap().clone();
+    assert!(requests.len() >= 3);
+    for r in &requests {
+        assert!(r.len() <= 500);
+        assert!(r.iter().map(|(pk, d)| pk.len() + d.len()).sum::<usize>() <= 5 << 20);
+    }
+    assert_eq!(requests.iter().map(Vec::len).sum::<usize>(), 1200);
+    producer.close().await;
+}

@@ -1,0 +1,147 @@
+//! The command line: every flag can also come from the environment (`CHIMEWATCH_*`) and from the `--config` file.
+//!
+//! Flags are `Option`s without clap defaults, so that [`crate::config`] can tell "not given" from a value and apply
+//! the precedence CLI > env > file > defaults in one place.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chimewatch",
+    version,
+    about = "Observability pipeline for Amazon Chime SDK meetings and Voice Connector calls"
+)]
+pub struct Cli {
+    /// TOML file with settings (flags and CHIMEWATCH_* variables override it).
+    #[arg(long, env = "CHIMEWATCH_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `chimewatch_stream=debug`.
+    #[arg(long, env = "CHIMEWATCH_LOG", default_value = "info", global = true)]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline on embedded backends (no AWS account needed).
+    Up(UpArgs),
+    /// Run the gateway against an Amazon Kinesis stream.
+    Gateway(GatewayArgs),
+    /// Inspect a stream.
+    #[command(subcommand)]
+    Stream(StreamCommand),
+    /// Attendee tokens for the gateway's token authentication.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Shards of a new embedded log.
+    #[arg(long, env = "CHIMEWATCH_LOCAL_SHARDS")]
+    pub local_shards: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Directory of the embedded backends' data.
+    #[arg(long, env = "CHIMEWATCH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    #[command(flatten)]
+    pub kinesis: KinesisArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct KinesisArgs {
+    /// Name of the Kinesis data stream.
+    #[arg(long, env = "CHIMEWATCH_STREAM")]
+    pub stream: Option<String>,
+    /// Longest a record waits to be batched with others, in milliseconds.
+    #[arg(long, env = "CHIMEWATCH_KINESIS_LINGER_MS")]
+    pub linger_ms: Option<u64>,
+    /// Pack user records into KPL aggregates (true) or put one Kinesis record each (false).
+    #[arg(long, env = "CHIMEWATCH_KINESIS_AGGREGATION")]
+    pub aggregation: Option<bool>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CHIMEWATCH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Largest request body in bytes, before and after gzip inflation.
+    #[arg(long, env = "CHIMEWATCH_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most events in one request.
+    #[arg(long, env = "CHIMEWATCH_MAX_EVENTS_PER_REQUEST")]
+    pub max_events_per_request: Option<usize>,
+    /// Origins allowed by CORS (comma-separated; `*` for any).
+    #[arg(long, env = "CHIMEWATCH_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
+    /// API keys accepted by the gateway (comma-separated). Prefer the environment or the config file for secrets.
+    #[arg(long, env = "CHIMEWATCH_API_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub api_keys: Option<Vec<String>>,
+    /// HMAC secret of attendee tokens (HS256 JWTs with meetingId, attendeeId and exp claims).
+    #[arg(long, env = "CHIMEWATCH_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// Most recent meetingHistory entries kept per event.
+    #[arg(long, env = "CHIMEWATCH_MAX_HISTORY_ENTRIES")]
+    pub max_history_entries: Option<usize>,
+    /// Longest string attribute value in bytes.
+    #[arg(long, env = "CHIMEWATCH_MAX_ATTRIBUTE_BYTES")]
+    pub max_attribute_bytes: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StreamCommand {
+    /// Print the records on a stream as JSON lines, de-aggregated.
+    Dump(DumpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Read this Kinesis stream instead of the embedded log.
+    #[arg(long, env = "CHIMEWATCH_STREAM")]
+    pub stream: Option<String>,
+    /// Start at the oldest retained record (and stop at the end unless --follow); otherwise follow new records.
+    #[arg(long)]
+    pub from_start: bool,
+    /// Keep waiting for new records.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint an attendee token, as a customer's backend would when it creates an attendee.
+    Mint(MintArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MintArgs {
+    #[arg(long)]
+    pub meeting_id: String,
+    #[arg(long)]
+    pub attendee_id: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    pub ttl_secs: u64,
+    #[arg(long, env = "CHIMEWATCH_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+}

@@ -1,0 +1,81 @@
+//! The commands: each resolves its settings, wires ports to adapters, and runs. No decisions beyond wiring here.
+
+mod dump;
+mod gateway;
+mod token;
+mod up;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use chimewatch_gateway::{AppState, GatewayConfig, GatewayTelemetry};
+use chimewatch_stream::Producer;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::cli::{Cli, Command, StreamCommand, TokenCommand};
+use crate::config;
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let file = config::load_file(cli.config.as_deref())?;
+    match cli.command {
+        Command::Up(args) => up::run(args, &file).await,
+        Command::Gateway(args) => gateway::run(args, &file).await,
+        Command::Stream(StreamCommand::Dump(args)) => dump::run(args, &file).await,
+        Command::Token(TokenCommand::Mint(args)) => token::mint(args, &file),
+    }
+}
+
+/// Binds the listener and serves the gateway until SIGINT or SIGTERM.
+async fn serve_gateway(
+    listen: std::net::SocketAddr,
+    config: GatewayConfig,
+    producer: Arc<dyn Producer>,
+    mut registry: Registry,
+) -> anyhow::Result<()> {
+    if config.auth.is_anonymous() && !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "The gateway accepts unauthenticated requests on a non-loopback address; set API keys or a token secret.");
+    }
+    let telemetry = Arc::new(GatewayTelemetry::default());
+    telemetry.register(&mut registry);
+    let state = AppState::new(config, producer, telemetry, Arc::new(registry));
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "chimewatch gateway listening on http://{addr} (POST /v1/meeting-events, /meetingevents, /v1/sip-messages; GET /metrics)"
+    );
+    chimewatch_gateway::serve(listener, state, shutdown_signal()).await.context("serving HTTP")
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "Could not listen for Ctrl-C.");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Could not listen for SIGTERM.");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Loads the AWS SDK configuration from the standard environment (region, credentials, `AWS_ENDPOINT_URL*`).
+async fn aws_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
+}

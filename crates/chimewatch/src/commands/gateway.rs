@@ -1,0 +1,26 @@
+//! `chimewatch gateway`: the gateway against an Amazon Kinesis stream.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use chimewatch_stream::ProducerTelemetry;
+use chimewatch_stream::kinesis::KinesisProducer;
+use prometheus_client::registry::Registry;
+
+use crate::cli::GatewayArgs;
+use crate::config::{self, FileConfig};
+
+pub async fn run(args: GatewayArgs, file: &FileConfig) -> anyhow::Result<()> {
+    let kinesis = config::kinesis(&args.kinesis, file)?;
+    let gateway = config::gateway(&args.serve, file)?;
+    let listen = config::listen(&args.serve, file);
+    let sdk = super::aws_config().await;
+    let mut registry = Registry::with_prefix("chimewatch");
+    let telemetry = ProducerTelemetry::default();
+    telemetry.register(&mut registry);
+    let stream = kinesis.stream.clone();
+    let producer = KinesisProducer::start(aws_sdk_kinesis::Client::new(&sdk), kinesis, telemetry)
+        .await
+        .with_context(|| format!("starting the Kinesis producer for stream {stream}"))?;
+    super::serve_gateway(listen, gateway, Arc::new(producer), registry).await
+}

@@ -1,0 +1,20 @@
+//! `chimewatch token mint`: an attendee token, for testing token auth or for backends without a JWT library.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow};
+use chimewatch_gateway::auth::{AttendeeClaims, mint_token};
+
+use crate::cli::MintArgs;
+use crate::config::FileConfig;
+
+pub fn mint(args: MintArgs, file: &FileConfig) -> anyhow::Result<()> {
+    let secret = args.token_secret.or_else(|| file.gateway.token_secret.clone()).context(
+        "no token secret: pass --token-secret, set CHIMEWATCH_TOKEN_SECRET, or set gateway.token_secret in the config file",
+    )?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let claims =
+        AttendeeClaims { meeting_id: args.meeting_id, attendee_id: args.attendee_id, exp: now + args.ttl_secs };
+    println!("{}", mint_token(secret.as_bytes(), &claims).map_err(|e| anyhow!(e))?);
+    Ok(())
+}

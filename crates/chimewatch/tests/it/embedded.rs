@@ -1,0 +1,116 @@
+//! `chimewatch up` on the embedded log: fixtures posted over HTTP land durably and `stream dump` reads them back.
+
+use serde_json::json;
+
+use crate::harness::{Server, dump, dumped_keys, event_keys, fixture};
+
+const MEETING_FIXTURES: &[&str] = &[
+    "meeting-events/js-mixed-meetings.json",
+    "meeting-events/android-session.json",
+    "meeting-events/ios-session-stringified.json",
+];
+
+#[tokio::test]
+async fn fixtures_posted_to_up_land_in_the_embedded_log() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let server = Server::start(&["up", "--data-dir", dir], &[]);
+
+    let mut expected = Vec::new();
+    for f in MEETING_FIXTURES {
+        let body = fixture(f);
+        let (status, resp) = server.post("/v1/meeting-events", body.clone(), "application/json").await;
+        assert_eq!(status, 200, "{f}: {resp}");
+        expected.extend(event_keys(&body));
+    }
+    // The blog sample's path and a beacon-style text/plain body.
+    let (status, resp) = server.post("/meetingevents", fixture("real-sdk-js/0004-blog.json"), "application/json").await;
+    assert_eq!(status, 400, "a capture file is not a batch: {resp}");
+    let capture: serde_json::Value = serde_json::from_slice(&fixture("real-sdk-js/0004-blog.json")).unwrap();
+    let blog = serde_json::to_vec(&capture["body"]).unwrap();
+    let (status, resp) = server.post("/meetingevents", blog.clone(), "text/plain;charset=UTF-8").await;
+    assert_eq!((status, resp["rejected"].clone()), (200, json!([])));
+    expected.extend(event_keys(&blog));
+
+    let (status, resp) = server
+        .post("/v1/sip-messages", fixture("sip/voice-connector-sip-messages.jsonl"), "application/x-ndjson")
+        .await;
+    assert_eq!((status, resp["accepted"].as_u64()), (200, Some(20)));
+    let (status, resp) =
+        server.post("/v1/meeting-events", fixture("bad-input/wrong-types.json"), "application/json").await;
+    assert_eq!((status, resp["accepted"].as_u64()), (200, Some(0)));
+
+    // Read while the server runs: another process, its own reader.
+    let lines = dump(&["--data-dir", dir], &[]);
+    let mut got = dumped_keys(&lines);
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
+    assert_eq!(lines.iter().filter(|l| l["record"]["kind"] == "sipMessage").count(), 20);
+    assert!(lines.iter().all(|l| l.get("error").is_none()), "every record decodes");
+
+    let printed = server.terminate();
+    assert!(printed.iter().any(|l| l.contains("flushed the stream and stopped")), "{printed:?}");
+}
+
+#[tokio::test]
+async fn normalized_and_original_values_are_both_on_the_stream() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let server = Server::start(&["up", "--data-dir", dir], &[]);
+    let (status, _) = server
+        .post("/v1/meeting-events", fixture("meeting-events/ios-session-stringified.json"), "application/json")
+        .await;
+    assert_eq!(status, 200);
+    let lines = dump(&["--data-dir", dir], &[]);
+    let failed = lines.iter().find(|l| l["record"]["event"]["name"] == "meetingStartFailed").unwrap();
+    let record = &failed["record"];
+    assert_eq!(record["event"]["attributes"]["meetingStatus"], "AudioCallAtCapacity");
+    assert_eq!(record["event"]["attributes"]["retryCount"], 2);
+    assert_eq!(record["original"]["meetingStatus"], "audioCallAtCapacity");
+    assert_eq!(record["original"]["retryCount"], "2");
+    assert_eq!(record["ingest"], "batch");
+    drop(server);
+}
+
+#[tokio::test]
+async fn settings_come_from_cli_then_env_then_file() {
+    let root = tempfile::tempdir().unwrap();
+    let file_dir = root.path().join("from-file");
+    let env_dir = root.path().join("from-env");
+    let cli_dir = root.path().join("from-cli");
+    let config = root.path().join("chimewatch.toml");
+    std::fs::write(&config, format!("data_dir = {:?}\n[local]\nshards = 2\n", file_dir.to_str().unwrap())).unwrap();
+    let config = config.to_str().unwrap();
+
+    let check = |args: Vec<&str>, envs: Vec<(&str, &str)>, expect: &std::path::Path| {
+        let mut full = vec!["up", "--config", config];
+        full.extend(args);
+        let server = Server::start(&full, &envs);
+        drop(server);
+        assert!(expect.join("stream/meta.json").exists(), "expected the log in {}", expect.display());
+    };
+    check(vec![], vec![], &file_dir);
+    check(vec![], vec![("CHIMEWATCH_DATA_DIR", env_dir.to_str().unwrap())], &env_dir);
+    check(
+        vec!["--data-dir", cli_dir.to_str().unwrap()],
+        vec![("CHIMEWATCH_DATA_DIR", env_dir.to_str().unwrap())],
+        &cli_dir,
+    );
+    let meta = std::fs::read_to_string(file_dir.join("stream/meta.json")).unwrap();
+    assert!(meta.contains("\"shards\":2"), "file setting applied: {meta}");
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let root = tempfile::tempdir().unwrap();
+    let config = root.path().join("bad.toml");
+    std::fs::write(&config, "[gateway]\nmax_body = 1\n").unwrap();
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["up", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown field `max_body`"), "{stderr}");
+}

@@ -1,0 +1,177 @@
+//! Running the real binary: spawning it on free ports, waiting until it listens, posting to it, reading its stream.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_chimewatch");
+
+pub fn fixture(rel: &str) -> Vec<u8> {
+    let path = shared().join("fixtures").join(rel);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+pub fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+}
+
+/// A running `chimewatch` server process, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Server {
+    /// Starts `chimewatch <args> --listen 127.0.0.1:0` and waits until it prints its address.
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("CHIMEWATCH_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Self::spawn(cmd)
+    }
+
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd.spawn().expect("spawning chimewatch");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                        return Self { child, addr, stderr: rx };
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("chimewatch did not start listening; it printed:\n{}", seen.join("\n"));
+                }
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn post(&self, path: &str, body: Vec<u8>, content_type: &str) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("posting to chimewatch");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Sends SIGTERM and waits for a clean exit, returning what the process printed after starting.
+    pub fn terminate(mut self) -> Vec<String> {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "chimewatch exited with {exit}");
+        self.stderr.try_iter().collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `chimewatch stream dump ... --from-start` and returns its JSON lines.
+pub fn dump(args: &[&str], envs: &[(&str, &str)]) -> Vec<Value> {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["stream", "dump", "--from-start"]).args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("running stream dump");
+    assert!(out.status.success(), "stream dump failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The moto server started by `scripts/test.sh`.
+pub fn moto_url() -> String {
+    std::env::var("CHIMEWATCH_TEST_MOTO_URL").expect(
+        "CHIMEWATCH_TEST_MOTO_URL is not set: run `scripts/test.sh`, which installs and starts moto for these tests",
+    )
+}
+
+/// The environment that points the AWS SDK at moto.
+pub fn aws_env(moto: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", moto.to_owned()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
+
+pub fn borrow<'a>(envs: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    envs.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// The events of a `{name, attributes}` fixture as (meetingId, attendeeId, name, timestampMs) keys.
+pub fn event_keys(batch: &[u8]) -> Vec<(String, String, String, i64)> {
+    let events: Vec<Value> = serde_json::from_slice(batch).unwrap();
+    events
+        .iter()
+        .map(|e| {
+            let a = &e["attributes"];
+            let ts =
+                a["timestampMs"].as_i64().or_else(|| a["timestampMs"].as_str().and_then(|s| s.parse().ok())).unwrap();
+            (
+                a["meetingId"].as_str().unwrap().into(),
+                a["attendeeId"].as_str().unwrap().into(),
+                e["name"].as_str().unwrap().into(),
+                ts,
+            )
+        })
+        .collect()
+}
+
+/// The same keys, read from dumped records.
+pub fn dumped_keys(lines: &[Value]) -> Vec<(String, String, String, i64)> {
+    lines
+        .iter()
+        .filter(|l| l["record"]["kind"] == "meetingEvent")
+        .map(|l| {
+            let e = &l["record"]["event"];
+            let a = &e["attributes"];
+            (
+                a["meetingId"].as_str().unwrap().into(),
+                a["attendeeId"].as_str().unwrap().into(),
+                e["name"].as_str().unwrap().into(),
+                a["timestampMs"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests: the real `chimewatch` binary on embedded backends and against AWS emulators (moto).
+//!
+//! Tests that need moto read its address from `CHIMEWATCH_TEST_MOTO_URL`, which `scripts/test.sh` sets after
+//! starting it; run that script (the README's test command) rather than bare `cargo test` for the whole suite.
+
+// Test helpers outside `#[test]` functions unwrap too: a failed step is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod crash;
+mod embedded;
+mod harness;
+mod kinesis;

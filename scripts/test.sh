@@ -7,34 +7,46 @@ cd "$(dirname "$0")/.."
 venv="${CHIMEWATCH_VENV:-.venv}"
 moto_version="5.2.5"
 
-if ! "$venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$moto_version')" 2>/dev/null; then
-  echo "==> installing moto $moto_version into $venv"
+if ! "$venv/bin/python" -c "import cbor2, moto, sys; sys.exit(moto.__version__ != '$moto_version')" 2>/dev/null; then
+  echo "==> installing moto $moto_version (and cbor2 for the CloudWatch bridge) into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "moto[kinesis,cloudwatch,logs,s3,dynamodb,server]==$moto_version" flask flask-cors
+    "moto[kinesis,cloudwatch,logs,s3,dynamodb,server]==$moto_version" flask flask-cors cbor2
 fi
 
 workdir="$(mktemp -d)"
-moto_pid=""
+pids=()
 cleanup() {
-  if [ -n "$moto_pid" ]; then kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; fi
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   rm -rf "$workdir"
 }
 trap cleanup EXIT
 
-echo "==> starting moto on a free port"
-"$venv/bin/moto_server" -H 127.0.0.1 -p 0 >"$workdir/moto.log" 2>&1 &
-moto_pid=$!
-moto_url=""
-for _ in $(seq 1 300); do
-  moto_url="$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$workdir/moto.log" | head -n 1 || true)"
-  [ -n "$moto_url" ] && break
-  kill -0 "$moto_pid" 2>/dev/null || { cat "$workdir/moto.log"; echo "moto exited" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$moto_url" ] || { cat "$workdir/moto.log"; echo "moto did not start within 30 s" >&2; exit 1; }
-export CHIMEWATCH_TEST_MOTO_URL="$moto_url"
-echo "    moto at $moto_url"
+# Starts a server in the background and sets server_url to the loopback URL it announces on its output.
+start_server() {
+  local name="$1"; shift
+  "$@" >"$workdir/$name.log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  server_url=""
+  for _ in $(seq 1 300); do
+    server_url="$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$workdir/$name.log" | head -n 1 || true)"
+    [ -n "$server_url" ] && return 0
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$workdir/$name.log" >&2
+  echo "$name did not start within 30 s" >&2
+  exit 1
+}
+
+echo "==> starting moto, and the CloudWatch CBOR bridge in front of it, on free ports"
+start_server moto "$venv/bin/moto_server" -H 127.0.0.1 -p 0
+moto_url="$server_url"
+start_server bridge "$venv/bin/python" scripts/cloudwatch_cbor_bridge.py "$moto_url"
+bridge_url="$server_url"
+export CHIMEWATCH_TEST_MOTO_URL="$moto_url" CHIMEWATCH_TEST_CLOUDWATCH_URL="$bridge_url"
+echo "    moto at $moto_url, CloudWatch (CBOR) at $bridge_url"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

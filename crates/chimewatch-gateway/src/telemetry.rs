@@ -1,5 +1,7 @@
 //! The gateway's self-metrics, named once: requests by route and status, events accepted and rejected by reason.
 
+use chimewatch_model::event::RejectKind;
+use chimewatch_sinks::{Sample, SampleKind, Unit as CwUnit};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -47,4 +49,37 @@ impl GatewayTelemetry {
     pub fn request(&self, route: &'static str, status: u16) {
         self.requests.get_or_create(&RequestLabels { route, status }).inc();
     }
+
+    /// The figures published to CloudWatch (`ChimeWatch/Pipeline`), totalled over the closed label sets.
+    pub fn samples(&self) -> Vec<Sample> {
+        let accepted = KINDS.iter().map(|&kind| self.accepted.get_or_create(&KindLabels { kind }).get()).sum();
+        let rejected = KINDS
+            .iter()
+            .flat_map(|&kind| RejectKind::ALL.iter().map(move |r| RejectLabels { kind, reason: r.as_str() }))
+            .map(|l| self.rejected.get_or_create(&l).get())
+            .sum();
+        let responses = |pick: fn(u16) -> bool| -> u64 {
+            ROUTES
+                .iter()
+                .flat_map(|&route| {
+                    STATUSES.iter().filter(|s| pick(**s)).map(move |&status| RequestLabels { route, status })
+                })
+                .map(|l| self.requests.get_or_create(&l).get())
+                .sum()
+        };
+        let counter = |name, unit, n| Sample { name, unit, kind: SampleKind::Counter(n) };
+        vec![
+            counter("EventsAccepted", CwUnit::Count, accepted),
+            counter("EventsRejected", CwUnit::Count, rejected),
+            counter("RequestBodyBytes", CwUnit::Bytes, self.request_bytes.get()),
+            counter("Requests", CwUnit::Count, responses(|_| true)),
+            counter("ThrottledResponses", CwUnit::Count, responses(|s| s == 429)),
+            counter("ServerErrors", CwUnit::Count, responses(|s| s >= 500)),
+        ]
+    }
 }
+
+/// The closed label sets: what `ingest` records (route and kind names) and every status it can answer.
+pub const ROUTES: [&str; 2] = ["meeting_events", "sip_messages"];
+pub const KINDS: [&str; 2] = ["meeting_event", "sip_message"];
+pub const STATUSES: [u16; 9] = [200, 400, 401, 403, 413, 415, 429, 500, 503];

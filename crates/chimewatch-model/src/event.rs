@@ -167,6 +167,9 @@ pub enum RejectKind {
 }
 
 impl RejectKind {
+    pub const ALL: [Self; 7] =
+        [Self::Syntax, Self::Shape, Self::Missing, Self::WrongType, Self::OutOfRange, Self::TooLarge, Self::Forbidden];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Syntax => "syntax",

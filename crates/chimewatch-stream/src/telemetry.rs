@@ -1,5 +1,6 @@
 //! The producer's self-metrics, named once here and registered by the service that owns the producer.
 
+use chimewatch_sinks::{Sample, SampleKind, Unit as CwUnit};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -56,5 +57,23 @@ impl ProducerTelemetry {
             Unit::Bytes,
             self.in_flight_bytes.clone(),
         );
+    }
+
+    /// The figures published to CloudWatch (`ChimeWatch/Pipeline`).
+    pub fn samples(&self) -> Vec<Sample> {
+        let counter = |name, unit, c: &Counter| Sample { name, unit, kind: SampleKind::Counter(c.get()) };
+        vec![
+            counter("StreamRecordsPut", CwUnit::Count, &self.records),
+            counter("StreamBytesPut", CwUnit::Bytes, &self.bytes),
+            counter("StreamRequests", CwUnit::Count, &self.requests),
+            counter("StreamRetries", CwUnit::Count, &self.retries),
+            counter("StreamThrottles", CwUnit::Count, &self.throttles),
+            counter("StreamOverloaded", CwUnit::Count, &self.overloaded),
+            Sample {
+                name: "StreamInFlightBytes",
+                unit: CwUnit::Bytes,
+                kind: SampleKind::Gauge(self.in_flight_bytes.get() as f64),
+            },
+        ]
     }
 }

@@ -63,6 +63,21 @@ pub struct GatewayArgs {
     pub serve: ServeArgs,
     #[command(flatten)]
     pub kinesis: KinesisArgs,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PipelineArgs {
+    /// Publish the service's own metrics to CloudWatch (on by default against AWS).
+    #[arg(long, env = "CHIMEWATCH_PIPELINE_METRICS")]
+    pub pipeline_metrics: Option<bool>,
+    /// Seconds between two publications of the pipeline metrics.
+    #[arg(long, env = "CHIMEWATCH_PIPELINE_METRICS_INTERVAL_SECS")]
+    pub pipeline_metrics_interval_secs: Option<u64>,
+    /// CloudWatch namespace of the pipeline metrics.
+    #[arg(long, env = "CHIMEWATCH_PIPELINE_NAMESPACE")]
+    pub pipeline_namespace: Option<String>,
 }
 
 #[derive(Debug, Args)]

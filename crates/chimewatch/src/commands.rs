@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chimewatch_gateway::{AppState, GatewayConfig, GatewayTelemetry};
-use chimewatch_stream::Producer;
+use chimewatch_sinks::{MetricSink, PipelineReporter};
+use chimewatch_stream::{Producer, ProducerTelemetry};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::cli::{Cli, Command, StreamCommand, TokenCommand};
-use crate::config;
+use crate::config::{self, PipelineConfig};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let file = config::load_file(cli.config.as_deref())?;
@@ -26,25 +27,52 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Binds the listener and serves the gateway until SIGINT or SIGTERM.
+/// Where a service reports its own metrics, and what reports there.
+struct Reporting {
+    reporter: PipelineReporter,
+    interval: std::time::Duration,
+}
+
+/// Binds the listener and serves the gateway until SIGINT or SIGTERM; reports pipeline metrics meanwhile, and once
+/// more after the stream is flushed, so the final counts are published too.
 async fn serve_gateway(
     listen: std::net::SocketAddr,
     config: GatewayConfig,
     producer: Arc<dyn Producer>,
+    producer_telemetry: ProducerTelemetry,
     mut registry: Registry,
+    reporting: Option<(Arc<dyn MetricSink>, PipelineConfig)>,
 ) -> anyhow::Result<()> {
     if config.auth.is_anonymous() && !listen.ip().is_loopback() {
         tracing::warn!(%listen, "The gateway accepts unauthenticated requests on a non-loopback address; set API keys or a token secret.");
     }
     let telemetry = Arc::new(GatewayTelemetry::default());
     telemetry.register(&mut registry);
+    let reporting = reporting.map(|(sink, p)| {
+        let t = telemetry.clone();
+        let reporter = PipelineReporter::new(sink, p.namespace, "gateway")
+            .source(move || t.samples())
+            .source(move || producer_telemetry.samples());
+        Reporting { reporter, interval: p.interval }
+    });
     let state = AppState::new(config, producer, telemetry, Arc::new(registry));
     let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     eprintln!(
         "chimewatch gateway listening on http://{addr} (POST /v1/meeting-events, /meetingevents, /v1/sip-messages; GET /metrics)"
     );
-    chimewatch_gateway::serve(listener, state, shutdown_signal()).await.context("serving HTTP")
+    let (stopped, stop_reporting) = tokio::sync::oneshot::channel::<()>();
+    let reporter = reporting.map(|r| {
+        tokio::spawn(r.reporter.run(r.interval, chimewatch_gateway::system_clock_ms, async move {
+            let _ = stop_reporting.await;
+        }))
+    });
+    let served = chimewatch_gateway::serve(listener, state, shutdown_signal()).await.context("serving HTTP");
+    let _ = stopped.send(());
+    if let Some(task) = reporter {
+        let _ = task.await;
+    }
+    served
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

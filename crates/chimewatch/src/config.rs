@@ -12,7 +12,7 @@ use chimewatch_stream::kinesis::KinesisProducerConfig;
 use chimewatch_stream::local::LocalLogConfig;
 use serde::Deserialize;
 
-use crate::cli::{KinesisArgs, ServeArgs, UpArgs};
+use crate::cli::{KinesisArgs, PipelineArgs, ServeArgs, UpArgs};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./chimewatch-data";
@@ -30,6 +30,43 @@ pub struct FileConfig {
     pub local: FileLocal,
     #[serde(default)]
     pub kinesis: FileKinesis,
+    #[serde(default)]
+    pub pipeline: FilePipeline,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePipeline {
+    pub enabled: Option<bool>,
+    pub interval_secs: Option<u64>,
+    pub namespace: Option<String>,
+}
+
+/// Where and how often a service publishes its own metrics; `None` when it does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineConfig {
+    pub namespace: String,
+    pub interval: Duration,
+}
+
+pub fn pipeline(args: &PipelineArgs, file: &FileConfig) -> anyhow::Result<Option<PipelineConfig>> {
+    let p = &file.pipeline;
+    if !args.pipeline_metrics.or(p.enabled).unwrap_or(true) {
+        return Ok(None);
+    }
+    let namespace = args
+        .pipeline_namespace
+        .clone()
+        .or_else(|| p.namespace.clone())
+        .unwrap_or_else(|| chimewatch_sinks::pipeline::DEFAULT_NAMESPACE.to_owned());
+    if namespace.is_empty() || namespace.starts_with("AWS/") {
+        bail!("pipeline namespace {namespace:?} is invalid: it must be non-empty and must not start with \"AWS/\"");
+    }
+    let secs = args.pipeline_metrics_interval_secs.or(p.interval_secs).unwrap_or(60);
+    if secs == 0 {
+        bail!("pipeline metrics interval must be at least 1 second");
+    }
+    Ok(Some(PipelineConfig { namespace, interval: Duration::from_secs(secs) }))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +240,14 @@ mod tests {
         let up = up_args(&["--token-secret", "short"]);
         assert!(gateway(&up.serve, &FileConfig::default()).unwrap_err().to_string().contains("at least 16 bytes"));
         let k = KinesisArgs { stream: None, linger_ms: None, aggregation: None };
+        let p = PipelineArgs {
+            pipeline_metrics: None,
+            pipeline_metrics_interval_secs: None,
+            pipeline_namespace: Some("AWS/Chime".into()),
+        };
+        assert!(pipeline(&p, &FileConfig::default()).unwrap_err().to_string().contains("must not start with"));
+        let off = PipelineArgs { pipeline_metrics: Some(false), ..p };
+        assert_eq!(pipeline(&off, &FileConfig::default()).unwrap(), None);
         assert!(kinesis(&k, &FileConfig::default()).unwrap_err().to_string().contains("no Kinesis stream given"));
     }
 }

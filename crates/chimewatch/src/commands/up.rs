@@ -22,10 +22,13 @@ pub async fn run(args: UpArgs, file: &FileConfig) -> anyhow::Result<()> {
     let stream_dir = data_dir.join("stream");
     let log = tokio::task::spawn_blocking({
         let stream_dir = stream_dir.clone();
+        let producer_telemetry = producer_telemetry.clone();
         move || LocalLog::open(&stream_dir, &local, producer_telemetry)
     })
     .await?
     .with_context(|| format!("opening the embedded log in {}", stream_dir.display()))?;
     eprintln!("chimewatch up: embedded stream in {} ({} shards)", stream_dir.display(), log.shard_count());
-    super::serve_gateway(listen, gateway, Arc::new(log), registry).await
+    // Embedded backends: the pipeline's own metrics are on /metrics only (the embedded metric store comes with the
+    // aggregator).
+    super::serve_gateway(listen, gateway, Arc::new(log), producer_telemetry, registry, None).await
 }

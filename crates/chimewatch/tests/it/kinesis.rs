@@ -6,7 +6,7 @@ use chimewatch_model::kpl;
 
 use crate::harness::{Server, aws_env, borrow, dump, dumped_keys, event_keys, fixture, moto_url};
 
-fn client(moto: &str) -> aws_sdk_kinesis::Client {
+pub fn client(moto: &str) -> aws_sdk_kinesis::Client {
     let config = aws_sdk_kinesis::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(moto)
@@ -16,7 +16,7 @@ fn client(moto: &str) -> aws_sdk_kinesis::Client {
     aws_sdk_kinesis::Client::from_conf(config)
 }
 
-async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
+pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: i32) {
     client.create_stream().stream_name(name).shard_count(shards).send().await.expect("creating the stream on moto");
 }
 

@@ -10,3 +10,4 @@ mod crash;
 mod embedded;
 mod harness;
 mod kinesis;
+mod pipeline;

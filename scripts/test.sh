@@ -53,4 +53,6 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked 2>&1 | tee "$workdir/test.log"
+# cargo's last lines are the (empty) doc-test summaries; close with the total over every test binary.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$workdir/test.log"

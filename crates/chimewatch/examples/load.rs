@@ -1,0 +1,111 @@
+//! Load run against a running gateway: N clients post batches of realistic JS meeting events for D seconds and the
+//! run prints throughput and latency percentiles as one JSON line. `--empty` posts `[]` instead: the baseline of
+//! HTTP and request handling without parsing, normalization or durability, measured the same way.
+//!
+//! `cargo run --release --example load -- --url http://127.0.0.1:8080 --clients 16 --seconds 20 --batch 20`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::json;
+
+#[derive(Debug, Parser)]
+struct Args {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Events per request.
+    #[arg(long, default_value_t = 20)]
+    batch: usize,
+    /// Post empty batches (the baseline).
+    #[arg(long)]
+    empty: bool,
+}
+
+/// A JS SDK event with the common attributes and a short history, about 1 KB of JSON.
+fn event(client: usize, request: u64, i: usize) -> serde_json::Value {
+    let ts = 1_795_000_000_000_i64 + (request as i64) * 1000 + i as i64;
+    let history: Vec<_> = (0..8).map(|h| json!({"name": "audioInputSelected", "timestampMs": ts - 1000 + h})).collect();
+    json!({"name": if i % 5 == 0 { "meetingStartSucceeded" } else { "attendeePresenceReceived" }, "attributes": {
+        "attendeeId": format!("attendee-{client}"), "meetingId": format!("meeting-{}", request % 50),
+        "externalMeetingId": "load", "externalUserId": format!("user-{client}"),
+        "browserName": "Chrome", "browserMajorVersion": "142", "browserVersion": "142.0.7444.59",
+        "deviceName": "Unavailable", "osName": "Mac OS", "osVersion": "10.15.7",
+        "sdkName": "amazon-chime-sdk-js", "sdkVersion": "3.32.0", "timestampMs": ts,
+        "meetingStartDurationMs": 800 + (i * 37) % 3000, "attendeePresenceDurationMs": 300 + i,
+        "retryCount": 0, "poorConnectionCount": i % 3, "meetingHistory": history,
+    }})
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let url = format!("{}/v1/meeting-events", args.url.trim_end_matches('/'));
+    let events = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..args.clients)
+        .map(|client| {
+            let (url, events, bytes, errors) = (url.clone(), events.clone(), bytes.clone(), errors.clone());
+            let (batch, empty) = (args.batch, args.empty);
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+                for request in 0.. {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    let body = if empty {
+                        b"[]".to_vec()
+                    } else {
+                        serde_json::to_vec(&(0..batch).map(|i| event(client, request, i)).collect::<Vec<_>>())
+                            .expect("json")
+                    };
+                    let len = body.len() as u64;
+                    let sent = Instant::now();
+                    let response = http.post(&url).header("content-type", "application/json").body(body).send().await;
+                    match response {
+                        Ok(r) if r.status().is_success() => {
+                            let _ = r.bytes().await;
+                            latency.saturating_record(sent.elapsed().as_micros() as u64);
+                            events.fetch_add(if empty { 0 } else { batch as u64 }, Ordering::Relaxed);
+                            bytes.fetch_add(len, Ordering::Relaxed);
+                        }
+                        _ => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                latency
+            })
+        })
+        .collect();
+    let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for t in tasks {
+        latency.add(t.await?)?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let summary = json!({
+        "mode": if args.empty { "baseline: empty batches" } else { "batches of events" },
+        "clients": args.clients, "batch": args.batch, "seconds": (secs * 10.0).round() / 10.0,
+        "requests": latency.len(), "errors": errors.load(Ordering::Relaxed),
+        "requests_per_sec": (latency.len() as f64 / secs).round(),
+        "events_per_sec": (events.load(Ordering::Relaxed) as f64 / secs).round(),
+        "mb_per_sec": ((bytes.load(Ordering::Relaxed) as f64 / secs / 1e6) * 100.0).round() / 100.0,
+        "latency_ms": {
+            "p50": latency.value_at_quantile(0.5) as f64 / 1000.0,
+            "p90": latency.value_at_quantile(0.9) as f64 / 1000.0,
+            "p99": latency.value_at_quantile(0.99) as f64 / 1000.0,
+            "max": latency.max() as f64 / 1000.0,
+        },
+    });
+    println!("{summary}");
+    Ok(())
+}

@@ -31,7 +31,7 @@ struct Args {
 fn event(client: usize, request: u64, i: usize) -> serde_json::Value {
     let ts = 1_795_000_000_000_i64 + (request as i64) * 1000 + i as i64;
     let history: Vec<_> = (0..8).map(|h| json!({"name": "audioInputSelected", "timestampMs": ts - 1000 + h})).collect();
-    json!({"name": if i % 5 == 0 { "meetingStartSucceeded" } else { "attendeePresenceReceived" }, "attributes": {
+    json!({"name": if i.is_multiple_of(5) { "meetingStartSucceeded" } else { "attendeePresenceReceived" }, "attributes": {
         "attendeeId": format!("attendee-{client}"), "meetingId": format!("meeting-{}", request % 50),
         "externalMeetingId": "load", "externalUserId": format!("user-{client}"),
         "browserName": "Chrome", "browserMajorVersion": "142", "browserVersion": "142.0.7444.59",

@@ -89,9 +89,14 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for a clean exit, returning what the process printed after starting.
-    pub fn terminate(mut self) -> Vec<String> {
+    pub fn terminate(self) -> Vec<String> {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
+        self.terminate_after_signal()
+    }
+
+    /// Waits for a clean exit after a signal was sent, returning what the process printed after starting.
+    pub fn terminate_after_signal(mut self) -> Vec<String> {
         let exit = self.child.wait().unwrap();
         assert!(exit.success(), "chimewatch exited with {exit}");
         self.stderr.try_iter().collect()

@@ -125,3 +125,32 @@ fn gateway_refuses_to_start_without_its_stream() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("stream it-does-not-exist was not found"), "{stderr}");
 }
+
+#[tokio::test]
+async fn sigterm_finishes_requests_in_flight_before_exiting() {
+    let moto = moto_url();
+    let kinesis = client(&moto);
+    create_stream(&kinesis, "it-graceful", 1).await;
+    let env = aws_env(&moto);
+    // A long linger holds the request inside the producer when the signal arrives.
+    let server = Server::start(
+        &["gateway", "--stream", "it-graceful", "--linger-ms", "2000", "--pipeline-metrics", "false"],
+        &borrow(&env),
+    );
+    let url = server.url("/v1/meeting-events");
+    let body = fixture("meeting-events/android-session.json");
+    let request = tokio::spawn(async move {
+        reqwest::Client::new().post(url).header("content-type", "application/json").body(body).send().await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!request.is_finished(), "the request is still waiting for the linger");
+    let pid = server.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let response = request.await.unwrap().expect("the in-flight request is answered");
+    assert_eq!(response.status(), 200);
+    let printed = server.terminate_after_signal();
+    assert!(printed.iter().any(|l| l.contains("flushed the stream")), "{printed:?}");
+    let raw = raw_records(&kinesis, "it-graceful").await;
+    let users: usize = raw.iter().map(|(pk, data)| kpl::deaggregate(data, pk).unwrap().len()).sum();
+    assert_eq!(users, 4, "all four events of the in-flight request are on the stream");
+}

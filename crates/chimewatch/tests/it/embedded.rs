@@ -114,3 +114,47 @@ fn bad_configuration_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown field `max_body`"), "{stderr}");
 }
+
+#[tokio::test]
+async fn dump_without_from_start_follows_new_records() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let server = Server::start(&["up", "--data-dir", dir], &[]);
+    let (status, _) =
+        server.post("/v1/meeting-events", fixture("meeting-events/android-session.json"), "application/json").await;
+    assert_eq!(status, 200, "an event before the dump starts, which it must not print");
+
+    let mut follower = std::process::Command::new(crate::harness::BIN)
+        .args(["stream", "dump", "--data-dir", dir])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Give the follower time to find the end of each shard before posting.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (status, _) = server
+        .post("/v1/meeting-events", fixture("meeting-events/ios-session-stringified.json"), "application/json")
+        .await;
+    assert_eq!(status, 200);
+    let mut names = Vec::new();
+    while names.len() < 3 {
+        let line = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("the follower prints new records");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            v["record"]["event"]["attributes"]["sdkName"], "amazon-chime-sdk-ios",
+            "only records put after it started"
+        );
+        names.push(v["record"]["event"]["name"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(names, ["meetingStartRequested", "audioInputFailed", "meetingStartFailed"]);
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+}

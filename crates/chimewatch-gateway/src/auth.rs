@@ -4,11 +4,14 @@
 //! Browsers cannot set headers on `navigator.sendBeacon`, so credentials are also read from the query string
 //! (`?token=` or `?api_key=`), which tolerates the Chime SDK's blind `?beacon=1` append (`...?token=x?beacon=1`).
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::sync::Mutex;
 
 use axum::http::{HeaderMap, header};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// How requests are authenticated. With neither keys nor a secret, every request is anonymous.
@@ -130,6 +133,87 @@ fn verify_token(secret: &[u8], token: &str) -> Result<AttendeeClaims, String> {
         .map_err(|e| format!("attendee token rejected: {e}"))
 }
 
+/// JoinTokens registered by the customer's backend when it created each attendee (`POST /v1/admin/attendees`).
+///
+/// Chime issues the JoinToken, so nothing can verify it cryptographically; a token that matches the registered one
+/// for the meeting and attendee a request names is the proof. Only SHA-256 digests are kept. Entries expire, and the
+/// registry holds at most `max_entries` (oldest dropped first). It is per gateway instance.
+#[derive(Debug)]
+pub struct JoinTokenRegistry {
+    max_entries: usize,
+    state: Mutex<RegistryState>,
+}
+
+#[derive(Debug, Default)]
+struct RegistryState {
+    entries: HashMap<(String, String), ([u8; 32], i64)>,
+    order: VecDeque<(i64, (String, String))>,
+}
+
+impl JoinTokenRegistry {
+    pub fn new(max_entries: usize) -> Self {
+        Self { max_entries, state: Mutex::default() }
+    }
+
+    pub fn register(&self, meeting_id: &str, attendee_id: &str, join_token: &str, expires_ms: i64) {
+        let Ok(mut s) = self.state.lock() else { return };
+        let key = (meeting_id.to_owned(), attendee_id.to_owned());
+        s.entries.insert(key.clone(), (Sha256::digest(join_token.as_bytes()).into(), expires_ms));
+        s.order.push_back((expires_ms, key));
+        while s.order.len() > self.max_entries {
+            if let Some((expires, key)) = s.order.pop_front()
+                && s.entries.get(&key).is_some_and(|(_, e)| *e == expires)
+            {
+                s.entries.remove(&key);
+            }
+        }
+    }
+
+    /// Whether `join_token` is the one registered for the meeting and attendee, and not expired.
+    pub fn verify(&self, meeting_id: &str, attendee_id: &str, join_token: &str, now_ms: i64) -> bool {
+        let Ok(s) = self.state.lock() else { return false };
+        let digest: [u8; 32] = Sha256::digest(join_token.as_bytes()).into();
+        s.entries
+            .get(&(meeting_id.to_owned(), attendee_id.to_owned()))
+            .is_some_and(|(d, expires)| *expires > now_ms && bool::from(d.ct_eq(&digest)))
+    }
+
+    /// Whether the meeting and attendee were registered and have not expired (re-sent events of an earlier session).
+    pub fn knows(&self, meeting_id: &str, attendee_id: &str, now_ms: i64) -> bool {
+        let Ok(s) = self.state.lock() else { return false };
+        s.entries.get(&(meeting_id.to_owned(), attendee_id.to_owned())).is_some_and(|(_, e)| *e > now_ms)
+    }
+}
+
+impl AuthConfig {
+    /// Authenticates an ingestion-protocol request: as [`AuthConfig::authenticate`], and also by a JoinToken
+    /// registered for the meeting and attendee the body's metadata names.
+    pub fn authenticate_client(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        body_token: Option<&str>,
+        claimed: Option<(&str, &str)>,
+        registry: &JoinTokenRegistry,
+        now_ms: i64,
+    ) -> Result<Principal, AuthError> {
+        match self.authenticate(headers, query, body_token) {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                let Some((meeting_id, attendee_id)) = claimed else { return Err(e) };
+                credentials(headers, query, body_token)
+                    .iter()
+                    .any(|c| registry.verify(meeting_id, attendee_id, c, now_ms))
+                    .then(|| Principal::Attendee {
+                        meeting_id: meeting_id.to_owned(),
+                        attendee_id: attendee_id.to_owned(),
+                    })
+                    .ok_or(e)
+            }
+        }
+    }
+}
+
 /// Mints an attendee token, as a customer's backend would (any JWT library does the same).
 pub fn mint_token(secret: &[u8], claims: &AttendeeClaims) -> Result<String, String> {
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))
@@ -198,6 +282,40 @@ mod tests {
         check(&token(b"other", FAR_FUTURE), "InvalidSignature");
         check(&token(b"s3cret", 1_000), "ExpiredSignature");
         check("garbage", "attendee token rejected");
+    }
+
+    #[test]
+    fn registered_join_tokens_authenticate_their_attendee_only() {
+        let c = config();
+        let registry = JoinTokenRegistry::new(10);
+        registry.register("m1", "a1", "join-token-1", 1_000);
+        let bearer = headers(&[("authorization", "Bearer join-token-1")]);
+        let expect = Ok(Principal::Attendee { meeting_id: "m1".into(), attendee_id: "a1".into() });
+        assert_eq!(c.authenticate_client(&bearer, None, None, Some(("m1", "a1")), &registry, 500), expect);
+        assert_eq!(
+            c.authenticate_client(&HeaderMap::new(), None, Some("join-token-1"), Some(("m1", "a1")), &registry, 500),
+            expect
+        );
+        assert!(
+            c.authenticate_client(&bearer, None, None, Some(("m1", "a2")), &registry, 500).is_err(),
+            "another attendee"
+        );
+        assert!(c.authenticate_client(&bearer, None, None, Some(("m1", "a1")), &registry, 1_000).is_err(), "expired");
+        assert!(
+            c.authenticate_client(&HeaderMap::new(), None, None, Some(("m1", "a1")), &registry, 500).is_err(),
+            "no token"
+        );
+        assert!(registry.knows("m1", "a1", 999) && !registry.knows("m1", "a1", 1_000));
+    }
+
+    #[test]
+    fn registry_is_bounded() {
+        let registry = JoinTokenRegistry::new(2);
+        for i in 0..5 {
+            registry.register("m", &format!("a{i}"), "t", 1_000);
+        }
+        assert!(!registry.verify("m", "a0", "t", 0));
+        assert!(registry.verify("m", "a4", "t", 0));
     }
 
     #[test]

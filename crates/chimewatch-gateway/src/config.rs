@@ -17,6 +17,14 @@ pub struct GatewayConfig {
     /// Origins allowed by CORS; `*` allows any.
     pub cors_origins: Vec<String>,
     pub auth: AuthConfig,
+    /// How long a delivered event's key is remembered to drop its duplicates (ingestion protocol).
+    pub dedup_window_ms: i64,
+    /// Most keys remembered for deduplication; the oldest are forgotten first.
+    pub dedup_max_keys: usize,
+    /// How long a registered JoinToken is accepted, unless its registration says otherwise.
+    pub join_token_ttl_ms: i64,
+    /// Most JoinTokens registered at once.
+    pub max_join_tokens: usize,
 }
 
 impl Default for GatewayConfig {
@@ -28,6 +36,10 @@ impl Default for GatewayConfig {
             limits: Limits::default(),
             cors_origins: vec!["*".into()],
             auth: AuthConfig::default(),
+            dedup_window_ms: 10 * 60 * 1000,
+            dedup_max_keys: 1_000_000,
+            join_token_ttl_ms: 48 * 3600 * 1000,
+            max_join_tokens: 1_000_000,
         }
     }
 }

@@ -26,6 +26,8 @@ pub enum ApiError {
     UnsupportedContentType(String),
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    #[error("{0}")]
+    BadRequest(String),
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error("{0}")]
@@ -40,7 +42,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Batch(BatchError::TooManyElements { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Batch(_) | Self::BadGzip(_) | Self::BodyRead(_) => StatusCode::BAD_REQUEST,
+            Self::Batch(_) | Self::BadGzip(_) | Self::BodyRead(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge { .. } | Self::InflatesTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedEncoding(_) | Self::UnsupportedContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Auth(_) => StatusCode::UNAUTHORIZED,

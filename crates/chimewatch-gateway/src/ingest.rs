@@ -65,19 +65,24 @@ pub async fn sip_messages(State(state): State<AppState>, uri: Uri, headers: Head
 }
 
 async fn handle(state: AppState, route: Route, uri: Uri, headers: HeaderMap, body: Body) -> Response {
-    let result = ingest(&state, route, &uri, &headers, body).await;
+    let result = ingest(&state, route, &uri, &headers, body).await.map(Json);
+    respond(&state, route.name, result)
+}
+
+/// Turns a handler's result into its response, logging refusals and counting the request by route and status.
+pub(crate) fn respond(state: &AppState, route: &'static str, result: Result<impl IntoResponse, ApiError>) -> Response {
     let response = match result {
-        Ok(ok) => Json(ok).into_response(),
+        Ok(ok) => ok.into_response(),
         Err(e) => {
             if e.status().is_server_error() || e.status().as_u16() == 429 {
-                tracing::warn!(route = route.name, error = %e, "An ingest request could not be served.");
+                tracing::warn!(route, error = %e, "An ingest request could not be served.");
             } else {
-                tracing::debug!(route = route.name, error = %e, "An ingest request was refused.");
+                tracing::debug!(route, error = %e, "An ingest request was refused.");
             }
             e.into_response()
         }
     };
-    state.telemetry.request(route.name, response.status().as_u16());
+    state.telemetry.request(route, response.status().as_u16());
     response
 }
 
@@ -191,4 +196,4 @@ pub fn parse_sip_messages(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -9,12 +9,16 @@
 //! - [`auth`]: API keys and signed attendee tokens, and the principal a request acts as.
 //! - [`body`]: reading a request body within limits (size, gzip inflation, content type).
 //! - [`ingest`]: the ingest handlers: parse, normalize, validate, encode, put.
+//! - [`client_events`]: the Chime SDKs' own ingestion protocol, and JoinToken registration.
+//! - [`dedup`]: dropping events delivered twice within a window.
 //! - [`error`]: every error a client can see, and its status code, in one `match`.
 //! - [`telemetry`]: the gateway's self-metrics, named once.
 
 pub mod auth;
 pub mod body;
+pub mod client_events;
 pub mod config;
+pub mod dedup;
 pub mod error;
 pub mod ingest;
 pub mod telemetry;
@@ -45,6 +49,8 @@ pub struct AppState {
     /// Every self-metric of the process, rendered on `/metrics`.
     pub registry: Arc<Registry>,
     pub shutting_down: Arc<AtomicBool>,
+    pub dedup: Arc<dedup::Deduplicator>,
+    pub join_tokens: Arc<auth::JoinTokenRegistry>,
     /// The server's clock in milliseconds since the epoch; injected so tests can pin it.
     pub clock: fn() -> i64,
 }
@@ -56,12 +62,16 @@ impl AppState {
         telemetry: Arc<GatewayTelemetry>,
         registry: Arc<Registry>,
     ) -> Self {
+        let dedup = Arc::new(dedup::Deduplicator::new(config.dedup_window_ms, config.dedup_max_keys));
+        let join_tokens = Arc::new(auth::JoinTokenRegistry::new(config.max_join_tokens));
         Self {
             config: Arc::new(config),
             producer,
             telemetry,
             registry,
             shutting_down: Arc::new(AtomicBool::new(false)),
+            dedup,
+            join_tokens,
             clock: system_clock_ms,
         }
     }
@@ -78,6 +88,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/meeting-events", post(ingest::meeting_events))
         .route("/meetingevents", post(ingest::meeting_events))
         .route("/v1/sip-messages", post(ingest::sip_messages))
+        .route("/v1/client-events", post(client_events::client_events))
+        .route("/v1/admin/attendees", post(client_events::register_attendees))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -30,6 +30,10 @@ pub struct GatewayTelemetry {
     pub request_bytes: Counter,
     pub accepted: Family<KindLabels, Counter>,
     pub rejected: Family<RejectLabels, Counter>,
+    /// Events dropped as already delivered (SDK retries and beacon re-sends).
+    pub duplicates: Counter,
+    /// Page-end beacon posts (`?beacon=1`).
+    pub beacons: Counter,
 }
 
 impl GatewayTelemetry {
@@ -44,6 +48,8 @@ impl GatewayTelemetry {
         );
         r.register("accepted", "Events and SIP records made durable", self.accepted.clone());
         r.register("rejected", "Events and SIP records rejected, by reason", self.rejected.clone());
+        r.register("duplicates", "Events dropped as already delivered", self.duplicates.clone());
+        r.register("beacons", "Page-end beacon posts", self.beacons.clone());
     }
 
     pub fn request(&self, route: &'static str, status: u16) {
@@ -75,11 +81,12 @@ impl GatewayTelemetry {
             counter("Requests", CwUnit::Count, responses(|_| true)),
             counter("ThrottledResponses", CwUnit::Count, responses(|s| s == 429)),
             counter("ServerErrors", CwUnit::Count, responses(|s| s >= 500)),
+            counter("DuplicatesDropped", CwUnit::Count, self.duplicates.get()),
         ]
     }
 }
 
 /// The closed label sets: what `ingest` records (route and kind names) and every status it can answer.
-pub const ROUTES: [&str; 2] = ["meeting_events", "sip_messages"];
+pub const ROUTES: [&str; 4] = ["meeting_events", "sip_messages", "client_events", "admin_attendees"];
 pub const KINDS: [&str; 2] = ["meeting_event", "sip_message"];
 pub const STATUSES: [u16; 9] = [200, 400, 401, 403, 413, 415, 429, 500, 503];

@@ -12,6 +12,7 @@
 //! - [`kpl`]: the Kinesis Producer Library aggregation format (encode and de-aggregate).
 
 pub mod event;
+pub mod ingestion;
 pub mod json;
 pub mod kpl;
 pub mod partition;
@@ -21,5 +22,5 @@ pub mod sip;
 pub use event::{EventError, Limits, MeetingEvent, NormalizedEvent, Truncation};
 pub use json::{BatchError, split_batch};
 pub use partition::{HashKey, partition_key_for};
-pub use record::{DecodeError, Ingest, MeetingEventRecord, Record, SipMessageRecord};
+pub use record::{DecodeError, Delivery, Ingest, MeetingEventRecord, Record, SipMessageRecord};
 pub use sip::SipLogRecord;

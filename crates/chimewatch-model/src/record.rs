@@ -46,6 +46,20 @@ pub struct MeetingEventRecord {
     pub original: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Truncation::is_empty")]
     pub truncation: Truncation,
+    /// How the SDK delivered the event (ingestion protocol only): its payload id and re-send expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+}
+
+/// Delivery details of an event sent with the SDKs' ingestion protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Present on events re-sent from the device's store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,7 +91,17 @@ impl Record {
             event: n.event,
             original: n.original,
             truncation: n.truncation,
+            delivery: None,
         })
+    }
+
+    /// A record of an event sent with the SDKs' ingestion protocol, keeping its delivery details.
+    pub fn client_event(e: crate::ingestion::ClientEvent, received_at_ms: i64) -> Self {
+        let delivery = (e.id.is_some() || e.ttl.is_some()).then(|| Delivery { id: e.id, ttl: e.ttl });
+        match Self::meeting_event(e.normalized, Ingest::SdkIngestion, received_at_ms) {
+            Self::MeetingEvent(r) => Self::MeetingEvent(MeetingEventRecord { delivery, ..r }),
+            other => other,
+        }
     }
 
     pub fn sip_message(record: SipLogRecord, ingest: Ingest, received_at_ms: i64) -> Self {

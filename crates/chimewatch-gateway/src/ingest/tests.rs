@@ -17,9 +17,9 @@ use crate::{AppState, GatewayConfig, GatewayTelemetry, router};
 
 /// A producer that keeps what it is given, or fails as told.
 #[derive(Debug, Default)]
-struct FakeProducer {
-    records: Mutex<Vec<chimewatch_stream::OutRecord>>,
-    fail: Mutex<Option<ProduceError>>,
+pub(crate) struct FakeProducer {
+    pub records: Mutex<Vec<chimewatch_stream::OutRecord>>,
+    pub fail: Mutex<Option<ProduceError>>,
 }
 
 #[async_trait]
@@ -37,12 +37,12 @@ impl Producer for FakeProducer {
     async fn close(&self) {}
 }
 
-struct Harness {
-    state: AppState,
-    producer: std::sync::Arc<FakeProducer>,
+pub(crate) struct Harness {
+    pub state: AppState,
+    pub producer: std::sync::Arc<FakeProducer>,
 }
 
-fn harness(config: GatewayConfig) -> Harness {
+pub(crate) fn harness(config: GatewayConfig) -> Harness {
     let producer = std::sync::Arc::new(FakeProducer::default());
     let telemetry = std::sync::Arc::new(GatewayTelemetry::default());
     let mut registry = Registry::default();
@@ -58,7 +58,7 @@ fn fixture_bytes(rel: &str) -> Vec<u8> {
 }
 
 impl Harness {
-    async fn send(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
+    pub async fn send(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
         let response = router(self.state.clone()).oneshot(req).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -68,7 +68,7 @@ impl Harness {
         (status, headers, body)
     }
 
-    async fn post(
+    pub async fn post(
         &self,
         path: &str,
         body: impl Into<Body>,
@@ -81,7 +81,7 @@ impl Harness {
         self.send(req.body(body.into()).unwrap()).await
     }
 
-    fn stored(&self) -> Vec<Record> {
+    pub fn stored(&self) -> Vec<Record> {
         self.producer.records.lock().unwrap().iter().map(|r| Record::decode(&r.data).unwrap()).collect()
     }
 }

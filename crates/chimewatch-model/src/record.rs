@@ -97,7 +97,7 @@ impl Record {
 
     /// A record of an event sent with the SDKs' ingestion protocol, keeping its delivery details.
     pub fn client_event(e: crate::ingestion::ClientEvent, received_at_ms: i64) -> Self {
-        let delivery = (e.id.is_some() || e.ttl.is_some()).then(|| Delivery { id: e.id, ttl: e.ttl });
+        let delivery = (e.id.is_some() || e.ttl.is_some()).then_some(Delivery { id: e.id, ttl: e.ttl });
         match Self::meeting_event(e.normalized, Ingest::SdkIngestion, received_at_ms) {
             Self::MeetingEvent(r) => Self::MeetingEvent(MeetingEventRecord { delivery, ..r }),
             other => other,

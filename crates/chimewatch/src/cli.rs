@@ -119,6 +119,12 @@ pub struct ServeArgs {
     /// Longest string attribute value in bytes.
     #[arg(long, env = "CHIMEWATCH_MAX_ATTRIBUTE_BYTES")]
     pub max_attribute_bytes: Option<usize>,
+    /// Seconds an event delivered with the SDK ingestion protocol is remembered to drop its duplicates.
+    #[arg(long, env = "CHIMEWATCH_DEDUP_WINDOW_SECS")]
+    pub dedup_window_secs: Option<u64>,
+    /// Seconds a JoinToken registered at /v1/admin/attendees is accepted, unless the registration says otherwise.
+    #[arg(long, env = "CHIMEWATCH_JOIN_TOKEN_TTL_SECS")]
+    pub join_token_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

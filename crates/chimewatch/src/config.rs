@@ -77,6 +77,9 @@ pub struct FileGateway {
     pub cors_origins: Option<Vec<String>>,
     pub api_keys: Option<Vec<String>>,
     pub token_secret: Option<String>,
+    pub dedup_window_secs: Option<u64>,
+    pub dedup_max_keys: Option<usize>,
+    pub join_token_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +152,12 @@ pub fn gateway(serve: &ServeArgs, file: &FileConfig) -> anyhow::Result<GatewayCo
                 .filter(|s| !s.is_empty())
                 .map(String::into_bytes),
         },
+        dedup_window_ms: secs_to_ms(serve.dedup_window_secs.or(g.dedup_window_secs))
+            .unwrap_or(defaults.dedup_window_ms),
+        dedup_max_keys: g.dedup_max_keys.unwrap_or(defaults.dedup_max_keys),
+        join_token_ttl_ms: secs_to_ms(serve.join_token_ttl_secs.or(g.join_token_ttl_secs))
+            .unwrap_or(defaults.join_token_ttl_ms),
+        max_join_tokens: defaults.max_join_tokens,
     };
     if config.max_body_bytes == 0 || config.max_events_per_request == 0 {
         bail!("max_body_bytes and max_events_per_request must be positive");
@@ -160,6 +169,10 @@ pub fn gateway(serve: &ServeArgs, file: &FileConfig) -> anyhow::Result<GatewayCo
         bail!("token_secret must be at least 16 bytes");
     }
     Ok(config)
+}
+
+fn secs_to_ms(secs: Option<u64>) -> Option<i64> {
+    secs.map(|s| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX))
 }
 
 pub fn local(up: &UpArgs, file: &FileConfig) -> anyhow::Result<LocalLogConfig> {

@@ -14,6 +14,15 @@ if ! "$venv/bin/python" -c "import cbor2, moto, sys; sys.exit(moto.__version__ !
     "moto[kinesis,cloudwatch,logs,s3,dynamodb,server]==$moto_version" flask flask-cors cbor2
 fi
 
+# The real Amazon Chime SDK for JavaScript, driven under Node by the real-client test (version pinned in package.json).
+node_dir="crates/chimewatch/tests/node"
+sdk_version="$(python3 -c "import json; print(json.load(open('$node_dir/package.json'))['dependencies']['amazon-chime-sdk-js'])")"
+installed="$(python3 -c "import json; print(json.load(open('$node_dir/node_modules/amazon-chime-sdk-js/package.json'))['version'])" 2>/dev/null || true)"
+if [ "$installed" != "$sdk_version" ]; then
+  echo "==> installing amazon-chime-sdk-js $sdk_version for the real-client test"
+  npm install --prefix "$node_dir" --no-package-lock --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
 workdir="$(mktemp -d)"
 pids=()
 cleanup() {

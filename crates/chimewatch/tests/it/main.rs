@@ -11,3 +11,4 @@ mod embedded;
 mod harness;
 mod kinesis;
 mod pipeline;
+mod real_client;

@@ -213,3 +213,31 @@ async fn browsers_get_their_preflight() {
     assert_eq!(headers["access-control-allow-origin"], "*");
     assert!(headers["access-control-allow-headers"].to_str().unwrap().contains("authorization"));
 }
+
+#[tokio::test]
+async fn an_attendee_token_in_the_ingestion_url_admits_that_attendee_only() {
+    let secret = b"an-attendee-token-secret".to_vec();
+    let h = harness(GatewayConfig {
+        auth: AuthConfig { api_keys: vec![], token_secret: Some(secret.clone()) },
+        ..GatewayConfig::default()
+    });
+    let c = capture("0007-native-beacon.json");
+    let meta = &c["body"]["metadata"];
+    let claims = crate::auth::AttendeeClaims {
+        meeting_id: meta["meetingId"].as_str().unwrap().into(),
+        attendee_id: meta["attendeeId"].as_str().unwrap().into(),
+        exp: 4_000_000_000,
+    };
+    let token = crate::auth::mint_token(&secret, &claims).unwrap();
+    // The app's ingestion URL carries the token; the SDK appends `?beacon=1` after it.
+    let mut beacon = c.clone();
+    beacon["url"] = json!(format!("/v1/client-events?token={token}?beacon=1"));
+    let (status, body) = replay(&h, &beacon).await;
+    assert_eq!((status, body["accepted"].as_u64()), (StatusCode::OK, Some(5)), "{body}");
+    // The same token on another attendee's events: each is refused, none stored.
+    let mut other = capture("0008-native-beacon.json");
+    other["url"] = json!(format!("/v1/client-events?token={token}?beacon=1"));
+    let (status, body) = replay(&h, &other).await;
+    assert_eq!((status, body["accepted"].as_u64()), (StatusCode::OK, Some(0)));
+    assert!(body["rejected"][0]["error"].as_str().unwrap().contains("but the credentials are for meeting"), "{body}");
+}

@@ -245,3 +245,85 @@ async fn requests_stay_within_kinesis_limits() {
     assert_eq!(requests.iter().map(Vec::len).sum::<usize>(), 1200);
     producer.close().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_shard_is_held_to_its_rate() {
+    let captured = Captured::default();
+    let ok = put_rule(&captured, |_, n| all_ok(n));
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&one_shard(), &ok]);
+    // 10 records a second on the one shard; 30 records, one per key, all bound for it.
+    let config =
+        KinesisProducerConfig { shard_records_per_sec: 10.0, put_timeout: Duration::from_secs(30), ..config(false) };
+    let producer = KinesisProducer::start(client, config, ProducerTelemetry::default()).await.unwrap();
+    let started = Instant::now();
+    producer.put((0..30).map(|i| rec(&format!("k{i}"), "v")).collect()).await.unwrap();
+    let elapsed = started.elapsed();
+    // The bucket starts full (10), then refills at 10/s: the last of 30 records leaves after about 2 s.
+    assert!(elapsed >= Duration::from_millis(1900), "30 records at 10/s took only {elapsed:?}");
+    let requests = captured.lock().unwrap().clone();
+    assert!(requests.iter().all(|r| r.len() <= 10), "no request exceeds a second's budget");
+    assert_eq!(requests.iter().map(Vec::len).sum::<usize>(), 30);
+    producer.close().await;
+}
+
+fn shard(id: &str, start: u128, end: u128, ending: Option<&str>) -> Shard {
+    let mut range = SequenceNumberRange::builder().starting_sequence_number("1");
+    if let Some(e) = ending {
+        range = range.ending_sequence_number(e);
+    }
+    Shard::builder()
+        .shard_id(id)
+        .hash_key_range(
+            HashKeyRange::builder()
+                .starting_hash_key(start.to_string())
+                .ending_hash_key(end.to_string())
+                .build()
+                .unwrap(),
+        )
+        .sequence_number_range(range.build().unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_reshard_is_noticed_and_the_shard_map_follows() {
+    let half = u128::MAX / 2;
+    let listings = Arc::new(Mutex::new(0));
+    let seen = listings.clone();
+    let list = mock!(Client::list_shards).then_compute_output(move |_| {
+        let mut n = seen.lock().unwrap();
+        *n += 1;
+        let shards = if *n == 1 {
+            vec![shard("shardId-000000000000", 0, u128::MAX, None)]
+        } else {
+            // Split: the parent is closed, two children cover its range.
+            vec![
+                shard("shardId-000000000000", 0, u128::MAX, Some("100")),
+                shard("shardId-000000000001", 0, half, None),
+                shard("shardId-000000000002", half + 1, u128::MAX, None),
+            ]
+        };
+        ListShardsOutput::builder().set_shards(Some(shards)).build()
+    });
+    // Kinesis says the records landed on a child, not on the shard the producer predicted.
+    let captured = Captured::default();
+    let put = put_rule(&captured, |_, n| {
+        results(
+            (0..n)
+                .map(|_| {
+                    PutRecordsResultEntry::builder().shard_id("shardId-000000000001").sequence_number("101").build()
+                })
+                .collect(),
+        )
+    });
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&list, &put]);
+    let producer = KinesisProducer::start(client, config(true), ProducerTelemetry::default()).await.unwrap();
+    producer.put(vec![rec("a", "1")]).await.unwrap();
+    assert_eq!(*listings.lock().unwrap(), 2, "the mismatch triggered a new ListShards");
+    // Keys on both halves now go into separate aggregates, one per child shard.
+    let keys: Vec<String> = (0..40).map(|i| format!("key-{i}")).collect();
+    producer.put(keys.iter().map(|k| rec(k, "x")).collect()).await.unwrap();
+    let last = captured.lock().unwrap().last().unwrap().clone();
+    assert_eq!(last.len(), 2, "one aggregate per open child shard");
+    producer.close().await;
+}

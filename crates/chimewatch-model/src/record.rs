@@ -224,6 +224,18 @@ mod tests {
     }
 
     #[test]
+    fn numbers_survive_the_round_trip_exactly() {
+        // Found by fuzzing: an integer beyond u64 is parsed as a float, and without serde_json's float_roundtrip
+        // that float came back one ULP off after encoding and decoding.
+        let body = r#"{"name": "x", "attributes": {"meetingId": "m", "attendeeId": "a", "timestampMs": 1763712000000,
+            "meetingReconnectDurationMs": 11113111111100000000000000000000016349854643146152210, "v": 0.1}}"#;
+        let n = normalize(crate::json::parse_strict(body).unwrap(), &Limits::default(), 1_763_712_000_500).unwrap();
+        let record = Record::meeting_event(n, Ingest::Batch, 1);
+        let Record::MeetingEvent(back) = Record::decode(&record.encode()).unwrap() else { panic!("kind changed") };
+        assert_eq!(Record::MeetingEvent(back), record);
+    }
+
+    #[test]
     fn bounded_encoding() {
         let len = sample().encode().len();
         assert!(sample().encode_bounded(len).is_ok());

@@ -7,10 +7,12 @@
 //! - [`ports`]: the producer trait, its errors, and the records it carries.
 //! - [`local`]: the embedded log, a durable, sharded, append-only log on local disk (the default for `up`).
 //! - [`kinesis`]: Amazon Kinesis Data Streams: a KPL-compatible aggregating producer and a simple reader.
+//! - [`lease`]: which worker processes which shard (KCL semantics): the lease store port and a sans-IO planner.
 //! - [`telemetry`]: the producer's self-metrics, named once.
 
 mod in_flight;
 pub mod kinesis;
+pub mod lease;
 pub mod local;
 pub mod ports;
 pub mod telemetry;

@@ -11,8 +11,13 @@
 //!
 //! # Layout
 //! - this file: the lease record, the store port and the planner;
-//! - [`memory`]: an in-memory store with the same conditional semantics, for tests and the embedded log.
+//! - [`memory`]: an in-memory store with the same conditional semantics, for tests and the embedded log;
+//! - [`dynamodb`]: the DynamoDB store (the KCL's lease table, created when missing);
+//! - `contract` (tests and the `testing` feature): the behaviour every store must have, checked against each.
 
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
+pub mod dynamodb;
 pub mod memory;
 
 use std::collections::{BTreeMap, HashMap};
@@ -172,11 +177,12 @@ pub fn plan(
         actions.push(Action::Take { shard_id: l.shard_id.clone(), counter: l.counter });
         wanted -= 1;
     }
-    // Then balance: steal from the most loaded worker, only when it holds more than its share.
+    // Then balance: steal one lease from the most loaded worker when it holds at least two more than this one, so
+    // that every steal narrows the gap (never just swaps it) and the workers converge without thrashing.
     if wanted > 0 {
         let busiest = load.iter().filter(|(w, _)| **w != worker).max_by_key(|(w, n)| (**n, std::cmp::Reverse(**w)));
         if let Some((&from, &n)) = busiest
-            && n > target
+            && n >= mine + 2
             && let Some(l) = eligible.iter().find(|l| l.owner.as_deref() == Some(from) && !expired(l))
         {
             actions.push(Action::Steal { shard_id: l.shard_id.clone(), counter: l.counter, from: from.to_owned() });

@@ -151,6 +151,25 @@ async fn a_new_worker_steals_until_the_load_is_balanced_without_thrashing() {
     assert_eq!(steals, 3, "exactly as many steals as needed");
 }
 
+#[test]
+fn an_idle_worker_steals_from_one_two_ahead_even_at_the_target() {
+    // Found by the property test: 4 leases over 3 workers as [2, 2, 0]. The idle worker's target is ceil(4/3) = 2,
+    // which the others do not exceed, yet [2, 1, 1] is the balance.
+    let leases: Vec<Lease> = ["s0", "s1", "s2", "s3"]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| Lease { owner: Some(if i < 2 { "a" } else { "b" }.into()), counter: 1, ..lease(id, &[]) })
+        .collect();
+    let mut seen = Observations::default();
+    seen.observe(&leases, 0);
+    let actions = plan("c", &leases, &seen, 1000, CONFIG);
+    assert_eq!(actions, [Action::Steal { shard_id: "s0".into(), counter: 1, from: "a".into() }]);
+    // Once at [2, 1, 1], nobody steals again.
+    let mut after = leases.clone();
+    after[0].owner = Some("c".into());
+    assert!(plan("b", &after, &seen, 1000, CONFIG).iter().all(|a| matches!(a, Action::Renew { .. })));
+}
+
 #[tokio::test]
 async fn children_wait_for_their_parents_to_end() {
     let store =
@@ -191,7 +210,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
     #[test]
     fn many_workers_with_crashes_stay_fenced_and_converge(
@@ -258,4 +277,9 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+#[tokio::test]
+async fn the_memory_store_keeps_the_store_contract() {
+    contract::check(&MemoryLeaseStore::default(), "").await;
 }

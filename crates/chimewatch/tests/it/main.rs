@@ -10,5 +10,6 @@ mod crash;
 mod embedded;
 mod harness;
 mod kinesis;
+mod leases;
 mod pipeline;
 mod real_client;

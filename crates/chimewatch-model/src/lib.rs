@@ -6,11 +6,15 @@
 //! # Layout
 //! - [`json`]: strict JSON parsing (duplicate keys are errors) and splitting a batch into its elements.
 //! - [`event`]: meeting events from the JS, Android and iOS SDKs, normalized to one shape, with per-event validation.
+//! - [`ingestion`]: the Chime SDKs' own upload protocol, mapped to the same normalized events.
 //! - [`sip`]: Voice Connector SIP message log records.
 //! - [`record`]: the versioned, self-describing record format carried on the stream.
 //! - [`partition`]: partition keys and the 128-bit hash keys that pick a shard.
 //! - [`kpl`]: the Kinesis Producer Library aggregation format (encode and de-aggregate).
+//! - [`envelope`]: decoding whatever a Kinesis record holds: chimewatch records, KPL aggregates, CloudWatch Logs
+//!   subscription envelopes of SIP logs; each item a record or the reason it is not one.
 
+pub mod envelope;
 pub mod event;
 pub mod ingestion;
 pub mod json;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
-use chimewatch_model::Record;
+use chimewatch_model::envelope::decode_user_record;
 use chimewatch_stream::StreamRecord;
 use chimewatch_stream::kinesis::{ReadFrom, read_stream};
 use chimewatch_stream::local;
@@ -78,26 +78,34 @@ impl Output {
             Ok(r) => (r, None),
             Err((r, e)) => (r, Some(e)),
         };
-        let mut line = json!({
+        let line = json!({
             "shardId": record.shard_id,
             "sequenceNumber": record.sequence_number,
             "subSequenceNumber": record.sub_sequence_number,
             "partitionKey": record.partition_key,
             "arrivalMs": record.arrival_ms,
         });
-        let decoded = match error {
-            Some(e) => Err(e),
-            None => Record::decode(&record.data).map_err(|e| e.to_string()),
+        // A CloudWatch Logs envelope holds many SIP records: one line each, numbered by their log event.
+        let items = match error {
+            Some(e) => vec![(0, Err(e))],
+            None => decode_user_record(&record.data, record.arrival_ms),
         };
-        match decoded {
-            Ok(r) => line["record"] = serde_json::to_value(r).unwrap_or(Value::Null),
-            Err(e) => {
-                line["error"] = e.into();
-                line["dataBase64"] = base64::engine::general_purpose::STANDARD.encode(&record.data).into();
+        let gzip = record.data.starts_with(&[0x1f, 0x8b]);
+        for (log_event, decoded) in items {
+            let mut line = line.clone();
+            if gzip {
+                line["logEvent"] = log_event.into();
             }
+            match decoded {
+                Ok(r) => line["record"] = serde_json::to_value(r).unwrap_or(Value::Null),
+                Err(e) => {
+                    line["error"] = e.into();
+                    line["dataBase64"] = base64::engine::general_purpose::STANDARD.encode(&record.data).into();
+                }
+            }
+            serde_json::to_writer(&mut self.buffer, &line).unwrap_or_default();
+            self.buffer.push(b'\n');
         }
-        serde_json::to_writer(&mut self.buffer, &line).unwrap_or_default();
-        self.buffer.push(b'\n');
         if self.buffer.len() > 1 << 16 {
             self.flush();
         }

@@ -154,3 +154,38 @@ async fn sigterm_finishes_requests_in_flight_before_exiting() {
     let users: usize = raw.iter().map(|(pk, data)| kpl::deaggregate(data, pk).unwrap().len()).sum();
     assert_eq!(users, 4, "all four events of the in-flight request are on the stream");
 }
+
+#[tokio::test]
+async fn dump_decodes_cloudwatch_logs_envelopes_and_names_what_it_cannot() {
+    use std::io::Write;
+    let moto = moto_url();
+    let kinesis = client(&moto);
+    create_stream(&kinesis, "it-envelopes", 1).await;
+    // What a CloudWatch Logs subscription filter puts: gzip JSON envelopes.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(
+        &std::fs::read(crate::harness::shared().join("fixtures/sip/cloudwatch-logs-subscription-envelope.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let envelope = gz.finish().unwrap();
+    for (key, data) in [("envelope", envelope), ("junk", b"\x00not a record".to_vec())] {
+        kinesis
+            .put_record()
+            .stream_name("it-envelopes")
+            .partition_key(key)
+            .data(aws_sdk_kinesis::primitives::Blob::new(data))
+            .send()
+            .await
+            .unwrap();
+    }
+    let lines = dump(&["--stream", "it-envelopes"], &borrow(&aws_env(&moto)));
+    let sip: Vec<_> = lines.iter().filter(|l| l["record"]["kind"] == "sipMessage").collect();
+    assert!(!sip.is_empty());
+    assert!(sip.iter().all(|l| l["record"]["ingest"] == "logSubscription" && l.get("logEvent").is_some()));
+    assert_eq!(sip[0]["record"]["record"]["call_id"], "vc-call-0001");
+    let bad: Vec<_> = lines.iter().filter(|l| l.get("error").is_some()).collect();
+    assert_eq!(bad.len(), 1);
+    assert!(bad[0]["error"].as_str().unwrap().starts_with("not a chimewatch record"), "{}", bad[0]);
+    assert!(bad[0]["dataBase64"].is_string(), "the undecodable bytes are shown, not dropped");
+}

@@ -14,8 +14,8 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use chimewatch_model::event::{EventError, RejectKind, describe};
 use chimewatch_model::ingestion::{ClientBatch, ClientEvent, IngestionError, parse_client_events};
-use chimewatch_model::json::{parse_strict, utf8};
-use chimewatch_model::{BatchError, Record, partition_key_for};
+use chimewatch_model::json::{parse_strict, syntax_error, utf8};
+use chimewatch_model::{Record, partition_key_for};
 use chimewatch_stream::OutRecord;
 use serde::Serialize;
 use serde_json::Value;
@@ -24,7 +24,7 @@ use crate::AppState;
 use crate::auth::{JoinTokenRegistry, Principal};
 use crate::body::{self, Accept};
 use crate::error::ApiError;
-use crate::ingest::Rejection;
+use crate::ingest::{Rejection, parse_off_workers};
 use crate::telemetry::{KindLabels, RejectLabels};
 
 const ROUTE: &str = "client_events";
@@ -41,9 +41,6 @@ pub async fn client_events(State(state): State<AppState>, uri: Uri, headers: Hea
     crate::ingest::respond(&state, ROUTE, result)
 }
 
-/// Bodies larger than this are parsed on a blocking thread.
-const INLINE_PARSE_BYTES: usize = 64 << 10;
-
 async fn ingest(
     state: &AppState,
     uri: &Uri,
@@ -57,25 +54,15 @@ async fn ingest(
         state.telemetry.beacons.inc();
     }
     let now = (state.clock)();
-    let large = bytes.len() > INLINE_PARSE_BYTES;
     let config = Arc::clone(&state.config);
-    let parse = move || -> Result<ClientBatch, ApiError> {
-        let text = utf8(&bytes)?;
-        let value = parse_strict(text).map_err(|e| {
-            let message = e.to_string();
-            let message = message.rfind(" at line ").map_or(message.clone(), |i| message[..i].to_owned());
-            ApiError::Batch(BatchError::Syntax { message, line: e.line(), column: e.column() })
-        })?;
+    let batch = parse_off_workers(bytes.len(), move || -> Result<ClientBatch, ApiError> {
+        let value = parse_strict(utf8(&bytes)?).map_err(syntax_error)?;
         parse_client_events(value, &config.limits, now, config.max_events_per_request).map_err(|e| match e {
             IngestionError::Shape(m) => ApiError::BadRequest(m),
             IngestionError::Batch(b) => ApiError::Batch(b),
         })
-    };
-    let batch = if large {
-        tokio::task::spawn_blocking(parse).await.map_err(|e| ApiError::Internal(e.to_string()))??
-    } else {
-        parse()?
-    };
+    })
+    .await?;
     let claimed = batch.meeting_id.as_deref().zip(batch.attendee_id.as_deref());
     let principal = state.config.auth.authenticate_client(
         headers,

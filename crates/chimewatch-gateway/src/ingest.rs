@@ -89,6 +89,17 @@ pub(crate) fn respond(state: &AppState, route: &'static str, result: Result<impl
 /// Bodies larger than this are parsed on a blocking thread, off the async workers.
 const INLINE_PARSE_BYTES: usize = 64 << 10;
 
+/// Runs a body's parse inline when it is small, or on a blocking thread when parsing takes milliseconds of CPU.
+pub(crate) async fn parse_off_workers<T: Send + 'static>(
+    body_len: usize,
+    parse: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    if body_len <= INLINE_PARSE_BYTES {
+        return parse();
+    }
+    tokio::task::spawn_blocking(parse).await.map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
 async fn ingest(
     state: &AppState,
     route: Route,
@@ -101,14 +112,8 @@ async fn ingest(
     let bytes = body::read(headers, body, state.config.max_body_bytes).await?;
     state.telemetry.request_bytes.inc_by(bytes.len() as u64);
     let now = (state.clock)();
-    let parsed = if bytes.len() <= INLINE_PARSE_BYTES {
-        (route.parse)(&bytes, &state.config, &principal, now)?
-    } else {
-        let config = Arc::clone(&state.config);
-        tokio::task::spawn_blocking(move || (route.parse)(&bytes, &config, &principal, now))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??
-    };
+    let config = Arc::clone(&state.config);
+    let parsed = parse_off_workers(bytes.len(), move || (route.parse)(&bytes, &config, &principal, now)).await?;
     for (_, e) in &parsed.rejected {
         state.telemetry.rejected.get_or_create(&RejectLabels { kind: route.kind, reason: e.kind.as_str() }).inc();
     }

@@ -72,7 +72,8 @@ fn non_array_kind(c: char) -> Option<&'static str> {
     }
 }
 
-fn syntax_error(e: serde_json::Error) -> BatchError {
+/// A body-level JSON syntax error, with the reason and the position apart.
+pub fn syntax_error(e: serde_json::Error) -> BatchError {
     let message = e.to_string();
     // serde_json appends " at line L column C"; keep the reason alone and carry the position as fields.
     let message = match message.rfind(" at line ") {

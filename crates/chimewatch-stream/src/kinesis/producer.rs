@@ -133,6 +133,9 @@ impl Producer for KinesisProducer {
         if self.closed.load(Ordering::Acquire) {
             return Err(ProduceError::ShuttingDown);
         }
+        if records.is_empty() {
+            return Ok(());
+        }
         if let Some(r) = records.iter().find(|r| r.cost() > MAX_RECORD_BYTES) {
             return Err(ProduceError::RecordTooLarge { size: r.cost(), limit: MAX_RECORD_BYTES });
         }
@@ -248,9 +251,9 @@ impl Worker {
         let mut groups = self.group(&jobs);
         let failures = self.send_all(&mut groups).await;
         for (i, job) in jobs.into_iter().enumerate() {
-            let _ = job.ack.send(match &failures[i] {
-                None => Ok(()),
-                Some(e) => Err(e.clone()),
+            let _ = job.ack.send(match failures.get(i) {
+                Some(Some(e)) => Err(e.clone()),
+                _ => Ok(()),
             });
         }
         if self.map_age.elapsed() >= self.config.shard_refresh {

@@ -327,3 +327,15 @@ async fn a_reshard_is_noticed_and_the_shard_map_follows() {
     assert_eq!(last.len(), 2, "one aggregate per open child shard");
     producer.close().await;
 }
+
+#[tokio::test]
+async fn an_empty_put_is_durable_at_once() {
+    let captured = Captured::default();
+    let ok = put_rule(&captured, |_, n| all_ok(n));
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&one_shard(), &ok]);
+    let producer = KinesisProducer::start(client, config(true), ProducerTelemetry::default()).await.unwrap();
+    let (empty, full) = tokio::join!(producer.put(vec![]), producer.put(vec![rec("k", "v")]));
+    assert_eq!((empty, full), (Ok(()), Ok(())));
+    assert_eq!(captured.lock().unwrap().iter().map(Vec::len).sum::<usize>(), 1);
+    producer.close().await;
+}

@@ -214,7 +214,7 @@ impl Producer for LocalLog {
         if self.closed.load(Ordering::Acquire) {
             return Err(ProduceError::ShuttingDown);
         }
-        if let Some(r) = records.iter().find(|r| r.data.len() + r.partition_key.len() > MAX_RECORD_BYTES) {
+        if let Some(r) = records.iter().find(|r| r.cost() > MAX_RECORD_BYTES) {
             return Err(ProduceError::RecordTooLarge { size: r.cost(), limit: MAX_RECORD_BYTES });
         }
         let started = Instant::now();

@@ -5,7 +5,8 @@
 
 use super::{Checkpoint, Lease, LeaseError, LeaseStore};
 
-fn lease(id: &str, parents: &[&str]) -> Lease {
+/// A new, unowned lease.
+pub fn lease(id: &str, parents: &[&str]) -> Lease {
     Lease {
         shard_id: id.into(),
         owner: None,

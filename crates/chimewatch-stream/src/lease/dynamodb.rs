@@ -186,53 +186,14 @@ impl LeaseStore for DynamoLeaseStore {
     }
 
     async fn take(&self, shard_id: &str, expected: u64, owner: &str) -> Result<Lease, LeaseError> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, s(shard_id))
-            .update_expression("SET #o = :owner, #c = #c + :one")
-            .condition_expression("#c = :expected")
-            .expression_attribute_names("#o", OWNER)
-            .expression_attribute_names("#c", COUNTER)
-            .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":expected", n(expected))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match out {
-            Ok(out) => from_item(out.attributes().unwrap_or(&HashMap::new())),
-            Err(e) if is_conditional_failure(&e) => {
-                Err(LeaseError::Conflict { shard_id: shard_id.to_owned(), expected })
-            }
-            Err(e) => Err(store_error("UpdateItem", e)),
-        }
+        let set = "SET #o = :owner, #c = #c + :one";
+        let values = [(":owner", s(owner)), (":one", n(1))];
+        self.update(shard_id, expected, set, "#c = :expected", &values).await
     }
 
     async fn renew(&self, shard_id: &str, owner: &str, expected: u64) -> Result<Lease, LeaseError> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY, s(shard_id))
-            .update_expression("SET #c = #c + :one")
-            .condition_expression("#c = :expected AND #o = :owner")
-            .expression_attribute_names("#o", OWNER)
-            .expression_attribute_names("#c", COUNTER)
-            .expression_attribute_values(":owner", s(owner))
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":expected", n(expected))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match out {
-            Ok(out) => from_item(out.attributes().unwrap_or(&HashMap::new())),
-            Err(e) if is_conditional_failure(&e) => {
-                Err(LeaseError::Conflict { shard_id: shard_id.to_owned(), expected })
-            }
-            Err(e) => Err(store_error("UpdateItem", e)),
-        }
+        let values = [(":owner", s(owner)), (":one", n(1))];
+        self.update(shard_id, expected, "SET #c = #c + :one", "#c = :expected AND #o = :owner", &values).await
     }
 
     async fn checkpoint(
@@ -244,25 +205,39 @@ impl LeaseStore for DynamoLeaseStore {
     ) -> Result<(), LeaseError> {
         let item =
             to_item(&Lease { shard_id: shard_id.to_owned(), owner: None, counter: 0, checkpoint, parents: Vec::new() });
-        let out = self
+        let values = [(":owner", s(owner)), (":cp", item[CHECKPOINT].clone()), (":sub", item[SUB_SEQUENCE].clone())];
+        let set = format!("SET {CHECKPOINT} = :cp, {SUB_SEQUENCE} = :sub");
+        self.update(shard_id, expected, &set, "#c = :expected AND #o = :owner", &values).await.map(drop)
+    }
+}
+
+impl DynamoLeaseStore {
+    /// One conditional UpdateItem on a lease: `#o` and `#c` name the owner and counter, `:expected` is the counter
+    /// the writer last saw. A failed condition is a [`LeaseError::Conflict`]: the lease changed hands or moved on.
+    async fn update(
+        &self,
+        shard_id: &str,
+        expected: u64,
+        set: &str,
+        condition: &str,
+        values: &[(&str, AttributeValue)],
+    ) -> Result<Lease, LeaseError> {
+        let mut request = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(KEY, s(shard_id))
-            .update_expression("SET #cp = :cp, #sub = :sub")
-            .condition_expression("#c = :expected AND #o = :owner")
+            .update_expression(set)
+            .condition_expression(condition)
             .expression_attribute_names("#o", OWNER)
             .expression_attribute_names("#c", COUNTER)
-            .expression_attribute_names("#cp", CHECKPOINT)
-            .expression_attribute_names("#sub", SUB_SEQUENCE)
-            .expression_attribute_values(":owner", s(owner))
             .expression_attribute_values(":expected", n(expected))
-            .expression_attribute_values(":cp", item[CHECKPOINT].clone())
-            .expression_attribute_values(":sub", item[SUB_SEQUENCE].clone())
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(()),
+            .return_values(ReturnValue::AllNew);
+        for (name, value) in values {
+            request = request.expression_attribute_values(*name, value.clone());
+        }
+        match request.send().await {
+            Ok(out) => from_item(out.attributes().unwrap_or(&HashMap::new())),
             Err(e) if is_conditional_failure(&e) => {
                 Err(LeaseError::Conflict { shard_id: shard_id.to_owned(), expected })
             }

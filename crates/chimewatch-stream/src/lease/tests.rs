@@ -5,20 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 
+use super::contract::lease;
 use super::memory::MemoryLeaseStore;
 use super::*;
 
 const CONFIG: PlanConfig = PlanConfig { failover_ms: 10_000, max_takes_per_round: 1 };
-
-fn lease(id: &str, parents: &[&str]) -> Lease {
-    Lease {
-        shard_id: id.into(),
-        owner: None,
-        counter: 0,
-        checkpoint: Checkpoint::TrimHorizon,
-        parents: parents.iter().map(|p| (*p).to_owned()).collect(),
-    }
-}
 
 /// A worker: its id, what it believes it holds (shard -> counter), and its observations.
 #[derive(Debug)]

@@ -122,6 +122,11 @@ pub fn dump(args: &[&str], envs: &[(&str, &str)]) -> Vec<Value> {
     String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// A name for an emulator resource (stream, table) that no earlier run against the same emulator used.
+pub fn unique(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
 /// The moto server started by `scripts/test.sh`.
 pub fn moto_url() -> String {
     std::env::var("CHIMEWATCH_TEST_MOTO_URL").expect(

@@ -4,7 +4,7 @@ use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::types::ShardIteratorType;
 use chimewatch_model::kpl;
 
-use crate::harness::{Server, aws_env, borrow, dump, dumped_keys, event_keys, fixture, moto_url};
+use crate::harness::{Server, aws_env, borrow, dump, dumped_keys, event_keys, fixture, moto_url, unique};
 
 pub fn client(moto: &str) -> aws_sdk_kinesis::Client {
     let config = aws_sdk_kinesis::Config::builder()
@@ -68,21 +68,21 @@ async fn post_fixtures(server: &Server) -> Vec<(String, String, String, i64)> {
 async fn gateway_puts_aggregated_records_that_read_back_whole() {
     let moto = moto_url();
     let kinesis = client(&moto);
-    create_stream(&kinesis, "it-gateway-aggregated", 4).await;
+    create_stream(&kinesis, &unique("it-gateway-aggregated"), 4).await;
     let env = aws_env(&moto);
-    let server = Server::start(&["gateway", "--stream", "it-gateway-aggregated"], &borrow(&env));
+    let server = Server::start(&["gateway", "--stream", &unique("it-gateway-aggregated")], &borrow(&env));
     let expected = post_fixtures(&server).await;
     let printed = server.terminate();
     assert!(printed.iter().any(|l| l.contains("flushed the stream")), "{printed:?}");
 
-    let lines = dump(&["--stream", "it-gateway-aggregated"], &borrow(&env));
+    let lines = dump(&["--stream", &unique("it-gateway-aggregated")], &borrow(&env));
     let mut got = dumped_keys(&lines);
     got.sort();
     assert_eq!(got, expected);
     assert_eq!(lines.iter().filter(|l| l["record"]["kind"] == "sipMessage").count(), 20);
     assert!(lines.iter().all(|l| l.get("error").is_none()));
 
-    let raw = raw_records(&kinesis, "it-gateway-aggregated").await;
+    let raw = raw_records(&kinesis, &unique("it-gateway-aggregated")).await;
     assert!(raw.iter().all(|(_, data)| kpl::is_aggregated(data)), "every Kinesis record is a KPL aggregate");
     let users: usize = raw.iter().map(|(pk, data)| kpl::deaggregate(data, pk).unwrap().len()).sum();
     assert_eq!(users, expected.len() + 20);
@@ -93,12 +93,13 @@ async fn gateway_puts_aggregated_records_that_read_back_whole() {
 async fn without_aggregation_each_event_is_one_kinesis_record_in_order() {
     let moto = moto_url();
     let kinesis = client(&moto);
-    create_stream(&kinesis, "it-gateway-plain", 2).await;
+    create_stream(&kinesis, &unique("it-gateway-plain"), 2).await;
     let env = aws_env(&moto);
-    let server = Server::start(&["gateway", "--stream", "it-gateway-plain", "--aggregation", "false"], &borrow(&env));
+    let server =
+        Server::start(&["gateway", "--stream", &unique("it-gateway-plain"), "--aggregation", "false"], &borrow(&env));
     let expected = post_fixtures(&server).await;
     drop(server);
-    let raw = raw_records(&kinesis, "it-gateway-plain").await;
+    let raw = raw_records(&kinesis, &unique("it-gateway-plain")).await;
     assert_eq!(raw.len(), expected.len() + 20);
     assert!(raw.iter().all(|(_, data)| !kpl::is_aggregated(data)));
     // One attendee's events of one meeting keep their order on their shard.
@@ -130,11 +131,11 @@ fn gateway_refuses_to_start_without_its_stream() {
 async fn sigterm_finishes_requests_in_flight_before_exiting() {
     let moto = moto_url();
     let kinesis = client(&moto);
-    create_stream(&kinesis, "it-graceful", 1).await;
+    create_stream(&kinesis, &unique("it-graceful"), 1).await;
     let env = aws_env(&moto);
     // A long linger holds the request inside the producer when the signal arrives.
     let server = Server::start(
-        &["gateway", "--stream", "it-graceful", "--linger-ms", "2000", "--pipeline-metrics", "false"],
+        &["gateway", "--stream", &unique("it-graceful"), "--linger-ms", "2000", "--pipeline-metrics", "false"],
         &borrow(&env),
     );
     let url = server.url("/v1/meeting-events");
@@ -150,7 +151,7 @@ async fn sigterm_finishes_requests_in_flight_before_exiting() {
     assert_eq!(response.status(), 200);
     let printed = server.terminate_after_signal();
     assert!(printed.iter().any(|l| l.contains("flushed the stream")), "{printed:?}");
-    let raw = raw_records(&kinesis, "it-graceful").await;
+    let raw = raw_records(&kinesis, &unique("it-graceful")).await;
     let users: usize = raw.iter().map(|(pk, data)| kpl::deaggregate(data, pk).unwrap().len()).sum();
     assert_eq!(users, 4, "all four events of the in-flight request are on the stream");
 }
@@ -160,7 +161,7 @@ async fn dump_decodes_cloudwatch_logs_envelopes_and_names_what_it_cannot() {
     use std::io::Write;
     let moto = moto_url();
     let kinesis = client(&moto);
-    create_stream(&kinesis, "it-envelopes", 1).await;
+    create_stream(&kinesis, &unique("it-envelopes"), 1).await;
     // What a CloudWatch Logs subscription filter puts: gzip JSON envelopes.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(
@@ -172,14 +173,14 @@ async fn dump_decodes_cloudwatch_logs_envelopes_and_names_what_it_cannot() {
     for (key, data) in [("envelope", envelope), ("junk", b"\x00not a record".to_vec())] {
         kinesis
             .put_record()
-            .stream_name("it-envelopes")
+            .stream_name(unique("it-envelopes"))
             .partition_key(key)
             .data(aws_sdk_kinesis::primitives::Blob::new(data))
             .send()
             .await
             .unwrap();
     }
-    let lines = dump(&["--stream", "it-envelopes"], &borrow(&aws_env(&moto)));
+    let lines = dump(&["--stream", &unique("it-envelopes")], &borrow(&aws_env(&moto)));
     let sip: Vec<_> = lines.iter().filter(|l| l["record"]["kind"] == "sipMessage").collect();
     assert!(!sip.is_empty());
     assert!(sip.iter().all(|l| l["record"]["ingest"] == "logSubscription" && l.get("logEvent").is_some()));

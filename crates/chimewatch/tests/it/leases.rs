@@ -5,7 +5,7 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use chimewatch_stream::lease::dynamodb::DynamoLeaseStore;
 use chimewatch_stream::lease::{LeaseStore, contract};
 
-use crate::harness::moto_url;
+use crate::harness::{moto_url, unique};
 
 fn client(moto: &str) -> aws_sdk_dynamodb::Client {
     let config = aws_sdk_dynamodb::Config::builder()
@@ -20,9 +20,9 @@ fn client(moto: &str) -> aws_sdk_dynamodb::Client {
 #[tokio::test]
 async fn the_dynamodb_store_creates_its_table_and_keeps_the_store_contract() {
     let moto = moto_url();
-    let store = DynamoLeaseStore::open(client(&moto), "it-leases").await.expect("creating the lease table");
+    let store = DynamoLeaseStore::open(client(&moto), &unique("it-leases")).await.expect("creating the lease table");
     contract::check(&store, "").await;
     // Opening again finds the table and its leases.
-    let again = DynamoLeaseStore::open(client(&moto), "it-leases").await.unwrap();
+    let again = DynamoLeaseStore::open(client(&moto), &unique("it-leases")).await.unwrap();
     assert_eq!(again.list().await.unwrap().len(), 2);
 }

@@ -4,7 +4,7 @@ use aws_sdk_cloudwatch::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 
-use crate::harness::{Server, aws_env, borrow, fixture, moto_url};
+use crate::harness::{Server, aws_env, borrow, fixture, moto_url, unique};
 use crate::kinesis::{client as kinesis_client, create_stream};
 
 fn cloudwatch_url() -> String {
@@ -45,11 +45,11 @@ async fn sum(cw: &aws_sdk_cloudwatch::Client, metric: &str) -> f64 {
 async fn gateway_publishes_its_figures_to_cloudwatch() {
     let moto = moto_url();
     let cw_url = cloudwatch_url();
-    create_stream(&kinesis_client(&moto), "it-pipeline-metrics", 1).await;
+    create_stream(&kinesis_client(&moto), &unique("it-pipeline-metrics"), 1).await;
     let mut env = aws_env(&moto);
     env.push(("AWS_ENDPOINT_URL_CLOUDWATCH", cw_url.clone()));
     let server = Server::start(
-        &["gateway", "--stream", "it-pipeline-metrics", "--pipeline-metrics-interval-secs", "1"],
+        &["gateway", "--stream", &unique("it-pipeline-metrics"), "--pipeline-metrics-interval-secs", "1"],
         &borrow(&env),
     );
     let (status, _) =

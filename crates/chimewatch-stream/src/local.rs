@@ -196,11 +196,12 @@ impl LocalLog {
     }
 }
 
-/// The current end of a shard on disk (where `stream dump` starts when following new records only).
+/// The end of the valid frames of a shard on disk (where `stream dump` starts when following new records only).
+/// Not the file's length: a write in progress may have left half a frame there.
 pub fn end_of_shard(root: &Path, shard: u32) -> Result<u64, LogError> {
     let segments = writer::list_segments(&shard_dir(root, shard))?;
     let Some((base, path)) = segments.last() else { return Ok(0) };
-    Ok(base + fs::metadata(path).map_err(io_err(path))?.len())
+    Ok(base + writer::valid_length(path)?.0)
 }
 
 /// Opens a reader of a log that another process may be writing (`stream dump`): it stops at the last valid frame.

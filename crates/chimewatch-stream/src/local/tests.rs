@@ -180,3 +180,23 @@ async fn closed_log_refuses_puts_and_oversized_records_are_refused() {
     assert_eq!(log.put(vec![rec("k", "late")]).await, Err(ProduceError::ShuttingDown));
     assert!(!log.is_ready());
 }
+
+#[tokio::test]
+async fn following_starts_at_the_last_whole_frame_not_in_a_write_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = LocalLog::open(dir.path(), &small(1), ProducerTelemetry::default()).unwrap();
+    log.put(vec![rec("k", "before")]).await.unwrap();
+    let whole = end_of_shard(dir.path(), 0).unwrap();
+    // Another process's writer is halfway through a frame.
+    let segment = dir.path().join("shard-0000").join(format!("{:020}.log", 0));
+    let mut partial = Vec::new();
+    frame::encode(1, "k", b"in progress", &mut partial);
+    File::options().append(true).open(&segment).unwrap().write_all(&partial[..7]).unwrap();
+    assert_eq!(end_of_shard(dir.path(), 0).unwrap(), whole, "the half frame is not the end");
+    // The write completes; a follower that started at the end sees it whole.
+    File::options().append(true).open(&segment).unwrap().write_all(&partial[7..]).unwrap();
+    let mut follower = open_reader(dir.path(), 0, whole).unwrap();
+    let got = follower.read(10, usize::MAX).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, b"in progress");
+}

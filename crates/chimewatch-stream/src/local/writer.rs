@@ -215,8 +215,9 @@ impl ShardWriter {
     }
 }
 
-/// Scans a segment and cuts a torn tail; returns the length of its valid frames.
-fn recover(path: &Path) -> Result<u64, LogError> {
+/// Scans a segment without changing it: the length of its valid frames, the file's length, and why the scan
+/// stopped short of the end (a torn tail, or a write in progress), if it did.
+pub(crate) fn valid_length(path: &Path) -> Result<(u64, u64, Option<&'static str>), LogError> {
     let file = File::open(path).map_err(io_err(path))?;
     let file_len = file.metadata().map_err(io_err(path))?.len();
     let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -228,6 +229,12 @@ fn recover(path: &Path) -> Result<u64, LogError> {
             Frame::Torn { reason } => break Some(reason),
         }
     };
+    Ok((valid, file_len, reason))
+}
+
+/// Scans a segment and cuts a torn tail; returns the length of its valid frames.
+fn recover(path: &Path) -> Result<u64, LogError> {
+    let (valid, file_len, reason) = valid_length(path)?;
     if valid < file_len {
         tracing::warn!(
             segment = %path.display(),

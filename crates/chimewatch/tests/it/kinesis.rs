@@ -87,6 +87,11 @@ async fn gateway_puts_aggregated_records_that_read_back_whole() {
     let users: usize = raw.iter().map(|(pk, data)| kpl::deaggregate(data, pk).unwrap().len()).sum();
     assert_eq!(users, expected.len() + 20);
     assert!(raw.len() < users / 2, "{} Kinesis records carry {users} events", raw.len());
+    // What a consumer will do with them: every item of every aggregate decodes to a record.
+    let items: Vec<_> =
+        raw.iter().flat_map(|(pk, data)| chimewatch_model::envelope::decode_kinesis_record(data, pk, 0)).collect();
+    assert_eq!(items.len(), users);
+    assert!(items.iter().all(|i| i.decoded.is_ok()), "{:?}", items.iter().find(|i| i.decoded.is_err()));
 }
 
 #[tokio::test]

@@ -13,7 +13,8 @@ use crate::kpl;
 use crate::record::{Ingest, Record};
 use crate::sip::SipLogRecord;
 
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// The first bytes of a gzip stream, which is how CloudWatch Logs delivers envelopes to Kinesis.
+pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Largest inflated envelope: CloudWatch Logs delivers at most 1 MB of log events per record.
 pub const MAX_INFLATED_BYTES: usize = 8 << 20;
 

@@ -244,11 +244,11 @@ impl Worker {
         }
     }
 
-    async fn flush(&mut self, jobs: Vec<Job>) {
+    async fn flush(&mut self, mut jobs: Vec<Job>) {
         if jobs.is_empty() {
             return;
         }
-        let mut groups = self.group(&jobs);
+        let mut groups = self.group(&mut jobs);
         let failures = self.send_all(&mut groups).await;
         for (i, job) in jobs.into_iter().enumerate() {
             let _ = job.ack.send(match failures.get(i) {
@@ -261,13 +261,14 @@ impl Worker {
         }
     }
 
-    /// Turns jobs into per-group queues of entries, in arrival order.
-    fn group(&self, jobs: &[Job]) -> Vec<VecDeque<Entry>> {
+    /// Turns jobs into per-group queues of entries, in arrival order. The records move into the entries; a job keeps
+    /// only what its acknowledgement needs.
+    fn group(&self, jobs: &mut [Job]) -> Vec<VecDeque<Entry>> {
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut groups: Vec<VecDeque<Entry>> = Vec::new();
         let mut open: Vec<Option<OpenAggregate>> = Vec::new();
-        for (job_index, job) in jobs.iter().enumerate() {
-            for record in &job.records {
+        for (job_index, job) in jobs.iter_mut().enumerate() {
+            for record in std::mem::take(&mut job.records) {
                 let shard = self.map.shard_for(HashKey::of(&record.partition_key)).map(str::to_owned);
                 let group_key = if self.config.aggregation {
                     shard.clone().unwrap_or_default()
@@ -281,8 +282,8 @@ impl Worker {
                 });
                 if !self.config.aggregation {
                     groups[g].push_back(Entry {
-                        partition_key: record.partition_key.clone(),
-                        data: Blob::new(record.data.clone()),
+                        partition_key: record.partition_key,
+                        data: Blob::new(record.data),
                         shard,
                         user_records: 1,
                         jobs: vec![job_index],
@@ -298,7 +299,7 @@ impl Worker {
                 }
                 let o =
                     open[g].get_or_insert_with(|| OpenAggregate { agg: Aggregator::new(), jobs: Vec::new(), shard });
-                o.agg.push(&record.partition_key, record.data.clone());
+                o.agg.push(&record.partition_key, record.data);
                 if o.jobs.last() != Some(&job_index) {
                     o.jobs.push(job_index);
                 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
-use chimewatch_model::envelope::decode_user_record;
+use chimewatch_model::envelope::{GZIP_MAGIC, decode_user_record};
 use chimewatch_stream::StreamRecord;
 use chimewatch_stream::kinesis::{ReadFrom, read_stream};
 use chimewatch_stream::local;
@@ -90,7 +90,7 @@ impl Output {
             Some(e) => vec![(0, Err(e))],
             None => decode_user_record(&record.data, record.arrival_ms),
         };
-        let gzip = record.data.starts_with(&[0x1f, 0x8b]);
+        let gzip = record.data.starts_with(&GZIP_MAGIC);
         for (log_event, decoded) in items {
             let mut line = line.clone();
             if gzip {

@@ -231,23 +231,7 @@ pub fn normalize(value: Value, limits: &Limits, now_ms: i64) -> Result<Normalize
             format!("expected an object {{\"name\", \"attributes\"}}, got {}", describe(&value)),
         ));
     };
-    let name = match root.remove(keys::NAME) {
-        Some(Value::String(s)) if s.is_empty() => {
-            return Err(EventError::new("name", RejectKind::OutOfRange, "must not be empty"));
-        }
-        Some(Value::String(s)) if s.len() > 128 => {
-            return Err(EventError::new("name", RejectKind::TooLarge, format!("is {} bytes; at most 128", s.len())));
-        }
-        Some(Value::String(s)) => s,
-        Some(other) => {
-            return Err(EventError::new(
-                "name",
-                RejectKind::WrongType,
-                format!("expected a string, got {}", describe(&other)),
-            ));
-        }
-        None => return Err(EventError::new("name", RejectKind::Missing, "missing")),
-    };
+    let name = event_name(root.remove(keys::NAME), "name")?;
     let attributes = match root.remove(keys::ATTRIBUTES) {
         Some(Value::Object(m)) => m,
         Some(other) => {
@@ -269,6 +253,23 @@ pub fn normalize(value: Value, limits: &Limits, now_ms: i64) -> Result<Normalize
         ));
     }
     normalize_attributes(name, attributes, limits, now_ms)
+}
+
+/// Validates an event name: a non-empty string of at most 128 bytes. `path` names the field in errors.
+pub fn event_name(value: Option<Value>, path: &str) -> Result<String, EventError> {
+    match value {
+        Some(Value::String(s)) if s.is_empty() => {
+            Err(EventError::new(path, RejectKind::OutOfRange, "must not be empty"))
+        }
+        Some(Value::String(s)) if s.len() > 128 => {
+            Err(EventError::new(path, RejectKind::TooLarge, format!("is {} bytes; at most 128", s.len())))
+        }
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => {
+            Err(EventError::new(path, RejectKind::WrongType, format!("expected a string, got {}", describe(&other))))
+        }
+        None => Err(EventError::new(path, RejectKind::Missing, "missing")),
+    }
 }
 
 /// Normalizes an event given as its name and raw attributes (the form every upload format maps to).

@@ -177,17 +177,7 @@ fn map_payload(
             format!("expected a payload object {{name, ts, ...}}, got {}", describe(&payload)),
         ));
     };
-    let name = match payload.remove("name") {
-        Some(Value::String(s)) => s,
-        Some(other) => {
-            return Err(EventError::new(
-                "attributes.name",
-                RejectKind::WrongType,
-                format!("expected a string, got {}", describe(&other)),
-            ));
-        }
-        None => return Err(EventError::new("attributes.name", RejectKind::Missing, "missing")),
-    };
+    let name = event::event_name(payload.remove("name"), "attributes.name")?;
     let ts = payload
         .remove("ts")
         .ok_or_else(|| EventError::new("attributes.timestampMs", RejectKind::Missing, "missing"))?;

@@ -167,6 +167,21 @@ fn errors_name_the_payload_and_field() {
 }
 
 #[test]
+fn payload_names_follow_the_same_rules_as_batch_events() {
+    let body = json!({"metadata": {"meetingId": "m", "attendeeId": "a"}, "events": [{"type": "Meet", "v": 1, "payloads": [
+        {"name": "", "ts": 1763712000000_i64}, {"name": "x".repeat(129), "ts": 1763712000000_i64}, {"name": 5, "ts": 1763712000000_i64}]}]});
+    let errors: Vec<String> = parse(body).payloads.iter().map(|p| p.as_ref().unwrap_err().to_string()).collect();
+    assert_eq!(
+        errors,
+        [
+            "events[0].payloads[0].name: must not be empty",
+            "events[0].payloads[1].name: is 129 bytes; at most 128",
+            "events[0].payloads[2].name: expected a string, got the number 5",
+        ]
+    );
+}
+
+#[test]
 fn body_shape_errors() {
     let check = |body: Value, expect: &str| {
         let err = parse_client_events(body, &Limits::default(), NOW, 10).unwrap_err().to_string();

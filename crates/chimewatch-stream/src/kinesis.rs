@@ -1,14 +1,16 @@
-//! Amazon Kinesis Data Streams: an aggregating producer and a simple reader. Only this module names `aws_sdk_*`
+//! Amazon Kinesis Data Streams: an aggregating producer, the consumer runtime's shard source, and a simple reader. Only this module names `aws_sdk_*`
 //! types; SDK errors become [`ProduceError`](crate::ProduceError)s here, and the retry classification lives here.
 
 mod errors;
 mod producer;
 mod reader;
 mod shard_map;
+mod source;
 
 pub use producer::{KinesisProducer, KinesisProducerConfig};
 pub use reader::{ReadFrom, read_stream};
 pub use shard_map::{ShardMap, ShardRange};
+pub use source::{KinesisSource, KinesisSourceConfig};
 
 /// Why a Kinesis call failed, in domain terms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

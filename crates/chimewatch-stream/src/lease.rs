@@ -13,11 +13,13 @@
 //! - this file: the lease record, the store port and the planner;
 //! - [`memory`]: an in-memory store with the same conditional semantics, for tests and the embedded log;
 //! - [`dynamodb`]: the DynamoDB store (the KCL's lease table, created when missing);
+//! - [`file`]: the memory store saved to a file, the embedded log's checkpoint store;
 //! - `contract` (tests and the `testing` feature): the behaviour every store must have, checked against each.
 
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 pub mod dynamodb;
+pub mod file;
 pub mod memory;
 
 use std::collections::{BTreeMap, HashMap};
@@ -74,6 +76,9 @@ pub trait LeaseStore: Send + Sync + std::fmt::Debug {
         expected: u64,
         checkpoint: Checkpoint,
     ) -> Result<(), LeaseError>;
+    /// Gives the lease up (no owner, counter bumped) so another worker can take it at once, if `owner` still owns it
+    /// at counter `expected`: a graceful shutdown hands shards over without waiting for the failover time.
+    async fn release(&self, shard_id: &str, owner: &str, expected: u64) -> Result<(), LeaseError>;
 }
 
 /// What one worker remembers of the leases between rounds: when it last saw each counter move, by its own clock.

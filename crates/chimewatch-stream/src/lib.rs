@@ -7,9 +7,11 @@
 //! - [`ports`]: the producer trait, its errors, and the records it carries.
 //! - [`local`]: the embedded log, a durable, sharded, append-only log on local disk (the default for `up`).
 //! - [`kinesis`]: Amazon Kinesis Data Streams: a KPL-compatible aggregating producer and a simple reader.
+//! - [`consumer`]: the consumer runtime (KCL semantics): a worker that holds leases and feeds shard processors.
 //! - [`lease`]: which worker processes which shard (KCL semantics): the lease store port and a sans-IO planner.
 //! - [`telemetry`]: the producer's self-metrics, named once.
 
+pub mod consumer;
 mod in_flight;
 pub mod kinesis;
 pub mod lease;

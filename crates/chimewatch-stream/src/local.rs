@@ -9,6 +9,7 @@
 
 mod frame;
 mod reader;
+mod source;
 mod writer;
 
 use std::fs::{self, File};
@@ -29,6 +30,7 @@ use crate::telemetry::ProducerTelemetry;
 
 pub use frame::MAX_RECORD_BYTES;
 pub use reader::{LogRecord, ShardReader};
+pub use source::{LocalSource, shard_id};
 
 /// Settings of the embedded log.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -64,4 +64,19 @@ pub async fn check(store: &dyn LeaseStore, prefix: &str) {
     store.checkpoint(&a, "w2", 3, Checkpoint::ShardEnd).await.unwrap();
     let end = store.list().await.unwrap().into_iter().find(|l| l.shard_id == a).unwrap();
     assert_eq!((end.checkpoint, end.owner.as_deref(), end.counter), (Checkpoint::ShardEnd, Some("w2"), 3));
+
+    // A release frees the lease for anyone, keeping the checkpoint; only the owner at the counter can release.
+    store.take(&b, 0, "w1").await.unwrap();
+    store.checkpoint(&b, "w1", 1, at.clone()).await.unwrap();
+    assert!(
+        matches!(store.release(&b, "w2", 1).await, Err(LeaseError::Conflict { .. })),
+        "release is conditional on the owner"
+    );
+    store.release(&b, "w1", 1).await.unwrap();
+    let freed = store.list().await.unwrap().into_iter().find(|l| l.shard_id == b).unwrap();
+    assert_eq!((freed.owner, freed.counter, freed.checkpoint), (None, 2, at), "release clears the owner only");
+    assert!(
+        matches!(store.renew(&b, "w1", 2).await, Err(LeaseError::Conflict { .. })),
+        "a released lease cannot be renewed"
+    );
 }

@@ -209,6 +209,12 @@ impl LeaseStore for DynamoLeaseStore {
         let set = format!("SET {CHECKPOINT} = :cp, {SUB_SEQUENCE} = :sub");
         self.update(shard_id, expected, &set, "#c = :expected AND #o = :owner", &values).await.map(drop)
     }
+
+    async fn release(&self, shard_id: &str, owner: &str, expected: u64) -> Result<(), LeaseError> {
+        let values = [(":owner", s(owner)), (":one", n(1))];
+        let set = "REMOVE #o SET #c = #c + :one";
+        self.update(shard_id, expected, set, "#c = :expected AND #o = :owner", &values).await.map(drop)
+    }
 }
 
 impl DynamoLeaseStore {

@@ -18,6 +18,17 @@ impl MemoryLeaseStore {
         let mut leases = self.leases.lock().map_err(|_| LeaseError::Store("lease table lock poisoned".into()))?;
         f(&mut leases)
     }
+
+    /// Puts leases back as they were saved (the file store's reopen).
+    pub(crate) fn restore(&self, leases: impl IntoIterator<Item = Lease>) {
+        if let Ok(mut map) = self.leases.lock() {
+            map.extend(leases.into_iter().map(|l| (l.shard_id.clone(), l)));
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Result<Vec<Lease>, LeaseError> {
+        self.with(|l| Ok(l.values().cloned().collect()))
+    }
 }
 
 fn conditional<'a>(
@@ -87,6 +98,15 @@ impl LeaseStore for MemoryLeaseStore {
     ) -> Result<(), LeaseError> {
         self.with(|l| {
             owned(l, shard_id, owner, expected)?.checkpoint = checkpoint;
+            Ok(())
+        })
+    }
+
+    async fn release(&self, shard_id: &str, owner: &str, expected: u64) -> Result<(), LeaseError> {
+        self.with(|l| {
+            let lease = owned(l, shard_id, owner, expected)?;
+            lease.owner = None;
+            lease.counter += 1;
             Ok(())
         })
     }

@@ -47,7 +47,7 @@ fn dump_local(root: &std::path::Path, from_start: bool, follow: bool, out: &mut 
             for r in reader.read(1000, 16 << 20)? {
                 any = true;
                 out.emit(Ok(StreamRecord {
-                    shard_id: format!("shard-{:04}", r.shard),
+                    shard_id: local::shard_id(r.shard),
                     sequence_number: r.sequence.to_string(),
                     sub_sequence_number: 0,
                     partition_key: r.partition_key,

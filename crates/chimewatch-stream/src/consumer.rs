@@ -1,0 +1,157 @@
+//! The consumer runtime the aggregator and the archiver share: the Kinesis Client Library's semantics in Rust, over
+//! any stream that implements [`ShardSource`] (Kinesis, or the embedded log).
+//!
+//! A [`Worker`] discovers shards and keeps one lease per shard in a [`LeaseStore`](crate::lease::LeaseStore),
+//! takes and renews leases as the sans-IO [`plan`](crate::lease::plan) decides, and runs one task per held shard.
+//! Each task reads its shard in order, decodes every record (chimewatch records, KPL aggregates, CloudWatch Logs
+//! envelopes), sends what cannot be decoded to the [`DeadLetters`], hands the rest to the shard's
+//! [`ShardProcessor`], and checkpoints only the position the processor reports durable. A child shard starts only
+//! after its parents were read to their end and checkpointed `SHARD_END`.
+//!
+//! Delivery is at least once. After a crash or a lease move, the new owner starts after the last checkpoint, so the
+//! records the old owner had processed but not yet checkpointed are processed again: at most what a processor holds
+//! undurable plus what the old owner read between losing the lease and noticing (one renewal interval).
+//!
+//! # Layout
+//! - this file: the ports (source, cursor, processor) and the types they speak;
+//! - `worker`: the lease loop: discovery, renew / take / steal, one task per shard, graceful release;
+//! - `shard`: one shard's loop: read, decode, dead-letter, process, checkpoint, detect the shard's end;
+//! - `dead_letter`: where undecodable records go, with their reason;
+//! - `telemetry`: lag (millis behind latest, iterator age), records, leases held, dead letters.
+
+mod dead_letter;
+mod shard;
+mod telemetry;
+mod worker;
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use chimewatch_model::Record;
+
+pub use dead_letter::DeadLetters;
+pub use telemetry::ConsumerTelemetry;
+pub use worker::{Worker, WorkerConfig};
+
+use crate::lease::{Checkpoint, LeaseError};
+use crate::ports::StreamRecord;
+
+/// A shard as the stream lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub shard_id: String,
+    pub parents: Vec<String>,
+    /// Set once the shard was closed by a split or merge: the last sequence number it holds.
+    pub ending_sequence: Option<String>,
+}
+
+/// Where a user record sits in its shard; positions order as the shard does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    /// The stream's sequence number (Kinesis: a decimal of up to 128 bits; the embedded log: a byte offset).
+    pub sequence: u128,
+    /// The user record's index within a KPL aggregate (0 for a plain record).
+    pub sub_sequence: u64,
+}
+
+impl Position {
+    pub fn parse(sequence: &str, sub_sequence: u64) -> Result<Self, ConsumeError> {
+        let sequence = sequence
+            .parse()
+            .map_err(|_| ConsumeError::Source(format!("sequence number {sequence:?} is not a decimal of 128 bits")))?;
+        Ok(Self { sequence, sub_sequence })
+    }
+
+    pub fn checkpoint(self) -> Checkpoint {
+        Checkpoint::At { sequence: self.sequence.to_string(), sub_sequence: self.sub_sequence }
+    }
+}
+
+/// What one read of a shard returned: whole stream records, before de-aggregation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RawBatch {
+    pub records: Vec<StreamRecord>,
+    /// How far the shard's newest record is ahead of this read, when the stream says.
+    pub millis_behind_latest: Option<i64>,
+    /// The shard is closed and everything in it was read.
+    pub end_of_shard: bool,
+    /// Reads retried before this one succeeded: throttled by the stream, or with an expired iterator.
+    pub throttled_reads: u64,
+}
+
+/// The stream side of the consumer: Kinesis, or the embedded log.
+#[async_trait]
+pub trait ShardSource: Send + Sync + Debug {
+    /// Every shard the stream has, open and closed, with its parents.
+    async fn shards(&self) -> Result<Vec<ShardInfo>, ConsumeError>;
+    /// A cursor at `from`: from the oldest record for `TrimHorizon`; at (not after) the sequence number of `At`,
+    /// since the record there may be an aggregate only partly processed.
+    async fn open(&self, shard: &ShardInfo, from: &Checkpoint) -> Result<Box<dyn ShardCursor>, ConsumeError>;
+}
+
+/// Reads one shard in order, respecting the stream's read limits.
+#[async_trait]
+pub trait ShardCursor: Send + Debug {
+    /// The next records (empty when caught up), waiting first as the stream's read limits require.
+    async fn next(&mut self) -> Result<RawBatch, ConsumeError>;
+}
+
+/// A decoded user record, handed to a processor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consumed {
+    pub position: Position,
+    /// Index within a CloudWatch Logs envelope's `logEvents` (0 otherwise).
+    pub log_event: usize,
+    pub partition_key: String,
+    /// When the stream accepted the record, in milliseconds since the epoch.
+    pub arrival_ms: i64,
+    pub record: Record,
+}
+
+/// One shard's records for a processor, in shard order; the undecodable ones were dead-lettered already.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub shard_id: String,
+    pub records: Vec<Consumed>,
+    /// The last position read, decoded or not; `None` when nothing was read (time passed: a processor may close
+    /// windows). A processor that made everything handed over durable returns this.
+    pub end: Option<Position>,
+    pub millis_behind_latest: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ProcessError(pub String);
+
+/// What the aggregator and the archiver implement: one instance per shard a worker holds.
+#[async_trait]
+pub trait ShardProcessor: Send + Sync {
+    /// Takes the next records of the shard; returns the position through which everything handed over so far is
+    /// durable, if that moved. Called with empty batches too, so that time-driven work (window closes, age flushes)
+    /// happens on idle shards. An error restarts the shard from its last checkpoint with a new processor.
+    async fn process(&mut self, batch: Batch) -> Result<Option<Position>, ProcessError>;
+
+    /// Makes everything handed over durable, at the shard's end or before a graceful release of its lease, and
+    /// returns the position it covers. (A lease lost to another worker drops the processor without a flush.)
+    async fn flush(&mut self) -> Result<Option<Position>, ProcessError>;
+}
+
+/// Creates a worker's shard processors.
+pub trait ProcessorFactory: Send + Sync + Debug {
+    fn create(&self, shard_id: &str) -> Box<dyn ShardProcessor>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("reading the stream: {0}")]
+    Source(String),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    #[error("processing shard {shard_id}: {source}")]
+    Process { shard_id: String, source: ProcessError },
+    #[error("dead-lettering a record of shard {shard_id}: {reason}")]
+    DeadLetter { shard_id: String, reason: String },
+}
+
+#[cfg(test)]
+mod tests;

@@ -14,12 +14,23 @@ if ! "$venv/bin/python" -c "import cbor2, moto, sys; sys.exit(moto.__version__ !
     "moto[kinesis,cloudwatch,logs,s3,dynamodb,server]==$moto_version" flask flask-cors cbor2
 fi
 
-# The real Amazon Chime SDK for JavaScript, driven under Node by the real-client test (version pinned in package.json).
+# Node tools, pinned in package.json: the real Amazon Chime SDK for JavaScript (driven by the real-client test) and
+# kinesalite (the resharding test: unlike moto, it routes records to the child shards after a split).
 node_dir="crates/chimewatch/tests/node"
-sdk_version="$(python3 -c "import json; print(json.load(open('$node_dir/package.json'))['dependencies']['amazon-chime-sdk-js'])")"
-installed="$(python3 -c "import json; print(json.load(open('$node_dir/node_modules/amazon-chime-sdk-js/package.json'))['version'])" 2>/dev/null || true)"
-if [ "$installed" != "$sdk_version" ]; then
-  echo "==> installing amazon-chime-sdk-js $sdk_version for the real-client test"
+node_installed() {
+  python3 - "$node_dir" <<'PY'
+import json, sys
+d = sys.argv[1]
+want = json.load(open(f"{d}/package.json"))["dependencies"]
+try:
+    ok = all(json.load(open(f"{d}/node_modules/{m}/package.json"))["version"] == v for m, v in want.items())
+except OSError:
+    ok = False
+sys.exit(0 if ok else 1)
+PY
+}
+if ! node_installed; then
+  echo "==> installing the Node test tools (amazon-chime-sdk-js, kinesalite)"
   npm install --prefix "$node_dir" --no-package-lock --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
@@ -49,13 +60,16 @@ start_server() {
   exit 1
 }
 
-echo "==> starting moto, and the CloudWatch CBOR bridge in front of it, on free ports"
+echo "==> starting moto, the CloudWatch CBOR bridge in front of it, and kinesalite, on free ports"
 start_server moto "$venv/bin/moto_server" -H 127.0.0.1 -p 0
 moto_url="$server_url"
 start_server bridge "$venv/bin/python" scripts/cloudwatch_cbor_bridge.py "$moto_url"
 bridge_url="$server_url"
+start_server kinesalite node "$node_dir/kinesalite.js"
+kinesalite_url="$server_url"
 export CHIMEWATCH_TEST_MOTO_URL="$moto_url" CHIMEWATCH_TEST_CLOUDWATCH_URL="$bridge_url"
-echo "    moto at $moto_url, CloudWatch (CBOR) at $bridge_url"
+export CHIMEWATCH_TEST_KINESALITE_URL="$kinesalite_url"
+echo "    moto at $moto_url, CloudWatch (CBOR) at $bridge_url, kinesalite at $kinesalite_url"
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -49,6 +49,16 @@ pub struct UserRecord {
     pub data: Vec<u8>,
 }
 
+impl UserRecord {
+    /// The hash key that picks the record's shard: the explicit one when set (and valid), else the partition key's.
+    pub fn hash_key(&self) -> crate::HashKey {
+        match self.explicit_hash_key.as_deref().and_then(|k| k.parse().ok()) {
+            Some(k) => crate::HashKey(k),
+            None => crate::HashKey::of(&self.partition_key),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KplError {
     #[error("KPL aggregate is {len} bytes, shorter than its magic and digest")]

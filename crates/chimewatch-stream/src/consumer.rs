@@ -29,7 +29,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use chimewatch_model::Record;
 
-pub use dead_letter::DeadLetters;
+pub use dead_letter::{DeadLetter, DeadLetters};
 pub use telemetry::ConsumerTelemetry;
 pub use worker::{Worker, WorkerConfig};
 
@@ -43,26 +43,64 @@ pub struct ShardInfo {
     pub parents: Vec<String>,
     /// Set once the shard was closed by a split or merge: the last sequence number it holds.
     pub ending_sequence: Option<String>,
+    /// The hash keys the shard covers (Kinesis); a KPL aggregate's user records outside it are skipped, because
+    /// the producer put them again on the right shard (the KCL does the same).
+    pub hash_range: Option<(u128, u128)>,
+}
+
+/// A stream sequence number: a decimal of any length (Kinesis uses 56 digits and allows up to 129), compared as
+/// the number it is, never as text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SequenceNumber(String);
+
+impl SequenceNumber {
+    pub fn parse(text: &str) -> Result<Self, ConsumeError> {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ConsumeError::Source(format!("sequence number {text:?} is not a decimal")));
+        }
+        let digits = text.trim_start_matches('0');
+        Ok(Self(if digits.is_empty() { "0".into() } else { digits.into() }))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Ord for SequenceNumber {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // Without leading zeros, a longer decimal is a larger number.
+        self.0.len().cmp(&other.0.len()).then_with(|| self.0.cmp(&other.0))
+    }
+}
+
+impl PartialOrd for SequenceNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for SequenceNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Where a user record sits in its shard; positions order as the shard does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Position {
-    /// The stream's sequence number (Kinesis: a decimal of up to 128 bits; the embedded log: a byte offset).
-    pub sequence: u128,
+    /// The stream's sequence number (Kinesis: a decimal; the embedded log: a byte offset).
+    pub sequence: SequenceNumber,
     /// The user record's index within a KPL aggregate (0 for a plain record).
     pub sub_sequence: u64,
 }
 
 impl Position {
     pub fn parse(sequence: &str, sub_sequence: u64) -> Result<Self, ConsumeError> {
-        let sequence = sequence
-            .parse()
-            .map_err(|_| ConsumeError::Source(format!("sequence number {sequence:?} is not a decimal of 128 bits")))?;
-        Ok(Self { sequence, sub_sequence })
+        Ok(Self { sequence: SequenceNumber::parse(sequence)?, sub_sequence })
     }
 
-    pub fn checkpoint(self) -> Checkpoint {
+    pub fn checkpoint(&self) -> Checkpoint {
         Checkpoint::At { sequence: self.sequence.to_string(), sub_sequence: self.sub_sequence }
     }
 }

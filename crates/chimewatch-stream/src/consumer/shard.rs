@@ -9,7 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::dead_letter::{DeadLetter, encode_data};
 use super::telemetry::ConsumerTelemetry;
-use super::{Batch, ConsumeError, Consumed, DeadLetters, Position, RawBatch, ShardInfo, ShardProcessor, ShardSource};
+use super::{
+    Batch, ConsumeError, Consumed, DeadLetters, Position, RawBatch, SequenceNumber, ShardInfo, ShardProcessor,
+    ShardSource,
+};
 use crate::lease::{Checkpoint, LeaseStore};
 
 /// The lease counter a worker holds for a shard; renewals and checkpoints take turns on it, since each write is
@@ -50,6 +53,7 @@ impl ShardTask {
             shard_id: self.shard_id.clone(),
             parents: Vec::new(),
             ending_sequence: None,
+            hash_range: None,
         })
     }
 
@@ -61,7 +65,7 @@ impl ShardTask {
             Checkpoint::ShardEnd => return Ok(Exit::Ended),
         };
         let mut cursor = self.source.open(&self.info(), &from).await?;
-        let mut checkpointed = skip_through;
+        let mut checkpointed = skip_through.clone();
         let mut last_read: Option<Position> = None;
         loop {
             let raw = tokio::select! {
@@ -76,7 +80,8 @@ impl ShardTask {
             let now = (self.clock)();
             let end_of_shard = raw.end_of_shard;
             let caught_up = raw.records.is_empty() && raw.millis_behind_latest.is_none_or(|m| m == 0);
-            let (batch, letters) = decode(&self.shard_id, raw, skip_through, now, &self.telemetry)?;
+            let range = self.info().hash_range;
+            let (batch, letters) = decode(&self.shard_id, range, raw, skip_through.as_ref(), now, &self.telemetry)?;
             if !letters.is_empty() {
                 let shard_id = self.shard_id.clone();
                 self.dead_letters
@@ -84,7 +89,9 @@ impl ShardTask {
                     .await
                     .map_err(|reason| ConsumeError::DeadLetter { shard_id, reason })?;
             }
-            last_read = batch.end.or(last_read);
+            if let Some(end) = &batch.end {
+                last_read = Some(end.clone());
+            }
             self.telemetry.records.inc_by(batch.records.len() as u64);
             let durable = self
                 .processor
@@ -94,8 +101,8 @@ impl ShardTask {
             self.advance(&mut checkpointed, durable).await?;
 
             // The end: a null iterator, or (moto) a shard ListShards shows closed, read through its last number.
-            let ending = self.info().ending_sequence.and_then(|e| e.parse::<u128>().ok());
-            let past_end = ending.is_some_and(|e| last_read.is_some_and(|p| p.sequence >= e) || caught_up);
+            let ending = self.info().ending_sequence.and_then(|e| SequenceNumber::parse(&e).ok());
+            let past_end = ending.is_some_and(|e| last_read.as_ref().is_some_and(|p| p.sequence >= e) || caught_up);
             if end_of_shard || past_end {
                 let durable = self.flush().await?;
                 self.advance(&mut checkpointed, durable).await?;
@@ -118,7 +125,7 @@ impl ShardTask {
         durable: Option<Position>,
     ) -> Result<(), ConsumeError> {
         if let Some(p) = durable
-            && checkpointed.is_none_or(|c| p > c)
+            && checkpointed.as_ref().is_none_or(|c| &p > c)
         {
             self.write_checkpoint(p.checkpoint()).await?;
             *checkpointed = Some(p);
@@ -138,8 +145,9 @@ impl ShardTask {
 /// records the shard's lag.
 fn decode(
     shard_id: &str,
+    hash_range: Option<(u128, u128)>,
     raw: RawBatch,
-    skip_through: Option<Position>,
+    skip_through: Option<&Position>,
     now_ms: i64,
     telemetry: &ConsumerTelemetry,
 ) -> Result<(Batch, Vec<DeadLetter>), ConsumeError> {
@@ -166,23 +174,29 @@ fn decode(
             Ok(users) => users,
             Err(e) => {
                 let position = Position::parse(&r.sequence_number, 0)?;
-                if skip_through.is_none_or(|s| position > s) {
+                if skip_through.is_none_or(|s| &position > s) {
                     letters.push(letter(0, 0, format!("KPL aggregate: {e}"), &r.data));
                     end = Some(position);
                 }
                 continue;
             }
         };
+        let aggregated = kpl::is_aggregated(&r.data);
         for (sub, user) in users.into_iter().enumerate() {
             let position = Position::parse(&r.sequence_number, sub as u64)?;
-            if skip_through.is_some_and(|s| position <= s) {
+            if skip_through.is_some_and(|s| &position <= s) {
                 continue;
             }
-            end = Some(position);
+            end = Some(position.clone());
+            if aggregated && hash_range.is_some_and(|(lo, hi)| !(lo..=hi).contains(&user.hash_key().0)) {
+                telemetry.misrouted.inc();
+                tracing::debug!(shard = shard_id, sequence = %r.sequence_number, sub_sequence = sub, "Skipped a user record outside the shard's hash range (its producer puts it again on the right shard).");
+                continue;
+            }
             for (log_event, decoded) in envelope::decode_user_record(&user.data, r.arrival_ms) {
                 match decoded {
                     Ok(record) => records.push(Consumed {
-                        position,
+                        position: position.clone(),
                         log_event,
                         partition_key: user.partition_key.clone(),
                         arrival_ms: r.arrival_ms,

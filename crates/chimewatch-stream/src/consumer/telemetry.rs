@@ -39,6 +39,9 @@ pub struct ConsumerTelemetry {
     pub shard_restarts: Counter,
     /// Reads the stream throttled, or that had to renew an expired iterator.
     pub read_throttles: Counter,
+    /// User records of KPL aggregates outside their shard's hash range, skipped: an aggregate built before a
+    /// reshard landed on a child, and its producer put those records again on the right shard.
+    pub misrouted: Counter,
     /// The same lag figures, for the maxima published to CloudWatch (a prometheus family cannot be walked).
     lags: Arc<Mutex<BTreeMap<String, (i64, i64)>>>,
 }
@@ -116,6 +119,7 @@ impl ConsumerTelemetry {
             counter("ConsumerLeasesLost", &self.leases_lost),
             counter("ConsumerShardRestarts", &self.shard_restarts),
             counter("ConsumerReadThrottles", &self.read_throttles),
+            counter("ConsumerMisroutedSkipped", &self.misrouted),
             gauge("ConsumerLeasesHeld", CwUnit::Count, self.leases_held.get() as f64),
             gauge("ConsumerMillisBehindLatest", CwUnit::Milliseconds, self.max_millis_behind() as f64),
             gauge("ConsumerIteratorAgeMilliseconds", CwUnit::Milliseconds, self.max_iterator_age() as f64),

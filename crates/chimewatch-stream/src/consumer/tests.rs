@@ -38,6 +38,7 @@ impl FakeStream {
             shard_id: (*id).into(),
             parents: parents.iter().map(|p| (*p).into()).collect(),
             ending_sequence: None,
+            hash_range: None,
         };
         self.shards.lock().unwrap().insert((*id).into(), (info, Vec::new()));
     }
@@ -190,12 +191,14 @@ impl ShardProcessor for Recorder {
                 a["n"].as_u64().unwrap(),
             ));
         }
-        self.pending = batch.end.or(self.pending);
-        Ok(if self.mode == Mode::OnFlush { None } else { self.pending })
+        if batch.end.is_some() {
+            self.pending = batch.end;
+        }
+        Ok(if self.mode == Mode::OnFlush { None } else { self.pending.clone() })
     }
 
     async fn flush(&mut self) -> Result<Option<Position>, ProcessError> {
-        Ok(self.pending)
+        Ok(self.pending.clone())
     }
 }
 
@@ -507,4 +510,22 @@ async fn lag_is_reported_per_held_shard_and_on_the_registry() {
     assert_eq!(telemetry.max_millis_behind(), 0, "caught up");
     let names: Vec<&str> = telemetry.samples().iter().map(|s| s.name).collect();
     assert!(names.contains(&"ConsumerMillisBehindLatest") && names.contains(&"ConsumerDeadLettered"));
+}
+
+#[test]
+fn sequence_numbers_compare_as_numbers_of_any_length() {
+    let n = |s: &str| SequenceNumber::parse(s).unwrap();
+    assert!(n("9") < n("10"));
+    assert!(
+        n("49680428587740854544956167246890347392707908340247691266") > n("340282366920938463463374607431768211455")
+    );
+    assert_eq!(n("007"), n("7"));
+    assert_eq!(n("000").as_str(), "0");
+    assert!(
+        SequenceNumber::parse("").is_err()
+            && SequenceNumber::parse("12a").is_err()
+            && SequenceNumber::parse("-1").is_err()
+    );
+    let p = |s: &str, sub| Position::parse(s, sub).unwrap();
+    assert!(p("10", 0) > p("9", 7) && p("10", 1) > p("10", 0));
 }

@@ -51,10 +51,20 @@ impl WorkerConfig {
     }
 }
 
+/// A shard task, aborted when dropped: if the worker's future is dropped (its process is going down), no shard
+/// task outlives it to process records for a lease nobody renews.
+struct ShardHandle(JoinHandle<Result<Exit, ConsumeError>>);
+
+impl Drop for ShardHandle {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A running shard task and the lease it holds.
 struct Running {
     lease: Arc<HeldLease>,
-    task: JoinHandle<Result<Exit, ConsumeError>>,
+    task: ShardHandle,
     stop: CancellationToken,
     last_renewed: Instant,
 }
@@ -161,11 +171,11 @@ impl Worker {
     /// Collects finished shard tasks: ended shards are done; failed ones restart from their checkpoint next round.
     async fn reap(&self, running: &mut HashMap<String, Running>) {
         let finished: Vec<String> =
-            running.iter().filter(|(_, r)| r.task.is_finished()).map(|(s, _)| s.clone()).collect();
+            running.iter().filter(|(_, r)| r.task.0.is_finished()).map(|(s, _)| s.clone()).collect();
         for shard_id in finished {
-            let Some(r) = running.remove(&shard_id) else { continue };
+            let Some(mut r) = running.remove(&shard_id) else { continue };
             self.telemetry.forget(&shard_id);
-            match r.task.await {
+            match (&mut r.task.0).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(ConsumeError::Lease(LeaseError::Conflict { .. }))) => {
                     self.telemetry.leases_lost.inc();
@@ -199,7 +209,7 @@ impl Worker {
     /// Stops a shard at once, without flushing or checkpointing: its new owner starts from the last checkpoint.
     fn lose(&self, shard_id: &str, running: &mut HashMap<String, Running>, why: &str) {
         if let Some(r) = running.remove(shard_id) {
-            r.task.abort();
+            drop(r.task);
             self.telemetry.leases_lost.inc();
             self.telemetry.forget(shard_id);
             tracing::info!(shard = %shard_id, reason = why, "Lease lost; stopped processing the shard.");
@@ -279,7 +289,10 @@ impl Worker {
             clock: self.clock,
         };
         let handle = tokio::spawn(task.run(lease.checkpoint));
-        running.insert(lease.shard_id, Running { lease: held, task: handle, stop, last_renewed: Instant::now() });
+        running.insert(
+            lease.shard_id,
+            Running { lease: held, task: ShardHandle(handle), stop, last_renewed: Instant::now() },
+        );
     }
 
     /// Asks every shard to flush and checkpoint, then releases its lease so others take over at once.
@@ -288,9 +301,8 @@ impl Worker {
         for r in running.values() {
             r.stop.cancel();
         }
-        for (shard_id, r) in running {
-            let abort = r.task.abort_handle();
-            match tokio::time::timeout(self.config.shutdown_timeout, r.task).await {
+        for (shard_id, mut r) in running {
+            match tokio::time::timeout(self.config.shutdown_timeout, &mut r.task.0).await {
                 Ok(Ok(Ok(Exit::Ended))) => continue,
                 Ok(Ok(Ok(Exit::Stopped))) => {}
                 Ok(Ok(Err(e))) => {
@@ -298,7 +310,7 @@ impl Worker {
                 }
                 Ok(Err(e)) => tracing::error!(shard = %shard_id, error = %e, "Shard task panicked on shutdown."),
                 Err(_) => {
-                    abort.abort();
+                    r.task.0.abort();
                     tracing::warn!(shard = %shard_id, "Shard did not flush within the shutdown timeout.");
                 }
             }

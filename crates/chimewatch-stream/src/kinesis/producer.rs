@@ -17,7 +17,7 @@ use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use chimewatch_model::HashKey;
-use chimewatch_model::kpl::Aggregator;
+use chimewatch_model::kpl::{self, Aggregator};
 use rand::RngExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -182,7 +182,13 @@ struct Entry {
     shard: Option<String>,
     user_records: usize,
     jobs: Vec<usize>,
+    /// How many times its records were re-put after landing on a shard that did not cover them.
+    reroutes: u32,
 }
+
+/// Re-puts of one record after landing on the wrong shard before its put fails: more means the shard map keeps
+/// changing under the producer, and the client had better retry later.
+const MAX_REROUTES: u32 = 3;
 
 impl Entry {
     fn cost(&self) -> usize {
@@ -287,6 +293,7 @@ impl Worker {
                         shard,
                         user_records: 1,
                         jobs: vec![job_index],
+                        reroutes: 0,
                     });
                     continue;
                 }
@@ -321,6 +328,7 @@ impl Worker {
         let mut attempt: u32 = 0;
         let mut last_error = String::new();
         let mut refresh = false;
+        let mut misrouted: Vec<(usize, Entry, String)> = Vec::new();
         while groups.iter().any(|g| !g.is_empty()) {
             if Instant::now() >= give_up_at {
                 let reason =
@@ -360,11 +368,32 @@ impl Worker {
                             continue;
                         }
                         if let Some(entry) = groups[g].pop_front() {
-                            if entry.shard.as_deref().is_some_and(|s| Some(s) != result.shard_id()) {
-                                refresh = true;
-                            }
                             self.telemetry.records.inc_by(entry.user_records as u64);
                             self.telemetry.bytes.inc_by(entry.cost() as u64);
+                            match result.shard_id() {
+                                Some(landed) if entry.shard.as_deref().is_some_and(|s| s != landed) => {
+                                    refresh = true;
+                                    if self.config.aggregation {
+                                        misrouted.push((g, entry, landed.to_owned()));
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    if !misrouted.is_empty() {
+                        self.refresh_map().await;
+                        refresh = false;
+                        for (g, entry, landed) in misrouted.drain(..) {
+                            if entry.reroutes < MAX_REROUTES {
+                                self.reroute(&mut groups[g], entry, &landed);
+                                continue;
+                            }
+                            let reason = format!("records kept landing on shards that do not cover them ({landed})");
+                            let error = ProduceError::Unavailable { reason, retry_after: Duration::from_secs(5) };
+                            for j in entry.jobs {
+                                failures[j].get_or_insert_with(|| error.clone());
+                            }
                         }
                     }
                     if failed == 0 {
@@ -399,6 +428,67 @@ impl Worker {
             self.refresh_map().await;
         }
         failures
+    }
+
+    /// An aggregate built with a stale shard map landed on a shard that does not cover all its keys (a reshard):
+    /// consumers keep only the user records the shard covers (as the KCL does), so the others are put again, and
+    /// the rest of the group is re-aggregated with the new map. They go first in the group, so each key keeps its
+    /// order: the KPL's "wrong shard" retry.
+    fn reroute(&self, group: &mut VecDeque<Entry>, entry: Entry, landed: &str) {
+        let mut records: Vec<OutRecord> = Vec::new();
+        let mut jobs = entry.jobs;
+        let reroutes = entry.reroutes + 1;
+        match kpl::deaggregate(entry.data.as_ref(), &entry.partition_key) {
+            Ok(users) => records.extend(
+                users
+                    .into_iter()
+                    // A shard the map does not know is trusted to cover the record, so nothing is put twice.
+                    .filter(|u| self.map.covers(landed, u.hash_key()) == Some(false))
+                    .map(|u| OutRecord { partition_key: u.partition_key, data: u.data }),
+            ),
+            Err(e) => tracing::error!(error = %e, "An aggregate this producer built does not de-aggregate."),
+        }
+        let moved = records.len();
+        for later in group.drain(..) {
+            jobs.extend(later.jobs);
+            match kpl::deaggregate(later.data.as_ref(), &later.partition_key) {
+                Ok(users) => records
+                    .extend(users.into_iter().map(|u| OutRecord { partition_key: u.partition_key, data: u.data })),
+                Err(e) => tracing::error!(error = %e, "An aggregate this producer built does not de-aggregate."),
+            }
+        }
+        if moved > 0 {
+            self.telemetry.retries.inc_by(moved as u64);
+            tracing::info!(
+                landed,
+                moved,
+                "An aggregate landed on a shard split since it was built; its other records are put again."
+            );
+        }
+        jobs.sort_unstable();
+        jobs.dedup();
+        let mut open: Vec<(String, OpenAggregate)> = Vec::new();
+        for r in records {
+            let shard = self.map.shard_for(HashKey::of(&r.partition_key)).map(str::to_owned);
+            let key = shard.clone().unwrap_or_default();
+            let i = match open.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    open.push((key, OpenAggregate { agg: Aggregator::new(), jobs: jobs.clone(), shard }));
+                    open.len() - 1
+                }
+            };
+            let o = &mut open[i].1;
+            if !o.agg.is_empty() && o.agg.size_with(&r.partition_key, r.data.len()) > self.config.max_aggregate_bytes {
+                let full = std::mem::replace(
+                    o,
+                    OpenAggregate { agg: Aggregator::new(), jobs: jobs.clone(), shard: o.shard.clone() },
+                );
+                group.push_back(Entry { reroutes, ..full.finish() });
+            }
+            open[i].1.agg.push(&r.partition_key, r.data);
+        }
+        group.extend(open.into_iter().map(|(_, o)| Entry { reroutes, ..o.finish() }));
     }
 
     /// The head entry of each group that fits this request and its shard's rate; otherwise how long to wait.
@@ -475,7 +565,14 @@ impl OpenAggregate {
     fn finish(self) -> Entry {
         let partition_key = self.agg.first_partition_key().unwrap_or_default().to_owned();
         let user_records = self.agg.len();
-        Entry { partition_key, data: Blob::new(self.agg.finish()), shard: self.shard, user_records, jobs: self.jobs }
+        Entry {
+            partition_key,
+            data: Blob::new(self.agg.finish()),
+            shard: self.shard,
+            user_records,
+            jobs: self.jobs,
+            reroutes: 0,
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 //! Which open shard a hash key lands on, from ListShards; refreshed when the stream is resharded.
 
+use std::collections::BTreeMap;
+
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::types::Shard;
 use chimewatch_model::HashKey;
@@ -39,17 +41,24 @@ impl ShardRange {
     }
 }
 
-/// The open shards of a stream, sorted by hash range.
+/// The open shards of a stream, sorted by hash range; and the hash range of every shard, closed ones too.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardMap {
     open: Vec<ShardRange>,
+    ranges: BTreeMap<String, (u128, u128)>,
 }
 
 impl ShardMap {
     pub fn new(shards: Vec<ShardRange>) -> Self {
+        let ranges = shards.iter().map(|s| (s.shard_id.clone(), (s.start, s.end))).collect();
         let mut open: Vec<_> = shards.into_iter().filter(ShardRange::is_open).collect();
         open.sort_by_key(|s| s.start);
-        Self { open }
+        Self { open, ranges }
+    }
+
+    /// Whether `shard` (open or closed) covers `key`; `None` for a shard the map does not know.
+    pub fn covers(&self, shard: &str, key: HashKey) -> Option<bool> {
+        self.ranges.get(shard).map(|(start, end)| (*start..=*end).contains(&key.0))
     }
 
     pub fn shard_for(&self, key: HashKey) -> Option<&str> {
@@ -113,5 +122,8 @@ mod tests {
         assert_eq!(map.shard_for(HashKey(half + 1)), Some("b"));
         assert_eq!(map.shard_for(HashKey(u128::MAX)), Some("b"));
         assert_eq!(ShardMap::default().shard_for(HashKey(5)), None);
+        assert_eq!(map.covers("parent", HashKey(u128::MAX)), Some(true), "closed shards keep their range");
+        assert_eq!(map.covers("a", HashKey(half + 1)), Some(false));
+        assert_eq!(map.covers("gone", HashKey(0)), None);
     }
 }

@@ -72,7 +72,12 @@ impl ShardSource for KinesisSource {
         let shards = list_shards(&self.client, &self.config.stream).await.map_err(source_error)?;
         Ok(shards
             .into_iter()
-            .map(|s| ShardInfo { shard_id: s.shard_id, parents: s.parents, ending_sequence: s.ending_sequence_number })
+            .map(|s| ShardInfo {
+                hash_range: Some((s.start, s.end)),
+                shard_id: s.shard_id,
+                parents: s.parents,
+                ending_sequence: s.ending_sequence_number,
+            })
             .collect())
     }
 

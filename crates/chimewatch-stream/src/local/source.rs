@@ -48,7 +48,7 @@ impl LocalSource {
 impl ShardSource for LocalSource {
     async fn shards(&self) -> Result<Vec<ShardInfo>, ConsumeError> {
         Ok((0..self.log.shard_count())
-            .map(|s| ShardInfo { shard_id: shard_id(s), parents: Vec::new(), ending_sequence: None })
+            .map(|s| ShardInfo { shard_id: shard_id(s), parents: Vec::new(), ending_sequence: None, hash_range: None })
             .collect())
     }
 

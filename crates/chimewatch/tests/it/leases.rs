@@ -7,7 +7,7 @@ use chimewatch_stream::lease::{LeaseStore, contract};
 
 use crate::harness::{moto_url, unique};
 
-fn client(moto: &str) -> aws_sdk_dynamodb::Client {
+pub fn client(moto: &str) -> aws_sdk_dynamodb::Client {
     let config = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(moto)

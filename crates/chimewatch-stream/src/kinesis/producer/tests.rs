@@ -285,6 +285,31 @@ fn shard(id: &str, start: u128, end: u128, ending: Option<&str>) -> Shard {
         .unwrap()
 }
 
+type Routed = Arc<Mutex<Vec<Vec<(String, Vec<u8>, &'static str)>>>>;
+
+/// PutRecords after a split at `half`: each entry lands on the child covering its partition key's hash, as Kinesis
+/// routes; every request is captured with where its entries landed.
+fn routed_by_key(half: u128) -> (Rule, Routed) {
+    let requests = Routed::default();
+    let captured = requests.clone();
+    let put = mock!(Client::put_records).then_compute_response(move |req: &PutRecordsInput| {
+        let mut landed = Vec::new();
+        let entries = req
+            .records()
+            .iter()
+            .map(|r| {
+                let pk = r.partition_key().unwrap_or_default().to_owned();
+                let shard = if HashKey::of(&pk).0 <= half { "shardId-000000000001" } else { "shardId-000000000002" };
+                landed.push(PutRecordsResultEntry::builder().shard_id(shard).sequence_number("101").build());
+                (pk, r.data().as_ref().to_vec(), shard)
+            })
+            .collect();
+        captured.lock().unwrap().push(entries);
+        results(landed)
+    });
+    (put, requests)
+}
+
 #[tokio::test]
 async fn a_reshard_is_noticed_and_the_shard_map_follows() {
     let half = u128::MAX / 2;
@@ -305,17 +330,8 @@ async fn a_reshard_is_noticed_and_the_shard_map_follows() {
         };
         ListShardsOutput::builder().set_shards(Some(shards)).build()
     });
-    // Kinesis says the records landed on a child, not on the shard the producer predicted.
-    let captured = Captured::default();
-    let put = put_rule(&captured, |_, n| {
-        results(
-            (0..n)
-                .map(|_| {
-                    PutRecordsResultEntry::builder().shard_id("shardId-000000000001").sequence_number("101").build()
-                })
-                .collect(),
-        )
-    });
+    // Kinesis puts the records on a child, not on the shard the producer predicted.
+    let (put, captured) = routed_by_key(half);
     let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&list, &put]);
     let producer = KinesisProducer::start(client, config(true), ProducerTelemetry::default()).await.unwrap();
     producer.put(vec![rec("a", "1")]).await.unwrap();
@@ -325,6 +341,7 @@ async fn a_reshard_is_noticed_and_the_shard_map_follows() {
     producer.put(keys.iter().map(|k| rec(k, "x")).collect()).await.unwrap();
     let last = captured.lock().unwrap().last().unwrap().clone();
     assert_eq!(last.len(), 2, "one aggregate per open child shard");
+    assert_ne!(last[0].2, last[1].2);
     producer.close().await;
 }
 
@@ -337,5 +354,86 @@ async fn an_empty_put_is_durable_at_once() {
     let (empty, full) = tokio::join!(producer.put(vec![]), producer.put(vec![rec("k", "v")]));
     assert_eq!((empty, full), (Ok(()), Ok(())));
     assert_eq!(captured.lock().unwrap().iter().map(Vec::len).sum::<usize>(), 1);
+    producer.close().await;
+}
+
+#[tokio::test]
+async fn records_of_an_aggregate_that_lands_on_a_split_child_not_covering_them_are_put_again() {
+    let half = u128::MAX / 2;
+    let listings = Arc::new(Mutex::new(0));
+    let seen = listings.clone();
+    let list = mock!(Client::list_shards).then_compute_output(move |_| {
+        let mut n = seen.lock().unwrap();
+        *n += 1;
+        // The producer starts with the parent; by its first put the parent was split.
+        let shards = if *n == 1 {
+            vec![shard("shardId-000000000000", 0, u128::MAX, None)]
+        } else {
+            vec![
+                shard("shardId-000000000000", 0, u128::MAX, Some("100")),
+                shard("shardId-000000000001", 0, half, None),
+                shard("shardId-000000000002", half + 1, u128::MAX, None),
+            ]
+        };
+        ListShardsOutput::builder().set_shards(Some(shards)).build()
+    });
+    let (put, requests) = routed_by_key(half);
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&list, &put]);
+    let telemetry = ProducerTelemetry::default();
+    let producer = KinesisProducer::start(client, config(true), telemetry.clone()).await.unwrap();
+    let keys: Vec<String> = (0..40).map(|i| format!("key-{i}")).collect();
+    producer.put(keys.iter().map(|k| rec(k, k)).collect()).await.unwrap();
+    producer.close().await;
+
+    // What consumers keep: the user records each child covers (the KCL's rule, and chimewatch's).
+    let mut kept: Vec<String> = Vec::new();
+    let mut outside = 0;
+    for (pk, data, shard) in requests.lock().unwrap().iter().flatten() {
+        for u in kpl::deaggregate(data, pk).unwrap() {
+            let covered = (u.hash_key().0 <= half) == (*shard == "shardId-000000000001");
+            if covered {
+                kept.push(String::from_utf8(u.data).unwrap());
+            } else {
+                outside += 1;
+            }
+        }
+    }
+    kept.sort();
+    let mut want = keys.clone();
+    want.sort();
+    assert_eq!(kept, want, "every record is kept exactly once, on the child that covers it");
+    assert!(outside > 0, "the first aggregate held keys of both children");
+    assert_eq!(telemetry.retries.get(), outside, "each record outside its landing shard was put again");
+}
+
+#[tokio::test]
+async fn records_that_keep_landing_on_the_wrong_shard_fail_their_put_instead_of_looping() {
+    let half = u128::MAX / 2;
+    let list = mock!(Client::list_shards).then_compute_output(move |_| {
+        let shards = vec![
+            shard("shardId-000000000001", 0, half, None),
+            shard("shardId-000000000002", half + 1, u128::MAX, None),
+        ];
+        ListShardsOutput::builder().set_shards(Some(shards)).build()
+    });
+    // A stream that claims everything landed on the lower child, whatever the key.
+    let captured = Captured::default();
+    let put = put_rule(&captured, |_, n| {
+        results(
+            (0..n)
+                .map(|_| PutRecordsResultEntry::builder().shard_id("shardId-000000000001").sequence_number("7").build())
+                .collect(),
+        )
+    });
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&list, &put]);
+    let producer = KinesisProducer::start(client, config(true), ProducerTelemetry::default()).await.unwrap();
+    let upper = (0..).map(|i| format!("key-{i}")).find(|k| HashKey::of(k).0 > half).unwrap();
+    let err = producer.put(vec![rec(&upper, "x")]).await.unwrap_err();
+    assert!(err.to_string().contains("do not cover them"), "{err}");
+    assert_eq!(
+        captured.lock().unwrap().len(),
+        1 + MAX_REROUTES as usize,
+        "the first put and its re-puts, then no more"
+    );
     producer.close().await;
 }

@@ -1,0 +1,236 @@
+//! The windowed aggregator: facts go into tumbling event-time windows, the watermark closes them, and each closed
+//! window comes out once, with an id the caller uses to know when it was published.
+//!
+//! Late events (for a window already closed) are not dropped while CloudWatch still accepts their timestamp: they
+//! gather in a late window for the same start, closed at the next [`Aggregator::close`], and published as additional
+//! values for the same minute (CloudWatch merges values of one metric and timestamp). Events older than CloudWatch
+//! accepts, or too far in the future, are counted and left out (they still reach the logs and the archive).
+//!
+//! The cardinality guard caps the distinct dimension combinations of a metric in a window: beyond the cap, values
+//! fold into `Other` (and are counted), because every combination is a billed CloudWatch metric.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::catalogue::{Fact, FactValue, Unit};
+use crate::distribution::Distribution;
+use crate::window::{Watermark, window_start};
+
+/// What an overflowing dimension value becomes.
+pub const OTHER: &str = "Other";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregatorConfig {
+    pub window_ms: i64,
+    /// How far behind the newest event of a shard another event of it may arrive and still be on time.
+    pub out_of_orderness_ms: i64,
+    /// A shard with no events for this long no longer holds windows open.
+    pub idle_timeout_ms: i64,
+    /// Oldest event CloudWatch accepts (two weeks), with a margin for the time publishing takes.
+    pub max_age_ms: i64,
+    /// Furthest in the future CloudWatch accepts (two hours).
+    pub max_future_ms: i64,
+    /// Distinct dimension combinations per metric per window before values fold into `Other`.
+    pub max_series_per_metric: usize,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        Self {
+            window_ms: 60_000,
+            out_of_orderness_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            max_age_ms: 14 * 24 * 3600 * 1000 - 3600 * 1000,
+            max_future_ms: 2 * 3600 * 1000,
+            max_series_per_metric: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeriesValue {
+    Count(u64),
+    Distribution(Distribution),
+}
+
+/// One metric series of a closed window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub metric: &'static str,
+    pub unit: Unit,
+    pub dimensions: Vec<(String, String)>,
+    pub value: SeriesValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedWindow {
+    pub id: u64,
+    pub start_ms: i64,
+    /// Values for a window that was already published (CloudWatch adds them to the same minute).
+    pub late: bool,
+    pub series: Vec<Series>,
+}
+
+/// Where an event went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Window(u64),
+    /// Older than CloudWatch accepts.
+    TooOld,
+    /// Further in the future than CloudWatch accepts.
+    TooNew,
+}
+
+type SeriesKey = (&'static str, Vec<(String, String)>);
+
+#[derive(Debug)]
+struct Window {
+    id: u64,
+    series: HashMap<SeriesKey, (Unit, SeriesValue)>,
+    distinct: HashMap<&'static str, usize>,
+}
+
+/// Counters of what did not go the usual way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub late_events: u64,
+    pub too_old: u64,
+    pub too_new: u64,
+    /// Facts whose dimension values were folded into `Other` by the cardinality guard.
+    pub folded: u64,
+}
+
+#[derive(Debug)]
+pub struct Aggregator {
+    config: AggregatorConfig,
+    watermark: Watermark,
+    open: BTreeMap<i64, Window>,
+    late: BTreeMap<i64, Window>,
+    /// Windows ending at or before this were closed by the watermark.
+    closed_through: i64,
+    next_id: u64,
+    counters: Counters,
+}
+
+impl Aggregator {
+    pub fn new(config: AggregatorConfig) -> Self {
+        let watermark = Watermark::new(config.out_of_orderness_ms, config.idle_timeout_ms);
+        Self {
+            config,
+            watermark,
+            open: BTreeMap::new(),
+            late: BTreeMap::new(),
+            closed_through: i64::MIN,
+            next_id: 1,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    pub fn open_windows(&self) -> usize {
+        self.open.len() + self.late.len()
+    }
+
+    /// Adds one event's facts; `source` is its shard, `now_ms` the processing time.
+    pub fn add(&mut self, source: &str, event_ms: i64, facts: Vec<Fact>, now_ms: i64) -> Placement {
+        if event_ms < now_ms - self.config.max_age_ms {
+            self.counters.too_old += 1;
+            return Placement::TooOld;
+        }
+        if event_ms > now_ms + self.config.max_future_ms {
+            self.counters.too_new += 1;
+            return Placement::TooNew;
+        }
+        self.watermark.observe(source, event_ms, now_ms);
+        let start = window_start(event_ms, self.config.window_ms);
+        let is_late = start + self.config.window_ms <= self.closed_through;
+        if is_late {
+            self.counters.late_events += 1;
+        }
+        let next_id = &mut self.next_id;
+        let windows = if is_late { &mut self.late } else { &mut self.open };
+        let window = windows.entry(start).or_insert_with(|| {
+            let id = *next_id;
+            *next_id += 1;
+            Window { id, series: HashMap::new(), distinct: HashMap::new() }
+        });
+        let cap = self.config.max_series_per_metric;
+        for fact in facts {
+            let mut key: SeriesKey = (fact.metric, fact.dimensions);
+            if !window.series.contains_key(&key) {
+                let distinct = window.distinct.entry(fact.metric).or_default();
+                if *distinct >= cap {
+                    self.counters.folded += 1;
+                    key.1.iter_mut().for_each(|(_, v)| *v = OTHER.to_owned());
+                } else {
+                    *distinct += 1;
+                }
+            }
+            let (_, value) = window.series.entry(key).or_insert_with(|| {
+                let empty = match fact.value {
+                    FactValue::Sample(_) => SeriesValue::Distribution(Distribution::new()),
+                    FactValue::Occurrence => SeriesValue::Count(0),
+                };
+                (fact.unit, empty)
+            });
+            match (value, fact.value) {
+                (SeriesValue::Distribution(d), FactValue::Sample(v)) => d.record(v),
+                (SeriesValue::Count(n), FactValue::Occurrence) => *n += 1,
+                // A metric is a distribution or a count by the catalogue; a mismatch cannot come from it.
+                _ => {}
+            }
+        }
+        Placement::Window(window.id)
+    }
+
+    /// A shard this worker no longer reads.
+    pub fn forget_source(&mut self, source: &str) {
+        self.watermark.forget(source);
+    }
+
+    /// Closes the windows the watermark passed (all of them when every shard is idle), and every late window.
+    pub fn close(&mut self, now_ms: i64) -> Vec<ClosedWindow> {
+        let mut closed = Vec::new();
+        let through = if self.watermark.all_idle(now_ms) {
+            self.open.keys().next_back().map(|s| s + self.config.window_ms)
+        } else {
+            self.watermark.at(now_ms).map(|w| window_start(w, self.config.window_ms))
+        };
+        if let Some(through) = through {
+            let still_open = self.open.split_off(&(through - self.config.window_ms + 1));
+            for (start, w) in std::mem::replace(&mut self.open, still_open) {
+                closed.push(finish(start, w, false));
+            }
+            self.closed_through = self.closed_through.max(through);
+        }
+        for (start, w) in std::mem::take(&mut self.late) {
+            closed.push(finish(start, w, true));
+        }
+        closed
+    }
+
+    /// Closes every window now (a shard ended or the worker stops); later events for them count as late.
+    pub fn close_all(&mut self) -> Vec<ClosedWindow> {
+        if let Some(last) = self.open.keys().next_back() {
+            self.closed_through = self.closed_through.max(last + self.config.window_ms);
+        }
+        let open = std::mem::take(&mut self.open).into_iter().map(|(s, w)| finish(s, w, false));
+        let late = std::mem::take(&mut self.late).into_iter().map(|(s, w)| finish(s, w, true));
+        open.chain(late).collect()
+    }
+}
+
+fn finish(start_ms: i64, window: Window, late: bool) -> ClosedWindow {
+    let mut series: Vec<Series> = window
+        .series
+        .into_iter()
+        .map(|((metric, dimensions), (unit, value))| Series { metric, unit, dimensions, value })
+        .collect();
+    series.sort_by(|a, b| (a.metric, &a.dimensions).cmp(&(b.metric, &b.dimensions)));
+    ClosedWindow { id: window.id, start_ms, late, series }
+}
+
+#[cfg(test)]
+mod tests;

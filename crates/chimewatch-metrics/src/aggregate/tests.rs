@@ -1,0 +1,140 @@
+//! Tests of the windowed aggregator: windows closed by the watermark, late events, limits, the cardinality guard,
+//! and a property test that every accepted event is published in exactly one closed window.
+
+use proptest::prelude::*;
+
+use super::*;
+
+const MIN: i64 = 60_000;
+const T0: i64 = 1_763_712_000_000;
+
+fn count(metric: &'static str, dims: &[(&str, &str)]) -> Fact {
+    Fact {
+        metric,
+        unit: Unit::Count,
+        dimensions: dims.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+        value: FactValue::Occurrence,
+    }
+}
+
+fn sample(v: u64) -> Fact {
+    Fact { metric: "meetingStartDurationMs", unit: Unit::Milliseconds, dimensions: vec![], value: FactValue::Sample(v) }
+}
+
+fn config() -> AggregatorConfig {
+    AggregatorConfig { out_of_orderness_ms: 5_000, idle_timeout_ms: 30_000, ..AggregatorConfig::default() }
+}
+
+fn total(windows: &[ClosedWindow], metric: &str) -> u64 {
+    windows
+        .iter()
+        .flat_map(|w| &w.series)
+        .filter(|s| s.metric == metric)
+        .map(|s| match &s.value {
+            SeriesValue::Count(n) => *n,
+            SeriesValue::Distribution(d) => d.count(),
+        })
+        .sum()
+}
+
+#[test]
+fn a_window_closes_once_every_shard_passed_its_end_plus_the_out_of_orderness() {
+    let mut a = Aggregator::new(config());
+    let now = T0 + 120_000;
+    a.add("s1", T0 + 1_000, vec![sample(900)], now);
+    a.add("s2", T0 + 2_000, vec![sample(1_100)], now);
+    a.add("s1", T0 + MIN + 10_000, vec![sample(700)], now);
+    assert!(a.close(now).is_empty(), "s2 has not passed the first window yet");
+    a.add("s2", T0 + MIN + 4_000, vec![count("meetingStartRequested", &[])], now);
+    assert!(a.close(now).is_empty(), "within the out-of-orderness of s2");
+    a.add("s2", T0 + MIN + 6_000, vec![count("meetingStartRequested", &[])], now);
+    let closed = a.close(now);
+    assert_eq!(closed.len(), 1);
+    assert_eq!((closed[0].start_ms, closed[0].late), (T0, false));
+    let SeriesValue::Distribution(d) = &closed[0].series[0].value else { panic!() };
+    assert_eq!((d.count(), d.min(), d.max()), (2, Some(900), Some(1_100)));
+    assert!(a.close(now).is_empty(), "a window comes out once");
+    assert_eq!(a.open_windows(), 1);
+}
+
+#[test]
+fn late_events_go_to_a_late_window_for_the_same_minute() {
+    let mut a = Aggregator::new(config());
+    let now = T0 + 300_000;
+    a.add("s1", T0 + 1_000, vec![sample(10)], now);
+    a.add("s1", T0 + 2 * MIN + 10_000, vec![sample(20)], now);
+    let first = a.close(now);
+    assert_eq!(first.iter().map(|w| w.start_ms).collect::<Vec<_>>(), [T0]);
+    let placed = a.add("s1", T0 + 30_000, vec![sample(30)], now);
+    assert_eq!(a.counters().late_events, 1);
+    let late = a.close(now);
+    assert_eq!(late.len(), 1);
+    assert_eq!((late[0].start_ms, late[0].late, Placement::Window(late[0].id)), (T0, true, placed));
+    assert_ne!(late[0].id, first[0].id);
+    assert_eq!(total(&late, "meetingStartDurationMs"), 1);
+}
+
+#[test]
+fn events_cloudwatch_would_refuse_are_counted_and_left_out() {
+    let mut a = Aggregator::new(config());
+    let now = T0;
+    assert_eq!(a.add("s1", now - 15 * 24 * 3600 * 1000, vec![sample(1)], now), Placement::TooOld);
+    assert_eq!(a.add("s1", now + 3 * 3600 * 1000, vec![sample(1)], now), Placement::TooNew);
+    assert!(matches!(a.add("s1", now - 13 * 24 * 3600 * 1000, vec![sample(1)], now), Placement::Window(_)));
+    let c = a.counters();
+    assert_eq!((c.too_old, c.too_new), (1, 1));
+}
+
+#[test]
+fn when_every_shard_is_idle_every_window_closes() {
+    let mut a = Aggregator::new(config());
+    a.add("s1", T0 + 1_000, vec![sample(5)], T0);
+    a.add("s2", T0 + MIN + 1_000, vec![sample(6)], T0);
+    assert!(a.close(T0 + 29_000).is_empty());
+    let closed = a.close(T0 + 30_000);
+    assert_eq!(closed.iter().map(|w| w.start_ms).collect::<Vec<_>>(), [T0, T0 + MIN]);
+    a.add("s1", T0 + MIN + 2_000, vec![sample(7)], T0 + 31_000);
+    assert_eq!(a.counters().late_events, 1, "the window closed for idleness is published; more is late");
+}
+
+#[test]
+fn the_cardinality_guard_folds_new_dimension_values_into_other() {
+    let mut a = Aggregator::new(AggregatorConfig { max_series_per_metric: 2, ..config() });
+    for os in ["Mac OS", "Windows", "Linux", "Android", "Linux"] {
+        a.add("s1", T0, vec![count("meetingStartRequested", &[("osName", os)])], T0);
+    }
+    let closed = a.close_all();
+    let series: Vec<(String, u64)> = closed[0]
+        .series
+        .iter()
+        .map(|s| (s.dimensions[0].1.clone(), if let SeriesValue::Count(n) = s.value { n } else { 0 }))
+        .collect();
+    assert_eq!(series, [("Mac OS".into(), 1), ("Other".into(), 3), ("Windows".into(), 1)]);
+    assert_eq!(a.counters().folded, 3);
+}
+
+proptest! {
+    #[test]
+    fn every_accepted_event_is_published_in_exactly_one_closed_window(
+        events in prop::collection::vec((0usize..3, 0i64..600_000, 0i64..1_000), 1..200),
+    ) {
+        let mut a = Aggregator::new(config());
+        let mut now = T0 + 600_000;
+        let mut closed = Vec::new();
+        let mut accepted = 0;
+        for (source, offset, step) in events {
+            now += step;
+            if let Placement::Window(_) = a.add(&source.to_string(), T0 + offset, vec![count("meetingStartRequested", &[])], now) {
+                accepted += 1;
+            }
+            closed.extend(a.close(now));
+        }
+        closed.extend(a.close_all());
+        prop_assert_eq!(total(&closed, "meetingStartRequested"), accepted);
+        let mut ids: Vec<u64> = closed.iter().map(|w| w.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        prop_assert_eq!(ids.len(), closed.len(), "each window id comes out once");
+        prop_assert!(closed.iter().all(|w| w.start_ms.rem_euclid(MIN) == 0));
+    }
+}

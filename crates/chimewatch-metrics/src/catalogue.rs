@@ -1,0 +1,361 @@
+//! The metric catalogue: which metrics a meeting event feeds, with units and dimensions.
+//!
+//! Distributions (`Values`/`Counts`, any percentile in CloudWatch):
+//! - `meetingStartDurationMs` from `meetingStartSucceeded` with a positive duration, by `sdkName` exactly as the blog
+//!   sample publishes it, plus the configured dimension sets;
+//! - `signalingOpenDurationMs`, `iceGatheringDurationMs` (start succeeded), `attendeePresenceDurationMs`,
+//!   `meetingDurationMs` and `poorConnectionCount` (session end), and `reconnectCount` per attendee session: the
+//!   `meetingReconnected` entries of the ending event's history, or, when the history is missing or was cut, the
+//!   `meetingReconnected` events counted for the session.
+//!
+//! Counts per window: every lifecycle and failure event under its own name (`meetingStartRequested`,
+//! `meetingStartFailed`, `meetingFailed`, `meetingReconnected`, `audioInputFailed`, ...), fleet-wide and by
+//! `sdkName`; failures also by `meetingStatus` or by error name (`NotAllowedError`).
+
+use std::collections::HashMap;
+
+use chimewatch_model::MeetingEvent;
+use serde_json::Value;
+
+/// Dimension value for an attribute the event lacks.
+pub const UNKNOWN: &str = "unknown";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unit {
+    Milliseconds,
+    Count,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FactValue {
+    /// One value of a distribution.
+    Sample(u64),
+    /// One occurrence, summed per window.
+    Occurrence,
+}
+
+/// One contribution of one event to one metric series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fact {
+    pub metric: &'static str,
+    pub unit: Unit,
+    pub dimensions: Vec<(String, String)>,
+    pub value: FactValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogueConfig {
+    /// Dimension sets every distribution is published under (beyond `[sdkName]` for the start duration); the
+    /// empty set is fleet-wide. Each set is a billed CloudWatch metric per distinct value combination.
+    pub dimension_sets: Vec<Vec<String>>,
+    /// A session's counted reconnects are forgotten when it has sent nothing for this long (event time).
+    pub session_ttl_ms: i64,
+    /// Most sessions counted at once; the least recently seen go first.
+    pub max_sessions: usize,
+}
+
+impl Default for CatalogueConfig {
+    fn default() -> Self {
+        Self {
+            dimension_sets: vec![vec![], vec!["sdkName".into()]],
+            session_ttl_ms: 6 * 3600 * 1000,
+            max_sessions: 1_000_000,
+        }
+    }
+}
+
+/// Lifecycle and health events counted per window.
+const COUNTED: &[&str] = &[
+    "meetingStartRequested",
+    "meetingStartSucceeded",
+    "meetingStartFailed",
+    "meetingEnded",
+    "meetingFailed",
+    "meetingReconnected",
+    "attendeePresenceReceived",
+    "audioInputFailed",
+    "videoInputFailed",
+    "deviceLabelTriggerFailed",
+    "signalingDropped",
+    "receivingAudioDropped",
+    "sendingAudioFailed",
+    "sendingAudioRecovered",
+];
+
+/// The catalogue, with the little state reconnect counting needs.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    config: CatalogueConfig,
+    /// Per (meetingId, attendeeId): reconnects counted, newest event time.
+    sessions: HashMap<(String, String), (u64, i64)>,
+}
+
+fn attr(event: &MeetingEvent, key: &str) -> String {
+    match event.attributes.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Bool(b)) => b.to_string(),
+        _ => UNKNOWN.to_owned(),
+    }
+}
+
+/// A positive whole duration or count attribute.
+fn positive(event: &MeetingEvent, key: &str) -> Option<u64> {
+    event.num_attr(key).filter(|v| *v > 0.0 && v.is_finite()).map(|v| v.round() as u64)
+}
+
+/// `NotAllowedError: Permission denied` -> `NotAllowedError`.
+fn error_name(message: &str) -> String {
+    let name = message.split(':').next().unwrap_or_default().trim();
+    if name.is_empty() { UNKNOWN.to_owned() } else { name.chars().take(64).collect() }
+}
+
+impl Catalogue {
+    pub fn new(config: CatalogueConfig) -> Self {
+        Self { config, sessions: HashMap::new() }
+    }
+
+    fn dims(&self, event: &MeetingEvent, set: &[String]) -> Vec<(String, String)> {
+        set.iter().map(|k| (k.clone(), attr(event, k))).collect()
+    }
+
+    fn distribution(&self, event: &MeetingEvent, metric: &'static str, value: u64, out: &mut Vec<Fact>) {
+        let mut sets: Vec<Vec<String>> = self.config.dimension_sets.clone();
+        if metric == "meetingStartDurationMs" && !sets.iter().any(|s| s == &["sdkName"]) {
+            // What the blog sample publishes, so its dashboard keeps working.
+            sets.insert(0, vec!["sdkName".into()]);
+        }
+        for set in sets {
+            out.push(Fact {
+                metric,
+                unit: if metric.ends_with("Ms") { Unit::Milliseconds } else { Unit::Count },
+                dimensions: self.dims(event, &set),
+                value: FactValue::Sample(value),
+            });
+        }
+    }
+
+    fn count(&self, event: &MeetingEvent, metric: &'static str, reason: Option<(&str, String)>, out: &mut Vec<Fact>) {
+        let sdk = ("sdkName".to_owned(), attr(event, "sdkName"));
+        let mut sets = vec![vec![], vec![sdk.clone()]];
+        if let Some((key, value)) = reason {
+            let reason = (key.to_owned(), value);
+            sets.push(vec![reason.clone()]);
+            sets.push(vec![sdk, reason]);
+        }
+        for dimensions in sets {
+            out.push(Fact { metric, unit: Unit::Count, dimensions, value: FactValue::Occurrence });
+        }
+    }
+
+    /// The facts of one event. `history_complete` says whether its `meetingHistory` is whole (not cut by the caps).
+    pub fn facts(&mut self, event: &MeetingEvent, history_complete: bool) -> Vec<Fact> {
+        let mut out = Vec::new();
+        let name = event.name.as_str();
+        if let Some(metric) = COUNTED.iter().find(|m| **m == name) {
+            let reason = match name {
+                "meetingStartFailed" | "meetingFailed" | "meetingReconnected" => {
+                    Some(("meetingStatus", attr(event, "meetingStatus")))
+                }
+                "audioInputFailed" => Some(("errorName", error_name(&attr(event, "audioInputErrorMessage")))),
+                "videoInputFailed" => Some(("errorName", error_name(&attr(event, "videoInputErrorMessage")))),
+                _ => None,
+            };
+            self.count(event, metric, reason, &mut out);
+        }
+        match name {
+            "meetingStartSucceeded" => {
+                for metric in ["meetingStartDurationMs", "signalingOpenDurationMs", "iceGatheringDurationMs"] {
+                    if let Some(v) = positive(event, metric) {
+                        self.distribution(event, metric, v, &mut out);
+                    }
+                }
+            }
+            "attendeePresenceReceived" => {
+                if let Some(v) = positive(event, "attendeePresenceDurationMs") {
+                    self.distribution(event, "attendeePresenceDurationMs", v, &mut out);
+                }
+            }
+            "meetingReconnected" => {
+                if let Some(key) = self.session(event) {
+                    let entry = self.sessions.entry(key).or_insert((0, i64::MIN));
+                    entry.0 += 1;
+                    entry.1 = entry.1.max(event.timestamp_ms().unwrap_or(0));
+                }
+            }
+            "meetingEnded" | "meetingFailed" => {
+                if let Some(v) = positive(event, "meetingDurationMs") {
+                    self.distribution(event, "meetingDurationMs", v, &mut out);
+                }
+                let poor = event.num_attr("poorConnectionCount").map_or(0, |v| v.max(0.0) as u64);
+                if event.attributes.contains_key("poorConnectionCount") {
+                    self.distribution(event, "poorConnectionCount", poor, &mut out);
+                }
+                let counted = self.session(event).and_then(|k| self.sessions.remove(&k)).map_or(0, |(n, _)| n);
+                let from_history = match event.attributes.get("meetingHistory") {
+                    Some(Value::Array(items)) if history_complete => Some(
+                        items
+                            .iter()
+                            .filter(|i| i.get("name").and_then(Value::as_str) == Some("meetingReconnected"))
+                            .count() as u64,
+                    ),
+                    _ => None,
+                };
+                self.distribution(event, "reconnectCount", from_history.unwrap_or(counted), &mut out);
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn session(&self, event: &MeetingEvent) -> Option<(String, String)> {
+        Some((event.meeting_id()?.to_owned(), event.attendee_id()?.to_owned()))
+    }
+
+    /// Forgets sessions silent since before `event_time_ms - ttl`, and the oldest beyond the cap.
+    pub fn prune(&mut self, event_time_ms: i64) {
+        let horizon = event_time_ms - self.config.session_ttl_ms;
+        self.sessions.retain(|_, (_, seen)| *seen >= horizon);
+        if self.sessions.len() > self.config.max_sessions {
+            let mut seen: Vec<i64> = self.sessions.values().map(|(_, t)| *t).collect();
+            seen.sort_unstable();
+            let cut = seen[self.sessions.len() - self.config.max_sessions];
+            self.sessions.retain(|_, (_, t)| *t >= cut);
+        }
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn event(name: &str, attributes: Value) -> MeetingEvent {
+        let mut a = json!({ "meetingId": "m1", "attendeeId": "a1", "sdkName": "amazon-chime-sdk-js", "osName": "Mac OS", "timestampMs": 1_000 });
+        a.as_object_mut().unwrap().extend(attributes.as_object().unwrap().clone());
+        MeetingEvent { name: name.into(), attributes: a.as_object().unwrap().clone() }
+    }
+
+    fn summary(facts: &[Fact]) -> Vec<String> {
+        facts
+            .iter()
+            .map(|f| {
+                let dims: Vec<String> = f.dimensions.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let value = match f.value {
+                    FactValue::Sample(v) => format!("{v}"),
+                    FactValue::Occurrence => "+1".into(),
+                };
+                format!("{} [{}] {value}", f.metric, dims.join(","))
+            })
+            .collect()
+    }
+
+    fn check(name: &str, attributes: Value, expect: &[&str]) {
+        let mut c = Catalogue::new(CatalogueConfig::default());
+        assert_eq!(summary(&c.facts(&event(name, attributes), true)), expect);
+    }
+
+    #[test]
+    fn a_start_feeds_its_durations_by_sdk_name_and_fleet_wide() {
+        check(
+            "meetingStartSucceeded",
+            json!({ "meetingStartDurationMs": 1234, "signalingOpenDurationMs": 200.4, "iceGatheringDurationMs": 0 }),
+            &[
+                "meetingStartSucceeded [] +1",
+                "meetingStartSucceeded [sdkName=amazon-chime-sdk-js] +1",
+                "meetingStartDurationMs [] 1234",
+                "meetingStartDurationMs [sdkName=amazon-chime-sdk-js] 1234",
+                "signalingOpenDurationMs [] 200",
+                "signalingOpenDurationMs [sdkName=amazon-chime-sdk-js] 200",
+            ],
+        );
+    }
+
+    #[test]
+    fn the_blogs_sdk_name_dimension_is_kept_whatever_the_configured_sets() {
+        let mut c = Catalogue::new(CatalogueConfig {
+            dimension_sets: vec![vec!["sdkName".into(), "osName".into()]],
+            ..CatalogueConfig::default()
+        });
+        let facts = c.facts(&event("meetingStartSucceeded", json!({ "meetingStartDurationMs": 900 })), true);
+        assert_eq!(
+            summary(&facts)[2..],
+            [
+                "meetingStartDurationMs [sdkName=amazon-chime-sdk-js] 900",
+                "meetingStartDurationMs [sdkName=amazon-chime-sdk-js,osName=Mac OS] 900"
+            ]
+        );
+    }
+
+    #[test]
+    fn failures_are_counted_by_status_and_error_name() {
+        check(
+            "meetingStartFailed",
+            json!({ "meetingStatus": "AudioCallAtCapacity" }),
+            &[
+                "meetingStartFailed [] +1",
+                "meetingStartFailed [sdkName=amazon-chime-sdk-js] +1",
+                "meetingStartFailed [meetingStatus=AudioCallAtCapacity] +1",
+                "meetingStartFailed [sdkName=amazon-chime-sdk-js,meetingStatus=AudioCallAtCapacity] +1",
+            ],
+        );
+        check(
+            "audioInputFailed",
+            json!({ "audioInputErrorMessage": "NotAllowedError: Permission denied" }),
+            &[
+                "audioInputFailed [] +1",
+                "audioInputFailed [sdkName=amazon-chime-sdk-js] +1",
+                "audioInputFailed [errorName=NotAllowedError] +1",
+                "audioInputFailed [sdkName=amazon-chime-sdk-js,errorName=NotAllowedError] +1",
+            ],
+        );
+    }
+
+    #[test]
+    fn never_started_zero_durations_and_unknown_events_feed_nothing_beyond_their_count() {
+        check(
+            "meetingStartSucceeded",
+            json!({ "meetingStartDurationMs": 0 }),
+            &["meetingStartSucceeded [] +1", "meetingStartSucceeded [sdkName=amazon-chime-sdk-js] +1"],
+        );
+        check("someFutureEvent", json!({ "meetingStartDurationMs": 10 }), &[]);
+    }
+
+    #[test]
+    fn reconnects_come_from_the_history_or_are_counted_per_session() {
+        let history = json!({ "meetingDurationMs": 60_000, "poorConnectionCount": 2, "meetingHistory": [
+            { "name": "meetingStartRequested", "timestampMs": 1 },
+            { "name": "meetingReconnected", "timestampMs": 2 },
+            { "name": "meetingReconnected", "timestampMs": 3 },
+        ] });
+        let mut c = Catalogue::new(CatalogueConfig { dimension_sets: vec![vec![]], ..CatalogueConfig::default() });
+        let facts = summary(&c.facts(&event("meetingEnded", history.clone()), true));
+        assert_eq!(facts[2..], ["meetingDurationMs [] 60000", "poorConnectionCount [] 2", "reconnectCount [] 2"]);
+
+        // No history (or a cut one): the session's meetingReconnected events are counted instead.
+        c.facts(&event("meetingReconnected", json!({ "meetingStatus": "ConnectionHealthReconnect" })), true);
+        c.facts(&event("meetingReconnected", json!({ "meetingStatus": "ConnectionHealthReconnect" })), true);
+        c.facts(&event("meetingReconnected", json!({ "meetingStatus": "ConnectionHealthReconnect" })), true);
+        assert_eq!(c.sessions(), 1);
+        let facts = summary(&c.facts(&event("meetingFailed", history), false));
+        assert!(facts.contains(&"reconnectCount [] 3".to_owned()), "{facts:?}");
+        assert_eq!(c.sessions(), 0, "the session ended");
+    }
+
+    #[test]
+    fn silent_sessions_are_forgotten() {
+        let mut c = Catalogue::new(CatalogueConfig { max_sessions: 2, ..CatalogueConfig::default() });
+        for (attendee, t) in [("a", 1_000), ("b", 2_000), ("c", 3_000)] {
+            c.facts(&event("meetingReconnected", json!({ "attendeeId": attendee, "timestampMs": t })), true);
+        }
+        c.prune(3_000);
+        assert_eq!(c.sessions(), 2, "the least recently seen went beyond the cap");
+        c.prune(3_000 + 6 * 3600 * 1000);
+        assert_eq!(c.sessions(), 1);
+    }
+}

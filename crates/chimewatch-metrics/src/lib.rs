@@ -1,0 +1,22 @@
+//! Sans-IO metrics for chimewatch: what the aggregator computes, with no clock, no I/O and no async.
+//!
+//! Time enters as data (event timestamps and an explicit `now`), so every behaviour is a pure function of its
+//! inputs and is tested that way.
+//!
+//! # Layout
+//! - [`distribution`]: HdrHistogram distributions (about 0.4 % relative precision, exact below 256), mergeable, and
+//!   published as CloudWatch `Values`/`Counts` so CloudWatch computes any percentile across workers.
+//! - [`window`]: tumbling event-time windows and the watermark over sources (shards), with idle sources.
+//! - [`catalogue`]: which metrics a meeting event feeds, with their units and dimensions.
+//! - [`aggregate`]: the windowed aggregator: facts into windows, windows closed by the watermark, late events,
+//!   the cardinality guard.
+
+pub mod aggregate;
+pub mod catalogue;
+pub mod distribution;
+pub mod window;
+
+pub use aggregate::{Aggregator, AggregatorConfig, ClosedWindow, Series, SeriesValue};
+pub use catalogue::{Catalogue, CatalogueConfig, Fact, FactValue};
+pub use distribution::Distribution;
+pub use window::{Watermark, window_start};

@@ -3,11 +3,19 @@
 //! # Layout
 //! - [`metrics`]: the metric sink port: datums with single values or value/count distributions.
 //! - [`cloudwatch`]: the CloudWatch adapter (PutMetricData within its request limits).
+//! - [`logs`]: the log sink port and PutLogEvents batch planning; [`cloudwatch_logs`] is its CloudWatch adapter.
+//! - [`embedded`]: the SQLite store of `up` (metrics and logs), with the queries the CLI answers from it;
+//!   [`logs_filter`] is the Logs Insights `filter` subset it understands.
 //! - [`pipeline`]: publishes a service's self-metrics (namespace `ChimeWatch/Pipeline`, dimension `Service`).
 
 pub mod cloudwatch;
+pub mod cloudwatch_logs;
+pub mod embedded;
+pub mod logs;
+pub mod logs_filter;
 pub mod metrics;
 pub mod pipeline;
 
+pub use logs::{LogEvent, LogSink};
 pub use metrics::{Datum, DatumValue, MetricSink, SinkError, Unit};
 pub use pipeline::{PipelineReporter, Sample, SampleKind};

@@ -1,0 +1,369 @@
+//! The subset of CloudWatch Logs Insights' `filter` syntax the embedded store answers, enough for the blog's
+//! queries: `name = "meetingFailed" and attributes.attendeeId = "..."`, `name in ["audioInputFailed", ...]`,
+//! `!=`, `<`, `<=`, `>`, `>=`, `not`, `or`, parentheses, dotted field paths into the JSON message.
+
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    And(Box<Filter>, Box<Filter>),
+    Or(Box<Filter>, Box<Filter>),
+    Not(Box<Filter>),
+    Compare { field: Vec<String>, op: Op, value: Literal },
+    In { field: Vec<String>, values: Vec<Literal> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    Str(String),
+    Num(f64),
+    Bool(bool),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("filter expression, at character {at}: {message}")]
+pub struct FilterError {
+    pub at: usize,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Ident(String),
+    Str(String),
+    Num(f64),
+    Op(Op),
+    LParen,
+    RParen,
+    LBracket,
+    RBracket,
+    Comma,
+}
+
+fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, FilterError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let err = |at: usize, message: String| FilterError { at, message };
+    while i < chars.len() {
+        let c = chars[i];
+        let start = i;
+        match c {
+            c if c.is_whitespace() => i += 1,
+            '(' | ')' | '[' | ']' | ',' => {
+                out.push((
+                    start,
+                    match c {
+                        '(' => Token::LParen,
+                        ')' => Token::RParen,
+                        '[' => Token::LBracket,
+                        ']' => Token::RBracket,
+                        _ => Token::Comma,
+                    },
+                ));
+                i += 1;
+            }
+            '"' | '\'' => {
+                let mut s = String::new();
+                i += 1;
+                loop {
+                    match chars.get(i) {
+                        None => return Err(err(start, "unterminated string".into())),
+                        Some('\\') => {
+                            s.extend(chars.get(i + 1));
+                            i += 2;
+                        }
+                        Some(q) if *q == c => {
+                            i += 1;
+                            break;
+                        }
+                        Some(ch) => {
+                            s.push(*ch);
+                            i += 1;
+                        }
+                    }
+                }
+                out.push((start, Token::Str(s)));
+            }
+            '=' | '!' | '<' | '>' => {
+                let next = chars.get(i + 1).copied();
+                let (op, len) = match (c, next) {
+                    ('=', Some('=')) => (Op::Eq, 2),
+                    ('=', _) => (Op::Eq, 1),
+                    ('!', Some('=')) => (Op::Ne, 2),
+                    ('<', Some('=')) => (Op::Le, 2),
+                    ('<', _) => (Op::Lt, 1),
+                    ('>', Some('=')) => (Op::Ge, 2),
+                    ('>', _) => (Op::Gt, 1),
+                    _ => return Err(err(start, format!("unexpected {c:?}"))),
+                };
+                out.push((start, Token::Op(op)));
+                i += len;
+            }
+            c if c.is_ascii_digit() || c == '-' => {
+                while i < chars.len() && (chars[i].is_ascii_digit() || matches!(chars[i], '.' | '-' | 'e' | 'E' | '+'))
+                {
+                    i += 1;
+                }
+                let text: String = chars[start..i].iter().collect();
+                let n = text.parse().map_err(|_| err(start, format!("{text:?} is not a number")))?;
+                out.push((start, Token::Num(n)));
+            }
+            c if c.is_alphanumeric() || matches!(c, '_' | '@' | '$' | '.') => {
+                while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '@' | '$' | '.' | '-'))
+                {
+                    i += 1;
+                }
+                out.push((start, Token::Ident(chars[start..i].iter().collect())));
+            }
+            _ => return Err(err(start, format!("unexpected {c:?}"))),
+        }
+    }
+    Ok(out)
+}
+
+struct Parser {
+    tokens: Vec<(usize, Token)>,
+    pos: usize,
+    len: usize,
+}
+
+impl Parser {
+    fn at(&self) -> usize {
+        self.tokens.get(self.pos).map_or(self.len, |(at, _)| *at)
+    }
+
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos).map(|(_, t)| t)
+    }
+
+    fn keyword(&self, word: &str) -> bool {
+        matches!(self.peek(), Some(Token::Ident(w)) if w.eq_ignore_ascii_case(word))
+    }
+
+    fn error<T>(&self, message: impl Into<String>) -> Result<T, FilterError> {
+        Err(FilterError { at: self.at(), message: message.into() })
+    }
+
+    fn or(&mut self) -> Result<Filter, FilterError> {
+        let mut left = self.and()?;
+        while self.keyword("or") {
+            self.pos += 1;
+            left = Filter::Or(Box::new(left), Box::new(self.and()?));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Filter, FilterError> {
+        let mut left = self.unary()?;
+        while self.keyword("and") {
+            self.pos += 1;
+            left = Filter::And(Box::new(left), Box::new(self.unary()?));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self) -> Result<Filter, FilterError> {
+        if self.keyword("not") {
+            self.pos += 1;
+            return Ok(Filter::Not(Box::new(self.unary()?)));
+        }
+        if self.peek() == Some(&Token::LParen) {
+            self.pos += 1;
+            let inner = self.or()?;
+            if self.peek() != Some(&Token::RParen) {
+                return self.error("expected )");
+            }
+            self.pos += 1;
+            return Ok(inner);
+        }
+        self.comparison()
+    }
+
+    fn comparison(&mut self) -> Result<Filter, FilterError> {
+        let field = match self.peek() {
+            Some(Token::Ident(f)) if !["and", "or", "not", "in"].contains(&f.to_ascii_lowercase().as_str()) => {
+                f.split('.').map(str::to_owned).collect::<Vec<_>>()
+            }
+            _ => return self.error("expected a field name"),
+        };
+        self.pos += 1;
+        let negated = self.keyword("not");
+        if negated {
+            self.pos += 1;
+        }
+        if self.keyword("in") {
+            self.pos += 1;
+            let values = self.list()?;
+            let f = Filter::In { field, values };
+            return Ok(if negated { Filter::Not(Box::new(f)) } else { f });
+        }
+        if negated {
+            return self.error("expected `in` after `not`");
+        }
+        let Some(Token::Op(op)) = self.peek().cloned() else { return self.error("expected =, !=, <, <=, >, >= or in") };
+        self.pos += 1;
+        let value = self.literal()?;
+        Ok(Filter::Compare { field, op, value })
+    }
+
+    fn list(&mut self) -> Result<Vec<Literal>, FilterError> {
+        if self.peek() != Some(&Token::LBracket) {
+            return self.error("expected [ after in");
+        }
+        self.pos += 1;
+        let mut values = vec![self.literal()?];
+        loop {
+            match self.peek() {
+                Some(Token::Comma) => {
+                    self.pos += 1;
+                    values.push(self.literal()?);
+                }
+                Some(Token::RBracket) => {
+                    self.pos += 1;
+                    return Ok(values);
+                }
+                _ => return self.error("expected , or ]"),
+            }
+        }
+    }
+
+    fn literal(&mut self) -> Result<Literal, FilterError> {
+        let value = match self.peek() {
+            Some(Token::Str(s)) => Literal::Str(s.clone()),
+            Some(Token::Num(n)) => Literal::Num(*n),
+            Some(Token::Ident(w)) if w == "true" || w == "false" => Literal::Bool(w == "true"),
+            _ => return self.error("expected a string, a number, true or false"),
+        };
+        self.pos += 1;
+        Ok(value)
+    }
+}
+
+impl Filter {
+    /// Parses a filter expression; a leading `filter` keyword (as in a Logs Insights query) is allowed.
+    pub fn parse(text: &str) -> Result<Self, FilterError> {
+        let mut p = Parser { tokens: tokenize(text)?, pos: 0, len: text.chars().count() };
+        if p.keyword("filter") {
+            p.pos += 1;
+        }
+        let f = p.or()?;
+        if p.pos < p.tokens.len() {
+            return p.error("unexpected text after the expression");
+        }
+        Ok(f)
+    }
+
+    pub fn matches(&self, message: &Value) -> bool {
+        match self {
+            Self::And(a, b) => a.matches(message) && b.matches(message),
+            Self::Or(a, b) => a.matches(message) || b.matches(message),
+            Self::Not(f) => !f.matches(message),
+            Self::Compare { field, op, value } => {
+                let found = lookup(message, field);
+                match (op, found) {
+                    (Op::Ne, None) => true,
+                    (_, None) => false,
+                    (op, Some(v)) => compare(v, *op, value),
+                }
+            }
+            Self::In { field, values } => {
+                lookup(message, field).is_some_and(|v| values.iter().any(|l| compare(v, Op::Eq, l)))
+            }
+        }
+    }
+}
+
+fn lookup<'a>(message: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(message, |v, key| v.get(key))
+}
+
+fn compare(v: &Value, op: Op, literal: &Literal) -> bool {
+    let ordering = match (v, literal) {
+        (Value::String(s), Literal::Str(l)) => s.as_str().cmp(l.as_str()),
+        (Value::Number(n), Literal::Num(l)) => match n.as_f64().and_then(|n| n.partial_cmp(l)) {
+            Some(o) => o,
+            None => return false,
+        },
+        // Logs Insights compares a numeric string with a number as a number.
+        (Value::String(s), Literal::Num(l)) => match s.parse::<f64>().ok().and_then(|n| n.partial_cmp(l)) {
+            Some(o) => o,
+            None => return op == Op::Ne,
+        },
+        (Value::Bool(b), Literal::Bool(l)) => b.cmp(l),
+        _ => return op == Op::Ne,
+    };
+    match op {
+        Op::Eq => ordering.is_eq(),
+        Op::Ne => ordering.is_ne(),
+        Op::Lt => ordering.is_lt(),
+        Op::Le => ordering.is_le(),
+        Op::Gt => ordering.is_gt(),
+        Op::Ge => ordering.is_ge(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn check(filter: &str, message: Value, expect: bool) {
+        let f = Filter::parse(filter).unwrap_or_else(|e| panic!("{filter}: {e}"));
+        assert_eq!(f.matches(&message), expect, "{filter} on {message}");
+    }
+
+    #[test]
+    fn the_blogs_queries_select_what_logs_insights_would() {
+        let ended = json!({ "name": "meetingEnded", "attributes": { "attendeeId": "a-1", "sdkName": "amazon-chime-sdk-js", "meetingDurationMs": 61000 } });
+        check(r#"filter name = "meetingEnded" and attributes.attendeeId = "a-1""#, ended.clone(), true);
+        check(r#"name = "meetingEnded" and attributes.attendeeId = "a-2""#, ended.clone(), false);
+        check(r#"name in ["meetingStartRequested"]"#, ended.clone(), false);
+        check(r#"name in ["audioInputFailed", "meetingEnded"]"#, ended.clone(), true);
+        check(r#"name not in ["meetingEnded"]"#, ended.clone(), false);
+        check(
+            r#"attributes.meetingDurationMs >= 60000 and not (attributes.sdkName != 'amazon-chime-sdk-js')"#,
+            ended.clone(),
+            true,
+        );
+        check(r#"attributes.missing = "x" or name == "meetingEnded""#, ended.clone(), true);
+        check(r#"attributes.missing != "x""#, ended, true);
+        check(r#"attributes.timestampMs > 5"#, json!({ "attributes": { "timestampMs": "1612166400000" } }), true);
+    }
+
+    #[test]
+    fn bad_expressions_name_what_is_wrong_and_where() {
+        for (text, at, message) in [
+            (r#"name = "unterminated"#, 7, "unterminated string"),
+            ("name ~ 3", 5, "unexpected '~'"),
+            ("name =", 6, "expected a string"),
+            (r#"name = "a" xor"#, 11, "unexpected text"),
+            ("(name = 1", 9, "expected )"),
+            (r#"name in "a""#, 8, "expected [ after in"),
+            ("= 3", 0, "expected a field name"),
+        ] {
+            let e = Filter::parse(text).unwrap_err();
+            assert_eq!(e.at, at, "{text}: {e}");
+            assert!(e.message.starts_with(message), "{text}: {e}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_any_text_returns_a_filter_or_an_error(text in ".{0,80}") {
+            let _ = Filter::parse(&text);
+        }
+    }
+}

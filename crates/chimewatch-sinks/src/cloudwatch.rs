@@ -69,6 +69,7 @@ fn to_sdk(d: Datum) -> MetricDatum {
         .metric_name(d.name)
         .unit(unit(d.unit))
         .timestamp(DateTime::from_millis(d.timestamp_ms))
+        .storage_resolution(if d.high_resolution { 1 } else { 60 })
         .set_dimensions(Some(
             d.dimensions
                 .into_iter()
@@ -141,6 +142,7 @@ mod tests {
             value: DatumValue::Single(i as f64),
             dimensions: vec![("Service".into(), "gateway".into())],
             timestamp_ms: 1_763_712_000_000,
+            high_resolution: false,
         }
     }
 

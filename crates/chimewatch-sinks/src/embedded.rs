@@ -324,6 +324,7 @@ mod tests {
             value,
             dimensions: dims.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
             timestamp_ms: t,
+            high_resolution: false,
         }
     }
 

@@ -29,6 +29,8 @@ pub struct Datum {
     pub dimensions: Vec<(String, String)>,
     /// Milliseconds since the epoch.
     pub timestamp_ms: i64,
+    /// Stored at 1-second resolution (CloudWatch high-resolution metrics) rather than 1 minute.
+    pub high_resolution: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

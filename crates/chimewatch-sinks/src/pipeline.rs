@@ -81,6 +81,7 @@ impl PipelineReporter {
                 value: DatumValue::Single(value),
                 dimensions: vec![("Service".to_owned(), self.service.clone())],
                 timestamp_ms: now_ms,
+                high_resolution: false,
             });
         }
         (datums, totals)

@@ -1,0 +1,40 @@
+//! The aggregator's settings, validated by the binary and passed in whole.
+
+use std::time::Duration;
+
+use chimewatch_metrics::{AggregatorConfig, CatalogueConfig};
+
+/// The blog sample's namespace, so its dashboard keeps working.
+pub const DEFAULT_NAMESPACE: &str = "AmazonChimeSDKMeetingEvents";
+pub const DEFAULT_LOG_GROUP: &str = "/chimewatch/meeting-events";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregatorServiceConfig {
+    pub namespace: String,
+    /// Where every event goes as a log line; `None` publishes metrics only.
+    pub log_group: Option<String>,
+    pub windows: AggregatorConfig,
+    pub catalogue: CatalogueConfig,
+    /// Longest a log event waits for others before it is written.
+    pub log_flush_interval: Duration,
+    /// Log events that trigger a write before the interval ends.
+    pub log_flush_events: usize,
+    /// First wait after a failed publish; doubles per failure up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for AggregatorServiceConfig {
+    fn default() -> Self {
+        Self {
+            namespace: DEFAULT_NAMESPACE.into(),
+            log_group: Some(DEFAULT_LOG_GROUP.into()),
+            windows: AggregatorConfig::default(),
+            catalogue: CatalogueConfig::default(),
+            log_flush_interval: Duration::from_secs(1),
+            log_flush_events: 5_000,
+            retry_base: Duration::from_millis(500),
+            retry_max: Duration::from_secs(60),
+        }
+    }
+}

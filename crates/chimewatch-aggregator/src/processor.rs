@@ -1,0 +1,350 @@
+//! The shard processors and the state one worker's processors share: the catalogue and windows, the outbox of
+//! closed windows, the log events waiting to be written, and per shard the batches not yet durable.
+//!
+//! A batch is durable once every window its events went into was published and every log event it produced was
+//! written; a shard's checkpoint is the end of its last durable batch. A failed publish puts the windows and log
+//! events back and retries with backoff: nothing is dropped, and the checkpoint waits.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chimewatch_metrics::aggregate::{Counters, Placement};
+use chimewatch_metrics::{Aggregator, Catalogue, ClosedWindow};
+use chimewatch_model::Record;
+use chimewatch_sinks::{LogEvent, LogSink, MetricSink};
+use chimewatch_stream::consumer::{Batch, Position, ProcessError, ProcessorFactory, ShardProcessor};
+
+use crate::config::AggregatorServiceConfig;
+use crate::publish::{datums, log_line};
+use crate::telemetry::AggregatorTelemetry;
+
+/// The aggregator as a processor factory for the consumer runtime.
+#[derive(Debug, Clone)]
+pub struct Aggregation {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: AggregatorServiceConfig,
+    worker_id: String,
+    metrics: Arc<dyn MetricSink>,
+    logs: Option<Arc<dyn LogSink>>,
+    telemetry: AggregatorTelemetry,
+    clock: fn() -> i64,
+    state: Mutex<State>,
+    /// One publish at a time, so windows and log events go out in the order they closed.
+    publishing: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Aggregation").field("worker_id", &self.worker_id).field("config", &self.config).finish()
+    }
+}
+
+struct PendingBatch {
+    end: Position,
+    windows: Vec<u64>,
+    /// The last log event this batch produced.
+    log_seq: u64,
+}
+
+struct State {
+    catalogue: Catalogue,
+    windows: Aggregator,
+    counted: Counters,
+    outbox: Vec<ClosedWindow>,
+    /// Windows handed out by the aggregator and not yet published.
+    unpublished: HashSet<u64>,
+    logs: VecDeque<(String, LogEvent)>,
+    logs_appended: u64,
+    /// Every log event up to this sequence number was written.
+    logs_written: u64,
+    last_log_write_ms: i64,
+    pending: HashMap<String, VecDeque<PendingBatch>>,
+    failures: u32,
+    retry_at_ms: i64,
+    last_prune_ms: i64,
+}
+
+fn system_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Aggregation {
+    pub fn new(
+        config: AggregatorServiceConfig,
+        worker_id: impl Into<String>,
+        metrics: Arc<dyn MetricSink>,
+        logs: Option<Arc<dyn LogSink>>,
+        telemetry: AggregatorTelemetry,
+    ) -> Self {
+        Self::with_clock(config, worker_id, metrics, logs, telemetry, system_clock_ms)
+    }
+
+    /// The same, with the processing-time clock given (tests run it on a fake clock).
+    pub fn with_clock(
+        config: AggregatorServiceConfig,
+        worker_id: impl Into<String>,
+        metrics: Arc<dyn MetricSink>,
+        logs: Option<Arc<dyn LogSink>>,
+        telemetry: AggregatorTelemetry,
+        clock: fn() -> i64,
+    ) -> Self {
+        let state = State {
+            catalogue: Catalogue::new(config.catalogue.clone()),
+            windows: Aggregator::new(config.windows.clone()),
+            counted: Counters::default(),
+            outbox: Vec::new(),
+            unpublished: HashSet::new(),
+            logs: VecDeque::new(),
+            logs_appended: 0,
+            logs_written: 0,
+            last_log_write_ms: clock(),
+            pending: HashMap::new(),
+            failures: 0,
+            retry_at_ms: i64::MIN,
+            last_prune_ms: i64::MIN,
+        };
+        let logs = if config.log_group.is_some() { logs } else { None };
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                worker_id: worker_id.into(),
+                metrics,
+                logs,
+                telemetry,
+                clock,
+                state: Mutex::new(state),
+                publishing: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+}
+
+impl ProcessorFactory for Aggregation {
+    fn create(&self, shard_id: &str) -> Box<dyn ShardProcessor> {
+        Box::new(ShardAggregation { shard: shard_id.to_owned(), shared: self.shared.clone() })
+    }
+}
+
+struct ShardAggregation {
+    shard: String,
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl ShardProcessor for ShardAggregation {
+    async fn process(&mut self, batch: Batch) -> Result<Option<Position>, ProcessError> {
+        let now = (self.shared.clock)();
+        self.shared.ingest(&self.shard, batch, now)?;
+        // A failed publish is retried on a later call; the checkpoint waits meanwhile.
+        let _ = self.shared.publish(now, false).await;
+        self.shared.durable(&self.shard)
+    }
+
+    async fn flush(&mut self) -> Result<Option<Position>, ProcessError> {
+        let now = (self.shared.clock)();
+        {
+            let mut s = self.shared.lock()?;
+            let closed = s.windows.close_all();
+            s.outbox.extend(closed);
+        }
+        self.shared.publish(now, true).await.map_err(ProcessError)?;
+        self.shared.durable(&self.shard)
+    }
+}
+
+impl Drop for ShardAggregation {
+    /// The shard is no longer this worker's (or it ended): it stops holding the watermark back, and its pending
+    /// batches are forgotten - their windows are still published, the next owner redoes them from the checkpoint.
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.shared.state.lock() {
+            s.windows.forget_source(&self.shard);
+            s.pending.remove(&self.shard);
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> Result<MutexGuard<'_, State>, ProcessError> {
+        self.state.lock().map_err(|_| ProcessError("the aggregator's state lock is poisoned".into()))
+    }
+
+    fn ingest(&self, shard: &str, batch: Batch, now: i64) -> Result<(), ProcessError> {
+        let mut guard = self.lock()?;
+        let s = &mut *guard;
+        let mut touched: Vec<u64> = Vec::new();
+        let mut newest = i64::MIN;
+        for consumed in batch.records {
+            let Record::MeetingEvent(e) = consumed.record else {
+                self.telemetry.sip_records.inc();
+                continue;
+            };
+            let event_ms = e.event.timestamp_ms().unwrap_or(e.received_at_ms);
+            newest = newest.max(event_ms);
+            let history_complete = e.truncation.history_entries_dropped == 0
+                && !e.truncation.attributes_dropped.iter().any(|a| a == "meetingHistory");
+            let facts = s.catalogue.facts(&e.event, history_complete);
+            if let Placement::Window(id) = s.windows.add(shard, event_ms, facts, now) {
+                s.unpublished.insert(id);
+                if !touched.contains(&id) {
+                    touched.push(id);
+                }
+            }
+            self.telemetry.events.inc();
+            if self.logs.is_some() {
+                s.logs_appended += 1;
+                s.logs.push_back((shard.to_owned(), log_line(&e.event, event_ms)));
+            }
+        }
+        if let Some(end) = batch.end {
+            let log_seq = s.logs_appended;
+            s.pending.entry(shard.to_owned()).or_default().push_back(PendingBatch { end, windows: touched, log_seq });
+        }
+        // Sessions silent for the TTL are forgotten, checked once a minute of event time.
+        if newest > s.last_prune_ms + 60_000 {
+            s.catalogue.prune(newest);
+            s.last_prune_ms = newest;
+        }
+        let closed = s.windows.close(now);
+        s.outbox.extend(closed);
+        let counters = s.windows.counters();
+        self.telemetry.late_events.inc_by(counters.late_events - s.counted.late_events);
+        self.telemetry
+            .out_of_range
+            .inc_by((counters.too_old + counters.too_new) - (s.counted.too_old + s.counted.too_new));
+        self.telemetry.folded.inc_by(counters.folded - s.counted.folded);
+        s.counted = counters;
+        self.gauges(s);
+        Ok(())
+    }
+
+    fn gauges(&self, s: &State) {
+        self.telemetry.open_windows.set((s.windows.open_windows() + s.outbox.len()) as i64);
+        self.telemetry.pending_log_events.set(s.logs.len() as i64);
+    }
+
+    /// Publishes closed windows, and the waiting log events when due (or `force`d); on failure puts them back.
+    async fn publish(&self, now: i64, force: bool) -> Result<(), String> {
+        let _turn = self.publishing.lock().await;
+        let (windows, logs, log_seq) = {
+            let mut s = self.lock().map_err(|e| e.0)?;
+            if !force && now < s.retry_at_ms {
+                return Ok(());
+            }
+            let windows = std::mem::take(&mut s.outbox);
+            let due = force
+                || s.logs.len() >= self.config.log_flush_events
+                || now - s.last_log_write_ms >= self.config.log_flush_interval.as_millis() as i64;
+            let logs: Vec<(String, LogEvent)> = if due { s.logs.drain(..).collect() } else { Vec::new() };
+            (windows, logs, s.logs_appended)
+        };
+        if !windows.is_empty() {
+            let datums = datums(&windows, self.config.windows.window_ms);
+            let count = datums.len() as u64;
+            match self.metrics.publish(&self.config.namespace, datums).await {
+                Ok(()) => {
+                    let mut s = self.lock().map_err(|e| e.0)?;
+                    for w in &windows {
+                        s.unpublished.remove(&w.id);
+                    }
+                    self.telemetry.windows_published.inc_by(windows.len() as u64);
+                    self.telemetry.datums_published.inc_by(count);
+                }
+                Err(e) => {
+                    let mut s = self.lock().map_err(|e| e.0)?;
+                    let later = std::mem::replace(&mut s.outbox, windows);
+                    s.outbox.extend(later);
+                    // The log events taken with them go back ahead of anything newer, in their order.
+                    let newer: Vec<(String, LogEvent)> = s.logs.drain(..).collect();
+                    s.logs.extend(logs);
+                    s.logs.extend(newer);
+                    self.failed(&mut s, now, &format!("publishing metrics: {e}"));
+                    return Err(e.to_string());
+                }
+            }
+        }
+        if let (Some(sink), Some(group), false) = (&self.logs, &self.config.log_group, logs.is_empty()) {
+            let mut by_shard: Vec<(String, Vec<LogEvent>)> = Vec::new();
+            for (shard, event) in logs {
+                match by_shard.iter_mut().find(|(s, _)| *s == shard) {
+                    Some((_, events)) => events.push(event),
+                    None => by_shard.push((shard, vec![event])),
+                }
+            }
+            let mut unwritten: Vec<(String, LogEvent)> = Vec::new();
+            let mut error = None;
+            for (shard, events) in by_shard {
+                if error.is_some() {
+                    unwritten.extend(events.into_iter().map(|e| (shard.clone(), e)));
+                    continue;
+                }
+                let stream = format!("{shard}/{}", self.worker_id);
+                let n = events.len() as u64;
+                match sink.put(group, &stream, events.clone()).await {
+                    Ok(()) => {
+                        self.telemetry.log_events_written.inc_by(n);
+                    }
+                    Err(e) => {
+                        error = Some(e.to_string());
+                        unwritten.extend(events.into_iter().map(|e| (shard.clone(), e)));
+                    }
+                }
+            }
+            let mut s = self.lock().map_err(|e| e.0)?;
+            if let Some(e) = error {
+                // Back in front of what arrived since, in their order.
+                let newer: Vec<(String, LogEvent)> = s.logs.drain(..).collect();
+                s.logs.extend(unwritten);
+                s.logs.extend(newer);
+                self.failed(&mut s, now, &format!("writing log events: {e}"));
+                return Err(e);
+            }
+            s.logs_written = log_seq;
+            s.last_log_write_ms = now;
+        } else if self.logs.is_none() {
+            let mut s = self.lock().map_err(|e| e.0)?;
+            s.logs_written = log_seq;
+        }
+        let mut s = self.lock().map_err(|e| e.0)?;
+        s.failures = 0;
+        s.retry_at_ms = i64::MIN;
+        self.gauges(&s);
+        Ok(())
+    }
+
+    fn failed(&self, s: &mut State, now: i64, what: &str) {
+        self.telemetry.publish_failures.inc();
+        s.failures += 1;
+        let base = self.config.retry_base.as_millis() as i64;
+        let wait = base.saturating_mul(1 << s.failures.min(16)).min(self.config.retry_max.as_millis() as i64);
+        s.retry_at_ms = now + wait;
+        tracing::warn!(
+            error = what,
+            retry_in_ms = wait,
+            "The aggregator could not publish; it retries, nothing is dropped."
+        );
+        self.gauges(s);
+    }
+
+    /// The end of the shard's last batch whose windows were published and log events written.
+    fn durable(&self, shard: &str) -> Result<Option<Position>, ProcessError> {
+        let mut guard = self.lock()?;
+        let s = &mut *guard;
+        let Some(queue) = s.pending.get_mut(shard) else { return Ok(None) };
+        let mut durable = None;
+        while let Some(front) = queue.front() {
+            let published = front.windows.iter().all(|w| !s.unpublished.contains(w));
+            if !published || front.log_seq > s.logs_written {
+                break;
+            }
+            durable = queue.pop_front().map(|b| b.end);
+        }
+        Ok(durable)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -4,6 +4,9 @@ aws-sdk-cloudwatch (1.100 and later) speaks only Smithy RPC v2 CBOR; moto unders
 This server takes `POST /service/GraniteServiceVersion20100801/operation/<Op>` with a CBOR body, forwards it to moto
 as JSON (`X-Amz-Target: GraniteServiceVersion20100801.<Op>`), and re-encodes moto's answer as CBOR, with timestamps
 as CBOR tag 1. Usage: python cloudwatch_cbor_bridge.py MOTO_URL; it prints `Bridging on http://127.0.0.1:PORT`.
+
+moto cannot compute percentiles, so the bridge also keeps every PutMetricData request it forwarded (as JSON):
+`GET /captured?namespace=NS` returns them, for tests to check the published Values/Counts themselves.
 """
 
 import base64
@@ -13,6 +16,8 @@ import json
 import sys
 import urllib.error
 import urllib.request
+import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cbor2
@@ -63,6 +68,23 @@ def to_cbor(value, key=""):
 
 class Bridge(BaseHTTPRequestHandler):
     moto = ""
+    captured = []
+    lock = threading.Lock()
+
+    def do_GET(self):
+        url = urllib.parse.urlparse(self.path)
+        if url.path != "/captured":
+            self.send_error(404)
+            return
+        namespace = urllib.parse.parse_qs(url.query).get("namespace", [None])[0]
+        with Bridge.lock:
+            requests = [r for r in Bridge.captured if namespace is None or r.get("Namespace") == namespace]
+        data = json.dumps(requests).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_POST(self):
         if not self.path.startswith(PATH_PREFIX):
@@ -73,6 +95,9 @@ class Bridge(BaseHTTPRequestHandler):
         if self.headers.get("Content-Encoding", "").lower() == "gzip":
             body = gzip.decompress(body)
         request = to_json(cbor2.loads(body)) if body else {}
+        if operation == "PutMetricData":
+            with Bridge.lock:
+                Bridge.captured.append(request)
         forward = urllib.request.Request(
             self.moto + "/",
             data=json.dumps(request).encode(),

@@ -31,6 +31,14 @@ pub enum Command {
     Up(UpArgs),
     /// Run the gateway against an Amazon Kinesis stream.
     Gateway(GatewayArgs),
+    /// Run the aggregator against an Amazon Kinesis stream: windowed metrics into CloudWatch, events into Logs.
+    Aggregator(AggregatorArgs),
+    /// Query the metrics of the embedded store (`up`), as JSON lines.
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
+    /// Query the log events of the embedded store (`up`), as JSON lines.
+    #[command(subcommand)]
+    Logs(LogsCommand),
     /// Inspect a stream.
     #[command(subcommand)]
     Stream(StreamCommand),
@@ -48,6 +56,125 @@ pub struct UpArgs {
     /// Shards of a new embedded log.
     #[arg(long, env = "CHIMEWATCH_LOCAL_SHARDS")]
     pub local_shards: Option<u32>,
+    #[command(flatten)]
+    pub aggregation: AggregationArgs,
+}
+
+/// What the aggregator computes and where it writes, in AWS and under `up`.
+#[derive(Debug, Args)]
+pub struct AggregationArgs {
+    /// CloudWatch namespace of the meeting metrics (the blog sample's by default, so its dashboard keeps working).
+    #[arg(long, env = "CHIMEWATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Log group every event is written to.
+    #[arg(long, env = "CHIMEWATCH_LOG_GROUP")]
+    pub log_group: Option<String>,
+    /// Write events to the log group (true) or publish metrics only (false).
+    #[arg(long, env = "CHIMEWATCH_EVENT_LOGS")]
+    pub event_logs: Option<bool>,
+    /// Window length in seconds (1 publishes high-resolution metrics).
+    #[arg(long, env = "CHIMEWATCH_WINDOW_SECS")]
+    pub window_secs: Option<u64>,
+    /// How late (in event time) an event may arrive behind its shard's newest and still be on time, in seconds.
+    #[arg(long, env = "CHIMEWATCH_OUT_OF_ORDERNESS_SECS")]
+    pub out_of_orderness_secs: Option<u64>,
+    /// Seconds without events after which a shard no longer holds windows open.
+    #[arg(long, env = "CHIMEWATCH_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Dimension sets of the distributions, each a comma-separated list ("" = fleet-wide); repeat the flag.
+    #[arg(long = "dimension-set", env = "CHIMEWATCH_DIMENSION_SETS", value_delimiter = ';')]
+    pub dimension_sets: Option<Vec<String>>,
+    /// Distinct dimension combinations per metric per window before values fold into `Other`.
+    #[arg(long, env = "CHIMEWATCH_MAX_SERIES_PER_METRIC")]
+    pub max_series_per_metric: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct AggregatorArgs {
+    /// Address of the /metrics and /healthz endpoint.
+    #[arg(long, env = "CHIMEWATCH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Name of the Kinesis data stream.
+    #[arg(long, env = "CHIMEWATCH_STREAM")]
+    pub stream: Option<String>,
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
+    #[command(flatten)]
+    pub aggregation: AggregationArgs,
+    /// Days the log group keeps events (CloudWatch Logs' allowed values, e.g. 30, 90, 365).
+    #[arg(long, env = "CHIMEWATCH_LOG_RETENTION_DAYS")]
+    pub log_retention_days: Option<i32>,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+/// How a consumer service shares the stream with its peers.
+#[derive(Debug, Args)]
+pub struct ConsumerArgs {
+    /// DynamoDB lease table (created when missing); workers of one application share it.
+    #[arg(long, env = "CHIMEWATCH_LEASE_TABLE")]
+    pub lease_table: Option<String>,
+    /// This worker's id in the lease table (default: host, process id and a random suffix).
+    #[arg(long, env = "CHIMEWATCH_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Seconds without renewal after which another worker takes a lease over.
+    #[arg(long, env = "CHIMEWATCH_FAILOVER_SECS")]
+    pub failover_secs: Option<u64>,
+    /// Kinesis stream that receives records that cannot be decoded (otherwise they are logged and counted).
+    #[arg(long, env = "CHIMEWATCH_DEAD_LETTER_STREAM")]
+    pub dead_letter_stream: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// Statistics of one metric series per period.
+    Query(MetricsQueryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsQueryArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Metric name, e.g. meetingStartDurationMs.
+    #[arg(long)]
+    pub metric: String,
+    /// The series' dimensions, `name=value`; repeat for each (none = the fleet-wide series).
+    #[arg(long = "dimension")]
+    pub dimensions: Vec<String>,
+    /// Statistics: SampleCount, Sum, Minimum, Maximum, Average, pNN; repeat or comma-separate.
+    #[arg(long = "stat", value_delimiter = ',', default_values_t = ["SampleCount".to_owned(), "p50".to_owned(), "p90".to_owned(), "p99".to_owned()])]
+    pub stats: Vec<String>,
+    /// How far back, e.g. 15m, 1h, 2d.
+    #[arg(long, default_value = "15m")]
+    pub since: String,
+    /// Period of each point, e.g. 60s, 5m.
+    #[arg(long, default_value = "60s")]
+    pub period: String,
+    #[arg(long, env = "CHIMEWATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogsCommand {
+    /// Log events matching a Logs Insights filter, oldest first.
+    Query(LogsQueryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LogsQueryArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// A Logs Insights filter, e.g. 'name = "meetingFailed" and attributes.attendeeId = "..."'.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// How far back, e.g. 15m, 1h, 2d.
+    #[arg(long, default_value = "1h")]
+    pub since: String,
+    /// Most events printed.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+    #[arg(long, env = "CHIMEWATCH_LOG_GROUP")]
+    pub log_group: Option<String>,
 }
 
 #[derive(Debug, Args)]

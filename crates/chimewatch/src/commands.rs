@@ -1,7 +1,9 @@
 //! The commands: each resolves its settings, wires ports to adapters, and runs. No decisions beyond wiring here.
 
+mod aggregator;
 mod dump;
 mod gateway;
+mod query;
 mod token;
 mod up;
 
@@ -14,7 +16,7 @@ use chimewatch_stream::{Producer, ProducerTelemetry};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::cli::{Cli, Command, StreamCommand, TokenCommand};
+use crate::cli::{Cli, Command, LogsCommand, MetricsCommand, StreamCommand, TokenCommand};
 use crate::config::{self, PipelineConfig};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -22,6 +24,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::run(args, &file).await,
         Command::Gateway(args) => gateway::run(args, &file).await,
+        Command::Aggregator(args) => aggregator::run(args, &file).await,
+        Command::Metrics(MetricsCommand::Query(args)) => query::metrics(args, &file),
+        Command::Logs(LogsCommand::Query(args)) => query::logs(args, &file),
         Command::Stream(StreamCommand::Dump(args)) => dump::run(args, &file).await,
         Command::Token(TokenCommand::Mint(args)) => token::mint(args, &file),
     }
@@ -33,8 +38,8 @@ struct Reporting {
     interval: std::time::Duration,
 }
 
-/// Binds the listener and serves the gateway until SIGINT or SIGTERM; reports pipeline metrics meanwhile, and once
-/// more after the stream is flushed, so the final counts are published too.
+/// Binds the listener and serves the gateway until `shutdown`; reports pipeline metrics meanwhile, and once more
+/// after the stream is flushed, so the final counts are published too.
 async fn serve_gateway(
     listen: std::net::SocketAddr,
     config: GatewayConfig,
@@ -42,6 +47,7 @@ async fn serve_gateway(
     producer_telemetry: ProducerTelemetry,
     mut registry: Registry,
     reporting: Option<(Arc<dyn MetricSink>, PipelineConfig)>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     if config.auth.is_anonymous() && !listen.ip().is_loopback() {
         tracing::warn!(%listen, "The gateway accepts unauthenticated requests on a non-loopback address; set API keys or a token secret.");
@@ -67,7 +73,7 @@ async fn serve_gateway(
             let _ = stop_reporting.await;
         }))
     });
-    let served = chimewatch_gateway::serve(listener, state, shutdown_signal()).await.context("serving HTTP");
+    let served = chimewatch_gateway::serve(listener, state, shutdown).await.context("serving HTTP");
     let _ = stopped.send(());
     if let Some(task) = reporter {
         let _ = task.await;
@@ -106,4 +112,33 @@ async fn shutdown_signal() {
 /// Loads the AWS SDK configuration from the standard environment (region, credentials, `AWS_ENDPOINT_URL*`).
 async fn aws_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
+}
+
+/// Serves `/metrics` (the registry, in the OpenMetrics text format) and `/healthz` until `shutdown`, for the
+/// services without the gateway's HTTP interface.
+async fn serve_metrics(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    let metrics = move || {
+        let registry = registry.clone();
+        async move {
+            let mut text = String::new();
+            match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                Ok(()) => {
+                    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+                        .into_response()
+                }
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+            }
+        }
+    };
+    let router = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }));
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await.context("serving /metrics")
 }

@@ -12,7 +12,9 @@ use chimewatch_stream::kinesis::KinesisProducerConfig;
 use chimewatch_stream::local::LocalLogConfig;
 use serde::Deserialize;
 
-use crate::cli::{KinesisArgs, PipelineArgs, ServeArgs, UpArgs};
+use crate::cli::{AggregationArgs, ConsumerArgs, KinesisArgs, PipelineArgs, ServeArgs, UpArgs};
+use chimewatch_aggregator::AggregatorServiceConfig;
+use chimewatch_stream::consumer::WorkerConfig;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./chimewatch-data";
@@ -32,6 +34,34 @@ pub struct FileConfig {
     pub kinesis: FileKinesis,
     #[serde(default)]
     pub pipeline: FilePipeline,
+    #[serde(default)]
+    pub aggregator: FileAggregator,
+    #[serde(default)]
+    pub consumer: FileConsumer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAggregator {
+    pub namespace: Option<String>,
+    pub log_group: Option<String>,
+    pub event_logs: Option<bool>,
+    pub log_retention_days: Option<i32>,
+    pub window_secs: Option<u64>,
+    pub out_of_orderness_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    /// Each set a list of dimension names; `[]` is fleet-wide.
+    pub dimension_sets: Option<Vec<Vec<String>>>,
+    pub max_series_per_metric: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConsumer {
+    pub lease_table: Option<String>,
+    pub worker_id: Option<String>,
+    pub failover_secs: Option<u64>,
+    pub dead_letter_stream: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -207,6 +237,100 @@ pub fn kinesis(args: &KinesisArgs, file: &FileConfig) -> anyhow::Result<KinesisP
     })
 }
 
+/// What the aggregator computes and where it writes.
+pub fn aggregation(args: &AggregationArgs, file: &FileConfig) -> anyhow::Result<AggregatorServiceConfig> {
+    let a = &file.aggregator;
+    let defaults = AggregatorServiceConfig::default();
+    let namespace = args.namespace.clone().or_else(|| a.namespace.clone()).unwrap_or(defaults.namespace);
+    if namespace.is_empty() || namespace.starts_with("AWS/") || namespace.len() > 255 {
+        bail!("namespace {namespace:?} is invalid: 1 to 255 characters, not starting with \"AWS/\"");
+    }
+    let log_group = args.log_group.clone().or_else(|| a.log_group.clone()).or(defaults.log_group);
+    let log_group = if args.event_logs.or(a.event_logs).unwrap_or(true) { log_group } else { None };
+    let secs = |arg: Option<u64>, file: Option<u64>, default_ms: i64, what: &str| -> anyhow::Result<i64> {
+        match arg.or(file) {
+            None => Ok(default_ms),
+            Some(0) if what == "window" => bail!("window_secs must be at least 1"),
+            Some(s) => Ok(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)),
+        }
+    };
+    let mut windows = defaults.windows.clone();
+    windows.window_ms = secs(args.window_secs, a.window_secs, windows.window_ms, "window")?;
+    windows.out_of_orderness_ms =
+        secs(args.out_of_orderness_secs, a.out_of_orderness_secs, windows.out_of_orderness_ms, "out_of_orderness")?;
+    windows.idle_timeout_ms = secs(args.idle_timeout_secs, a.idle_timeout_secs, windows.idle_timeout_ms, "idle")?;
+    windows.max_series_per_metric =
+        args.max_series_per_metric.or(a.max_series_per_metric).unwrap_or(windows.max_series_per_metric);
+    if windows.max_series_per_metric == 0 {
+        bail!("max_series_per_metric must be at least 1");
+    }
+    let mut catalogue = defaults.catalogue.clone();
+    let sets = match &args.dimension_sets {
+        Some(flags) => Some(
+            flags
+                .iter()
+                .map(|set| set.split(',').map(str::trim).filter(|d| !d.is_empty()).map(str::to_owned).collect())
+                .collect::<Vec<Vec<String>>>(),
+        ),
+        None => a.dimension_sets.clone(),
+    };
+    if let Some(sets) = sets {
+        if let Some(big) = sets.iter().find(|s| s.len() > 29) {
+            bail!("dimension set {big:?} has more than 29 dimensions (CloudWatch allows 30 with the metric's own)");
+        }
+        catalogue.dimension_sets = sets;
+    }
+    Ok(AggregatorServiceConfig { namespace, log_group, windows, catalogue, ..defaults })
+}
+
+pub fn log_retention_days(arg: Option<i32>, file: &FileConfig) -> anyhow::Result<Option<i32>> {
+    const ALLOWED: &[i32] =
+        &[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
+    match arg.or(file.aggregator.log_retention_days) {
+        Some(d) if !ALLOWED.contains(&d) => {
+            bail!("log retention of {d} days is not one CloudWatch Logs allows: {ALLOWED:?}")
+        }
+        other => Ok(other),
+    }
+}
+
+/// How a consumer service joins its peers: the lease table, its worker settings, the dead-letter stream.
+pub fn consumer(
+    args: &ConsumerArgs,
+    file: &FileConfig,
+    default_table: &str,
+) -> anyhow::Result<(String, WorkerConfig, Option<String>)> {
+    let c = &file.consumer;
+    let table = args.lease_table.clone().or_else(|| c.lease_table.clone()).unwrap_or_else(|| default_table.to_owned());
+    let worker_id =
+        args.worker_id.clone().or_else(|| c.worker_id.clone()).unwrap_or_else(WorkerConfig::default_worker_id);
+    let mut worker = WorkerConfig::new(worker_id);
+    if let Some(secs) = args.failover_secs.or(c.failover_secs) {
+        if secs < 3 {
+            bail!("failover_secs must be at least 3 (leases are renewed every third of it)");
+        }
+        worker.failover = Duration::from_secs(secs);
+        worker.round_interval = worker.failover / 3;
+    }
+    Ok((table, worker, args.dead_letter_stream.clone().or_else(|| c.dead_letter_stream.clone())))
+}
+
+/// `90s`, `15m`, `1h`, `2d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().with_context(|| format!("{text:?} is not a duration like 90s, 15m, 1h or 2d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("{text:?} has an unknown unit {unit:?}: use s, m, h or d"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +386,42 @@ mod tests {
         let off = PipelineArgs { pipeline_metrics: Some(false), ..p };
         assert_eq!(pipeline(&off, &FileConfig::default()).unwrap(), None);
         assert!(kinesis(&k, &FileConfig::default()).unwrap_err().to_string().contains("no Kinesis stream given"));
+    }
+
+    #[test]
+    fn aggregation_settings_layer_and_validate() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [aggregator]
+            namespace = "Team/Meetings"
+            window_secs = 10
+            dimension_sets = [[], ["sdkName", "osName"]]
+            "#,
+        )
+        .unwrap();
+        let up = up_args(&["--window-secs", "1", "--dimension-set", "sdkName;;browserName,sdkVersion"]);
+        let a = aggregation(&up.aggregation, &file).unwrap();
+        assert_eq!((a.namespace.as_str(), a.windows.window_ms), ("Team/Meetings", 1_000));
+        assert_eq!(
+            a.catalogue.dimension_sets,
+            [vec!["sdkName".to_owned()], vec![], vec!["browserName".into(), "sdkVersion".into()]]
+        );
+        let from_file = aggregation(&up_args(&[]).aggregation, &file).unwrap();
+        assert_eq!(from_file.catalogue.dimension_sets[1], ["sdkName", "osName"]);
+        assert_eq!(aggregation(&up_args(&["--event-logs", "false"]).aggregation, &file).unwrap().log_group, None);
+        assert!(aggregation(&up_args(&["--window-secs", "0"]).aggregation, &file).is_err());
+        assert!(aggregation(&up_args(&["--namespace", "AWS/X"]).aggregation, &file).is_err());
+        assert!(
+            log_retention_days(Some(31), &file).unwrap_err().to_string().contains("not one CloudWatch Logs allows")
+        );
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172_800));
+        assert!(parse_duration("1w").unwrap_err().to_string().contains("unknown unit"));
+        assert!(parse_duration("soon").is_err());
     }
 }

@@ -29,5 +29,6 @@ pub async fn run(args: GatewayArgs, file: &FileConfig) -> anyhow::Result<()> {
         let sink: Arc<dyn MetricSink> = Arc::new(CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(&sdk)));
         (sink, p)
     });
-    super::serve_gateway(listen, gateway, Arc::new(producer), telemetry, registry, reporting).await
+    super::serve_gateway(listen, gateway, Arc::new(producer), telemetry, registry, reporting, super::shutdown_signal())
+        .await
 }

@@ -1,34 +1,109 @@
-//! `chimewatch up`: the pipeline on embedded backends, in one process.
+//! `chimewatch up`: the pipeline on embedded backends, in one process: the gateway on the embedded log, and the
+//! aggregator reading it into the embedded store (metrics and logs) that `metrics query` and `logs query` read.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use chimewatch_stream::ProducerTelemetry;
-use chimewatch_stream::local::LocalLog;
+use chimewatch_sinks::MetricSink;
+use chimewatch_sinks::embedded::EmbeddedStore;
+use chimewatch_stream::consumer::{DeadLetters, WorkerConfig};
+use chimewatch_stream::lease::file::FileLeaseStore;
+use chimewatch_stream::local::{LocalLog, LocalLogConfig, LocalSource};
+use chimewatch_stream::{Producer, ProducerTelemetry};
 use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
 
+use super::aggregator::{self, Parts};
 use crate::cli::UpArgs;
-use crate::config::{self, FileConfig};
+use crate::config::{self, FileConfig, PipelineConfig};
+
+/// The embedded store's file under the data directory.
+pub const STORE_FILE: &str = "embedded.sqlite";
 
 pub async fn run(args: UpArgs, file: &FileConfig) -> anyhow::Result<()> {
     let data_dir = config::data_dir(args.data.data_dir.as_ref(), file);
     let local = config::local(&args, file)?;
     let gateway = config::gateway(&args.serve, file)?;
+    let mut aggregation = config::aggregation(&args.aggregation, file)?;
+    // The embedded store takes any timestamp; CloudWatch's two weeks back and two hours ahead do not apply.
+    aggregation.windows.max_age_ms = i64::MAX / 4;
+    aggregation.windows.max_future_ms = i64::MAX / 4;
     let listen = config::listen(&args.serve, file);
 
     let mut registry = Registry::with_prefix("chimewatch");
     let producer_telemetry = ProducerTelemetry::default();
     producer_telemetry.register(&mut registry);
     let stream_dir = data_dir.join("stream");
-    let log = tokio::task::spawn_blocking({
-        let stream_dir = stream_dir.clone();
+    let dead_dir = data_dir.join("dead-letter");
+    let store_path = data_dir.join(STORE_FILE);
+    let (log, dead, store) = tokio::task::spawn_blocking({
+        let (stream_dir, dead_dir, store_path) = (stream_dir.clone(), dead_dir.clone(), store_path.clone());
         let producer_telemetry = producer_telemetry.clone();
-        move || LocalLog::open(&stream_dir, &local, producer_telemetry)
+        move || -> anyhow::Result<_> {
+            let log = LocalLog::open(&stream_dir, &local, producer_telemetry)
+                .with_context(|| format!("opening the embedded log in {}", stream_dir.display()))?;
+            let dead_config = LocalLogConfig { shards: 1, ..LocalLogConfig::default() };
+            let dead = LocalLog::open(&dead_dir, &dead_config, ProducerTelemetry::default())
+                .with_context(|| format!("opening the dead-letter log in {}", dead_dir.display()))?;
+            let store = EmbeddedStore::open(&store_path).context("opening the embedded store")?;
+            Ok((log, dead, store))
+        }
     })
-    .await?
-    .with_context(|| format!("opening the embedded log in {}", stream_dir.display()))?;
-    eprintln!("chimewatch up: embedded stream in {} ({} shards)", stream_dir.display(), log.shard_count());
-    // Embedded backends: the pipeline's own metrics are on /metrics only (the embedded metric store comes with the
-    // aggregator).
-    super::serve_gateway(listen, gateway, Arc::new(log), producer_telemetry, registry, None).await
+    .await??;
+    let log = Arc::new(log);
+    let dead: Arc<dyn Producer> = Arc::new(dead);
+    eprintln!(
+        "chimewatch up: embedded stream in {} ({} shards); metrics and logs in {}",
+        stream_dir.display(),
+        log.shard_count(),
+        store_path.display()
+    );
+    let store = Arc::new(store);
+    let metrics: Arc<dyn MetricSink> = store.clone();
+    let pipeline = PipelineConfig {
+        namespace: chimewatch_sinks::pipeline::DEFAULT_NAMESPACE.to_owned(),
+        interval: std::time::Duration::from_secs(60),
+    };
+
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            super::shutdown_signal().await;
+            stop.cancel();
+        }
+    });
+    let leases = FileLeaseStore::open(data_dir.join("consumers/aggregator/checkpoints.json"))
+        .context("opening the aggregator's checkpoints")?;
+    let parts = Parts {
+        source: Arc::new(LocalSource::new(log.clone())),
+        leases: Arc::new(leases),
+        metrics: metrics.clone(),
+        logs: store,
+        dead_letters: DeadLetters::to(dead.clone()),
+        // One process holds every shard: take them all at once.
+        worker: WorkerConfig {
+            round_interval: std::time::Duration::from_secs(1),
+            max_takes_per_round: usize::MAX,
+            ..WorkerConfig::new("up")
+        },
+        config: aggregation,
+        reporting: Some((metrics.clone(), pipeline.clone())),
+    };
+    let worker = aggregator::start(parts, &mut registry, stop.clone());
+    let served = super::serve_gateway(
+        listen,
+        gateway,
+        log,
+        producer_telemetry,
+        registry,
+        Some((metrics, pipeline)),
+        stop.clone().cancelled_owned(),
+    )
+    .await;
+    stop.cancel();
+    worker.await.context("the aggregator worker")?;
+    dead.close().await;
+    eprintln!("chimewatch up: the aggregator flushed its windows; stopped");
+    served
 }

@@ -185,3 +185,50 @@ pub fn dumped_keys(lines: &[Value]) -> Vec<(String, String, String, i64)> {
         })
         .collect()
 }
+
+/// A CloudWatch Logs client for moto.
+pub fn logs_client(moto: &str) -> aws_sdk_cloudwatchlogs::Client {
+    use aws_sdk_cloudwatchlogs::config::{BehaviorVersion, Credentials, Region};
+    let config = aws_sdk_cloudwatchlogs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(moto)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .build();
+    aws_sdk_cloudwatchlogs::Client::from_conf(config)
+}
+
+/// Every event of a log group as (stream, message parsed as JSON), stream by stream.
+pub async fn all_log_events(client: &aws_sdk_cloudwatchlogs::Client, group: &str) -> Vec<(String, Value)> {
+    let Ok(streams) = client.describe_log_streams().log_group_name(group).send().await else { return Vec::new() };
+    let mut out = Vec::new();
+    for stream in streams.log_streams() {
+        let name = stream.log_stream_name().unwrap_or_default().to_owned();
+        let mut token: Option<String> = None;
+        loop {
+            let page = client
+                .get_log_events()
+                .log_group_name(group)
+                .log_stream_name(&name)
+                .start_from_head(true)
+                .set_next_token(token.clone())
+                .send()
+                .await
+                .unwrap();
+            if page.events().is_empty() {
+                break;
+            }
+            out.extend(
+                page.events()
+                    .iter()
+                    .map(|e| (name.clone(), serde_json::from_str(e.message().unwrap_or_default()).unwrap())),
+            );
+            let next = page.next_forward_token().map(str::to_owned);
+            if next == token {
+                break;
+            }
+            token = next;
+        }
+    }
+    out
+}

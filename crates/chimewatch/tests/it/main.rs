@@ -6,6 +6,7 @@
 // Test helpers outside `#[test]` functions unwrap too: a failed step is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod aggregator;
 mod consumer;
 mod crash;
 mod embedded;

@@ -7,12 +7,12 @@ use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 use crate::harness::{Server, aws_env, borrow, fixture, moto_url, unique};
 use crate::kinesis::{client as kinesis_client, create_stream};
 
-fn cloudwatch_url() -> String {
+pub fn cloudwatch_url() -> String {
     std::env::var("CHIMEWATCH_TEST_CLOUDWATCH_URL")
         .expect("CHIMEWATCH_TEST_CLOUDWATCH_URL is not set: run `scripts/test.sh`, which starts the CloudWatch bridge")
 }
 
-fn cloudwatch(url: &str) -> aws_sdk_cloudwatch::Client {
+pub fn cloudwatch(url: &str) -> aws_sdk_cloudwatch::Client {
     let config = aws_sdk_cloudwatch::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(url)

@@ -1,0 +1,89 @@
+//! `chimewatch metrics query` and `chimewatch logs query`: the embedded store of `up`, answered as JSON lines.
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use chimewatch_aggregator::config::{DEFAULT_LOG_GROUP, DEFAULT_NAMESPACE};
+use chimewatch_sinks::embedded::{EmbeddedStore, MetricQuery, Stat};
+use chimewatch_sinks::logs_filter::Filter;
+use serde_json::{Map, Value, json};
+
+use super::up::STORE_FILE;
+use crate::cli::{LogsQueryArgs, MetricsQueryArgs};
+use crate::config::{self, FileConfig, parse_duration};
+
+fn open(data_dir: Option<&std::path::PathBuf>, file: &FileConfig) -> anyhow::Result<EmbeddedStore> {
+    let path = config::data_dir(data_dir, file).join(STORE_FILE);
+    if !path.exists() {
+        bail!("no embedded store at {}: run `chimewatch up` first (or pass --data-dir)", path.display());
+    }
+    EmbeddedStore::open(&path).with_context(|| format!("opening {}", path.display()))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+pub fn metrics(args: MetricsQueryArgs, file: &FileConfig) -> anyhow::Result<()> {
+    let store = open(args.data.data_dir.as_ref(), file)?;
+    let dimensions = args
+        .dimensions
+        .iter()
+        .map(|d| match d.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => bail!("--dimension {d:?} is not name=value"),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let stats =
+        args.stats.iter().map(|s| s.parse::<Stat>().map_err(anyhow::Error::msg)).collect::<anyhow::Result<Vec<_>>>()?;
+    let period_ms = parse_duration(&args.period)?.as_millis() as i64;
+    if period_ms == 0 {
+        bail!("--period must be at least 1s");
+    }
+    let now = now_ms();
+    let namespace = args
+        .namespace
+        .clone()
+        .or_else(|| file.aggregator.namespace.clone())
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    let query = MetricQuery {
+        namespace,
+        name: args.metric.clone(),
+        dimensions: dimensions.clone(),
+        since_ms: now - parse_duration(&args.since)?.as_millis() as i64,
+        until_ms: now + 1,
+        period_ms,
+        stats,
+    };
+    let dims: Map<String, Value> = dimensions.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+    let mut out = std::io::stdout().lock();
+    for point in store.query_metrics(&query)? {
+        let mut line =
+            json!({ "timestampMs": point.timestamp_ms, "metric": args.metric, "dimensions": dims, "unit": point.unit });
+        for (stat, value) in point.stats {
+            line[stat.to_string()] = json!(value);
+        }
+        writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+pub fn logs(args: LogsQueryArgs, file: &FileConfig) -> anyhow::Result<()> {
+    let store = open(args.data.data_dir.as_ref(), file)?;
+    let filter = args.filter.as_deref().map(Filter::parse).transpose().context("--filter")?;
+    let group = args
+        .log_group
+        .clone()
+        .or_else(|| file.aggregator.log_group.clone())
+        .unwrap_or_else(|| DEFAULT_LOG_GROUP.to_owned());
+    let now = now_ms();
+    let since = now - parse_duration(&args.since)?.as_millis() as i64;
+    // Event time may run a little ahead of this clock (client clocks): CloudWatch accepts up to 2 h ahead.
+    let events = store.query_logs(&group, filter.as_ref(), since, now + 2 * 3600 * 1000, args.limit)?;
+    let mut out = std::io::stdout().lock();
+    for e in events {
+        let message: Value = serde_json::from_str(&e.message).unwrap_or(Value::String(e.message));
+        writeln!(out, "{}", json!({ "timestampMs": e.timestamp_ms, "logStream": e.stream, "message": message }))?;
+    }
+    Ok(())
+}

@@ -346,3 +346,56 @@ async fn the_aggregator_publishes_to_cloudwatch_and_logs_from_kinesis() {
     assert!(printed.iter().any(|l| l.contains("flushed and released its leases")), "{printed:?}");
     drop(gateway);
 }
+
+#[tokio::test]
+async fn a_crash_loses_no_window_and_publishes_nothing_twice_in_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    // Idle for 5 s closes a window: long enough that posting the second minute and killing cannot let it close.
+    let args =
+        ["up", "--data-dir", &data, "--window-secs", "60", "--out-of-orderness-secs", "0", "--idle-timeout-secs", "5"];
+    let first = fleet(recent_minute() - 60_000);
+    let second = fleet(recent_minute());
+    let sum = |minute: i64| {
+        cli(&[
+            "metrics",
+            "query",
+            "--data-dir",
+            &data,
+            "--metric",
+            "meetingStartRequested",
+            "--since",
+            "1h",
+            "--stat",
+            "Sum",
+        ])
+        .into_iter()
+        .find(|p| p["timestampMs"].as_i64() == Some(minute))
+        .map_or(0.0, |p| p["Sum"].as_f64().unwrap())
+    };
+    let wait_for = |minute: i64, want: f64| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while sum(minute) < want {
+            assert!(std::time::Instant::now() < deadline, "minute {minute} did not reach {want}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    let server = Server::start(&args, &[]);
+    post_fleet(&server, &first).await;
+    wait_for(first.minute_ms, first.batches.len() as f64).await;
+    // The second minute is acknowledged (durable in the log) but its window is still open when the process dies.
+    post_fleet(&server, &second).await;
+    let mut server = server;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    assert_eq!(sum(second.minute_ms), 0.0, "killed before the second window closed");
+
+    let restarted = Server::start(&args, &[]);
+    wait_for(second.minute_ms, second.batches.len() as f64).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (a, b) = (sum(first.minute_ms), sum(second.minute_ms));
+    eprintln!("crash in up: minute 1 {a} of {}, minute 2 {b} of {}", first.batches.len(), second.batches.len());
+    assert_eq!(a, first.batches.len() as f64, "the published window was checkpointed: not published again");
+    assert_eq!(b, second.batches.len() as f64, "the open window was rebuilt from the log after the restart");
+    restarted.terminate();
+}

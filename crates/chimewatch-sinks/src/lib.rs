@@ -4,6 +4,7 @@
 //! - [`metrics`]: the metric sink port: datums with single values or value/count distributions.
 //! - [`cloudwatch`]: the CloudWatch adapter (PutMetricData within its request limits).
 //! - [`logs`]: the log sink port and PutLogEvents batch planning; [`cloudwatch_logs`] is its CloudWatch adapter.
+//! - [`emf`]: metrics as Embedded Metric Format log lines, for users who prefer logs-based metrics.
 //! - [`embedded`]: the SQLite store of `up` (metrics and logs), with the queries the CLI answers from it;
 //!   [`logs_filter`] is the Logs Insights `filter` subset it understands.
 //! - [`pipeline`]: publishes a service's self-metrics (namespace `ChimeWatch/Pipeline`, dimension `Service`).
@@ -11,6 +12,7 @@
 pub mod cloudwatch;
 pub mod cloudwatch_logs;
 pub mod embedded;
+pub mod emf;
 pub mod logs;
 pub mod logs_filter;
 pub mod metrics;

@@ -104,6 +104,12 @@ pub struct AggregatorArgs {
     /// Days the log group keeps events (CloudWatch Logs' allowed values, e.g. 30, 90, 365).
     #[arg(long, env = "CHIMEWATCH_LOG_RETENTION_DAYS")]
     pub log_retention_days: Option<i32>,
+    /// How metrics reach CloudWatch: PutMetricData (`cloudwatch`), or Embedded Metric Format log lines (`emf`).
+    #[arg(long, env = "CHIMEWATCH_METRICS_FORMAT", value_enum)]
+    pub metrics_format: Option<MetricsFormat>,
+    /// Log group of the EMF lines (with `--metrics-format emf`).
+    #[arg(long, env = "CHIMEWATCH_EMF_LOG_GROUP")]
+    pub emf_log_group: Option<String>,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -123,6 +129,13 @@ pub struct ConsumerArgs {
     /// Kinesis stream that receives records that cannot be decoded (otherwise they are logged and counted).
     #[arg(long, env = "CHIMEWATCH_DEAD_LETTER_STREAM")]
     pub dead_letter_stream: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsFormat {
+    Cloudwatch,
+    Emf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -53,6 +53,8 @@ pub struct FileAggregator {
     /// Each set a list of dimension names; `[]` is fleet-wide.
     pub dimension_sets: Option<Vec<Vec<String>>>,
     pub max_series_per_metric: Option<usize>,
+    pub metrics_format: Option<crate::cli::MetricsFormat>,
+    pub emf_log_group: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

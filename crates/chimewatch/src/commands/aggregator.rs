@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use chimewatch_aggregator::{Aggregation, AggregatorServiceConfig, AggregatorTelemetry};
 use chimewatch_sinks::cloudwatch::CloudWatchSink;
 use chimewatch_sinks::cloudwatch_logs::CloudWatchLogsSink;
+use chimewatch_sinks::emf::EmfSink;
 use chimewatch_sinks::{LogSink, MetricSink, PipelineReporter};
 use chimewatch_stream::ProducerTelemetry;
 use chimewatch_stream::consumer::{ConsumerTelemetry, DeadLetters, ShardSource, Worker, WorkerConfig};
@@ -18,10 +19,12 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::AggregatorArgs;
+use crate::cli::{AggregatorArgs, MetricsFormat};
 use crate::config::{self, FileConfig, PipelineConfig};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
+/// Where EMF lines go with `--metrics-format emf`.
+const DEFAULT_EMF_LOG_GROUP: &str = "/chimewatch/meeting-metrics";
 
 /// Everything an aggregator worker runs on: the stream, the leases, the sinks.
 pub struct Parts {
@@ -103,17 +106,30 @@ pub async fn run(args: AggregatorArgs, file: &FileConfig) -> anyhow::Result<()> 
             DeadLetters::log_only()
         }
     };
-    let metrics: Arc<dyn MetricSink> = Arc::new(CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(&sdk)));
-    let logs = Arc::new(CloudWatchLogsSink::new(aws_sdk_cloudwatchlogs::Client::new(&sdk), retention));
+    let cloudwatch: Arc<dyn MetricSink> = Arc::new(CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(&sdk)));
+    let logs_client = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+    let logs = Arc::new(CloudWatchLogsSink::new(logs_client.clone(), retention));
+    let metrics: Arc<dyn MetricSink> = match args.metrics_format.or(file.aggregator.metrics_format) {
+        Some(MetricsFormat::Emf) => {
+            let group = args
+                .emf_log_group
+                .clone()
+                .or_else(|| file.aggregator.emf_log_group.clone())
+                .unwrap_or_else(|| DEFAULT_EMF_LOG_GROUP.to_owned());
+            let emf_logs = Arc::new(CloudWatchLogsSink::new(logs_client, retention).emf());
+            Arc::new(EmfSink::new(emf_logs, group, worker.worker_id.clone()))
+        }
+        Some(MetricsFormat::Cloudwatch) | None => cloudwatch.clone(),
+    };
     let parts = Parts {
         source: Arc::new(source),
         leases: Arc::new(leases),
-        metrics: metrics.clone(),
+        metrics,
         logs,
         dead_letters,
         worker,
         config: aggregation,
-        reporting: pipeline.map(|p| (metrics, p)),
+        reporting: pipeline.map(|p| (cloudwatch, p)),
     };
 
     let stop = CancellationToken::new();

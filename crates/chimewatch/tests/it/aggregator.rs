@@ -399,3 +399,68 @@ async fn a_crash_loses_no_window_and_publishes_nothing_twice_in_up() {
     assert_eq!(b, second.batches.len() as f64, "the open window was rebuilt from the log after the restart");
     restarted.terminate();
 }
+
+#[tokio::test]
+async fn with_the_emf_format_metrics_go_to_cloudwatch_logs_as_embedded_metric_lines() {
+    let moto = moto_url();
+    let stream = unique("it-aggregator-emf");
+    let emf_group = unique("/chimewatch/it-meeting-metrics");
+    create_stream(&kinesis_client(&moto), &stream, 1).await;
+    let env = aws_env(&moto);
+    let gateway = Server::start(&["gateway", "--stream", &stream, "--pipeline-metrics", "false"], &borrow(&env));
+    let aggregator = Server::start(
+        &[
+            "aggregator",
+            "--stream",
+            &stream,
+            "--lease-table",
+            &unique("it-aggregator-emf-leases"),
+            "--metrics-format",
+            "emf",
+            "--emf-log-group",
+            &emf_group,
+            "--event-logs",
+            "false",
+            "--idle-timeout-secs",
+            "1",
+            "--out-of-orderness-secs",
+            "0",
+            "--pipeline-metrics",
+            "false",
+        ],
+        &borrow(&env),
+    );
+    let mut f = fleet(recent_minute());
+    f.batches.truncate(60);
+    let durations: Vec<u64> =
+        f.batches.iter().flatten().filter_map(|e| e["attributes"]["meetingStartDurationMs"].as_u64()).collect();
+    post_fleet(&gateway, &f).await;
+    let logs = crate::harness::logs_client(&moto);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let lines = loop {
+        let lines = crate::harness::all_log_events(&logs, &emf_group).await;
+        let starts: f64 = lines
+            .iter()
+            .filter(|(_, l)| l.get("sdkName").is_none() && l["meetingStartDurationMs"].is_object())
+            .map(|(_, l)| l["meetingStartDurationMs"]["Count"].as_f64().unwrap())
+            .sum();
+        if starts >= durations.len() as f64 {
+            break lines;
+        }
+        assert!(std::time::Instant::now() < deadline, "EMF lines for {} starts, got {starts}", durations.len());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let requested: f64 = lines
+        .iter()
+        .filter(|(_, l)| l.get("sdkName").is_none())
+        .filter_map(|(_, l)| l["meetingStartRequested"].as_f64())
+        .sum();
+    assert_eq!(requested, f.batches.len() as f64);
+    let (_, line) = lines.iter().find(|(_, l)| l["meetingStartDurationMs"].is_object()).unwrap();
+    let directive = &line["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "AmazonChimeSDKMeetingEvents");
+    assert_eq!(directive["Metrics"][0]["Unit"], "Milliseconds");
+    assert_eq!(line["_aws"]["Timestamp"].as_i64(), Some(f.minute_ms));
+    aggregator.terminate();
+    drop(gateway);
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of chimewatch: formatting, clippy, unit, property, router and end-to-end tests.
-# Installs what it needs (moto into .venv) and starts what it needs (moto on a free loopback port), then stops it.
+# Installs what it needs (moto into .venv, the Node tools) and starts what it needs (moto, the CloudWatch bridge and
+# kinesalite on free loopback ports), then stops them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

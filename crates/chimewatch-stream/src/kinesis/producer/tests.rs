@@ -310,9 +310,9 @@ fn routed_by_key(half: u128) -> (Rule, Routed) {
     (put, requests)
 }
 
-#[tokio::test]
-async fn a_reshard_is_noticed_and_the_shard_map_follows() {
-    let half = u128::MAX / 2;
+/// ListShards that shows one shard the first time, and from then on that shard closed by a split at `half` into two
+/// children; with the number of listings so far.
+fn split_after_first_listing(half: u128) -> (Rule, Arc<Mutex<usize>>) {
     let listings = Arc::new(Mutex::new(0));
     let seen = listings.clone();
     let list = mock!(Client::list_shards).then_compute_output(move |_| {
@@ -321,7 +321,6 @@ async fn a_reshard_is_noticed_and_the_shard_map_follows() {
         let shards = if *n == 1 {
             vec![shard("shardId-000000000000", 0, u128::MAX, None)]
         } else {
-            // Split: the parent is closed, two children cover its range.
             vec![
                 shard("shardId-000000000000", 0, u128::MAX, Some("100")),
                 shard("shardId-000000000001", 0, half, None),
@@ -330,6 +329,13 @@ async fn a_reshard_is_noticed_and_the_shard_map_follows() {
         };
         ListShardsOutput::builder().set_shards(Some(shards)).build()
     });
+    (list, listings)
+}
+
+#[tokio::test]
+async fn a_reshard_is_noticed_and_the_shard_map_follows() {
+    let half = u128::MAX / 2;
+    let (list, listings) = split_after_first_listing(half);
     // Kinesis puts the records on a child, not on the shard the producer predicted.
     let (put, captured) = routed_by_key(half);
     let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&list, &put]);
@@ -360,23 +366,8 @@ async fn an_empty_put_is_durable_at_once() {
 #[tokio::test]
 async fn records_of_an_aggregate_that_lands_on_a_split_child_not_covering_them_are_put_again() {
     let half = u128::MAX / 2;
-    let listings = Arc::new(Mutex::new(0));
-    let seen = listings.clone();
-    let list = mock!(Client::list_shards).then_compute_output(move |_| {
-        let mut n = seen.lock().unwrap();
-        *n += 1;
-        // The producer starts with the parent; by its first put the parent was split.
-        let shards = if *n == 1 {
-            vec![shard("shardId-000000000000", 0, u128::MAX, None)]
-        } else {
-            vec![
-                shard("shardId-000000000000", 0, u128::MAX, Some("100")),
-                shard("shardId-000000000001", 0, half, None),
-                shard("shardId-000000000002", half + 1, u128::MAX, None),
-            ]
-        };
-        ListShardsOutput::builder().set_shards(Some(shards)).build()
-    });
+    // The producer starts with the parent; by its first put the parent was split.
+    let (list, _) = split_after_first_listing(half);
     let (put, requests) = routed_by_key(half);
     let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&list, &put]);
     let telemetry = ProducerTelemetry::default();

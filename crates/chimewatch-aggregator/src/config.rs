@@ -7,10 +7,16 @@ use chimewatch_metrics::{AggregatorConfig, CatalogueConfig};
 /// The blog sample's namespace, so its dashboard keeps working.
 pub const DEFAULT_NAMESPACE: &str = "AmazonChimeSDKMeetingEvents";
 pub const DEFAULT_LOG_GROUP: &str = "/chimewatch/meeting-events";
+/// Where the Voice Connector metrics derived from SIP logs go (a custom namespace may not start with `AWS/`).
+pub const DEFAULT_VOICE_NAMESPACE: &str = "ChimeWatch/VoiceConnector";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AggregatorServiceConfig {
     pub namespace: String,
+    /// Namespace of the Voice Connector metrics derived from SIP message logs.
+    pub voice_namespace: String,
+    /// How SIP messages are counted into calls (`chimewatch_sip::tracker`).
+    pub sip_policy: chimewatch_sip::Policy,
     /// Where every event goes as a log line; `None` publishes metrics only.
     pub log_group: Option<String>,
     pub windows: AggregatorConfig,
@@ -28,6 +34,8 @@ impl Default for AggregatorServiceConfig {
     fn default() -> Self {
         Self {
             namespace: DEFAULT_NAMESPACE.into(),
+            voice_namespace: DEFAULT_VOICE_NAMESPACE.into(),
+            sip_policy: chimewatch_sip::Policy::default(),
             log_group: Some(DEFAULT_LOG_GROUP.into()),
             windows: AggregatorConfig::default(),
             catalogue: CatalogueConfig::default(),

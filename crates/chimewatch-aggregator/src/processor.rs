@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chimewatch_metrics::aggregate::{Counters, Placement};
-use chimewatch_metrics::{Aggregator, Catalogue, ClosedWindow};
+use chimewatch_metrics::{Aggregator, Catalogue, ClosedWindow, voice, window_start};
 use chimewatch_model::Record;
 use chimewatch_sinks::{LogEvent, LogSink, MetricSink};
+use chimewatch_sip::{CallTracker, Message};
 use chimewatch_stream::consumer::{Batch, Position, ProcessError, ProcessorFactory, ShardProcessor};
 
 use crate::config::AggregatorServiceConfig;
@@ -50,11 +51,24 @@ struct PendingBatch {
     log_seq: u64,
 }
 
+/// Which namespace a window belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Meetings,
+    Voice,
+}
+
 struct State {
     catalogue: Catalogue,
     windows: Aggregator,
     counted: Counters,
-    outbox: Vec<ClosedWindow>,
+    /// Voice Connector calls from SIP message logs, in their own windows.
+    tracker: CallTracker,
+    voice: Aggregator,
+    voice_counted: Counters,
+    /// The last minute whose active-call gauges were recorded.
+    active_minute: i64,
+    outbox: Vec<(Family, ClosedWindow)>,
     /// Windows handed out by the aggregator and not yet published.
     unpublished: HashSet<u64>,
     logs: VecDeque<(String, LogEvent)>,
@@ -96,6 +110,10 @@ impl Aggregation {
             catalogue: Catalogue::new(config.catalogue.clone()),
             windows: Aggregator::new(config.windows.clone()),
             counted: Counters::default(),
+            tracker: CallTracker::new(config.sip_policy.clone()),
+            voice: Aggregator::new(config.windows.clone()),
+            voice_counted: Counters::default(),
+            active_minute: i64::MIN,
             outbox: Vec::new(),
             unpublished: HashSet::new(),
             logs: VecDeque::new(),
@@ -147,9 +165,16 @@ impl ShardProcessor for ShardAggregation {
     async fn flush(&mut self) -> Result<Option<Position>, ProcessError> {
         let now = (self.shared.clock)();
         {
-            let mut s = self.shared.lock()?;
+            let mut guard = self.shared.lock()?;
+            let s = &mut *guard;
+            let decided = s.tracker.flush_pending();
+            for o in decided {
+                s.voice.add(&self.shard, o.at_ms, voice::facts(&o), now);
+            }
             let closed = s.windows.close_all();
-            s.outbox.extend(closed);
+            s.outbox.extend(closed.into_iter().map(|w| (Family::Meetings, w)));
+            let closed = s.voice.close_all();
+            s.outbox.extend(closed.into_iter().map(|w| (Family::Voice, w)));
         }
         self.shared.publish(now, true).await.map_err(ProcessError)?;
         self.shared.durable(&self.shard)
@@ -162,6 +187,7 @@ impl Drop for ShardAggregation {
     fn drop(&mut self) {
         if let Ok(mut s) = self.shared.state.lock() {
             s.windows.forget_source(&self.shard);
+            s.voice.forget_source(&self.shard);
             s.pending.remove(&self.shard);
         }
     }
@@ -177,10 +203,60 @@ impl Shared {
         let s = &mut *guard;
         let mut touched: Vec<u64> = Vec::new();
         let mut newest = i64::MIN;
+        let mut newest_sip = i64::MIN;
         for consumed in batch.records {
-            let Record::MeetingEvent(e) = consumed.record else {
-                self.telemetry.sip_records.inc();
-                continue;
+            let e = match consumed.record {
+                Record::MeetingEvent(e) => e,
+                Record::SipMessage(sip) => {
+                    self.telemetry.sip_records.inc();
+                    let r = &sip.record;
+                    match Message::parse(r.sip_message.as_bytes()) {
+                        Ok(m) => {
+                            newest_sip = newest_sip.max(r.event_timestamp);
+                            // Entering a later minute: the calls up now were up at the end of each minute passed.
+                            let window_ms = self.config.windows.window_ms;
+                            let minute = window_start(r.event_timestamp, window_ms);
+                            if s.active_minute == i64::MIN {
+                                s.active_minute = minute;
+                            } else if minute > s.active_minute {
+                                let active = s.tracker.active();
+                                // At most an hour of minutes is filled after a gap; older ones had no messages.
+                                let from = s.active_minute.max(minute - 60 * window_ms);
+                                for passed in (from..minute).step_by(window_ms.max(1) as usize) {
+                                    for ((vc, region, direction), calls) in &active {
+                                        let fact = voice::active(vc, region, *direction, *calls);
+                                        if let Placement::Window(id) = s.voice.add(shard, passed, vec![fact], now) {
+                                            s.unpublished.insert(id);
+                                            if !touched.contains(&id) {
+                                                touched.push(id);
+                                            }
+                                        }
+                                    }
+                                }
+                                s.active_minute = minute;
+                            }
+                            for o in s.tracker.observe(
+                                &r.voice_connector_id,
+                                &r.aws_region,
+                                &r.call_id,
+                                r.event_timestamp,
+                                &m,
+                            ) {
+                                if let Placement::Window(id) = s.voice.add(shard, o.at_ms, voice::facts(&o), now) {
+                                    s.unpublished.insert(id);
+                                    if !touched.contains(&id) {
+                                        touched.push(id);
+                                    }
+                                }
+                            }
+                        }
+                        Err(err) => {
+                            self.telemetry.sip_unparsable.inc();
+                            tracing::debug!(call_id = %r.call_id, error = %err, "A SIP message log record does not parse.");
+                        }
+                    }
+                    continue;
+                }
             };
             let event_ms = e.event.timestamp_ms().unwrap_or(e.received_at_ms);
             newest = newest.max(event_ms);
@@ -199,6 +275,20 @@ impl Shared {
                 s.logs.push_back((shard.to_owned(), log_line(&e.event, event_ms)));
             }
         }
+        if newest_sip > i64::MIN {
+            // Time moves for the calls: failures past their failover time are decided, timeouts end calls.
+            let facts: Vec<(i64, Vec<chimewatch_metrics::Fact>)> =
+                s.tracker.advance(newest_sip).iter().map(|o| (o.at_ms, voice::facts(o))).collect();
+            for (at, f) in facts {
+                if let Placement::Window(id) = s.voice.add(shard, at, f, now) {
+                    s.unpublished.insert(id);
+                    if !touched.contains(&id) {
+                        touched.push(id);
+                    }
+                }
+            }
+            self.telemetry.calls_tracked.set(s.tracker.calls() as i64);
+        }
         if let Some(end) = batch.end {
             let log_seq = s.logs_appended;
             s.pending.entry(shard.to_owned()).or_default().push_back(PendingBatch { end, windows: touched, log_seq });
@@ -209,7 +299,9 @@ impl Shared {
             s.last_prune_ms = newest;
         }
         let closed = s.windows.close(now);
-        s.outbox.extend(closed);
+        s.outbox.extend(closed.into_iter().map(|w| (Family::Meetings, w)));
+        let closed = s.voice.close(now);
+        s.outbox.extend(closed.into_iter().map(|w| (Family::Voice, w)));
         let counters = s.windows.counters();
         self.telemetry.late_events.inc_by(counters.late_events - s.counted.late_events);
         self.telemetry
@@ -217,12 +309,16 @@ impl Shared {
             .inc_by((counters.too_old + counters.too_new) - (s.counted.too_old + s.counted.too_new));
         self.telemetry.folded.inc_by(counters.folded - s.counted.folded);
         s.counted = counters;
+        let voice_counters = s.voice.counters();
+        self.telemetry.late_events.inc_by(voice_counters.late_events - s.voice_counted.late_events);
+        self.telemetry.folded.inc_by(voice_counters.folded - s.voice_counted.folded);
+        s.voice_counted = voice_counters;
         self.gauges(s);
         Ok(())
     }
 
     fn gauges(&self, s: &State) {
-        self.telemetry.open_windows.set((s.windows.open_windows() + s.outbox.len()) as i64);
+        self.telemetry.open_windows.set((s.windows.open_windows() + s.voice.open_windows() + s.outbox.len()) as i64);
         self.telemetry.pending_log_events.set(s.logs.len() as i64);
     }
 
@@ -241,30 +337,49 @@ impl Shared {
             let logs: Vec<(String, LogEvent)> = if due { s.logs.drain(..).collect() } else { Vec::new() };
             (windows, logs, s.logs_appended)
         };
-        if !windows.is_empty() {
-            let datums = datums(&windows, self.config.windows.window_ms);
+        // Each namespace's windows go in one publish; a family that fails goes back to the outbox alone, so what was
+        // published is not published again.
+        let mut unpublished: Vec<(Family, ClosedWindow)> = Vec::new();
+        let mut error = None;
+        for (family, namespace) in
+            [(Family::Meetings, &self.config.namespace), (Family::Voice, &self.config.voice_namespace)]
+        {
+            let these: Vec<ClosedWindow> =
+                windows.iter().filter(|(f, _)| *f == family).map(|(_, w)| w.clone()).collect();
+            if these.is_empty() {
+                continue;
+            }
+            if error.is_some() {
+                unpublished.extend(these.into_iter().map(|w| (family, w)));
+                continue;
+            }
+            let datums = datums(&these, self.config.windows.window_ms);
             let count = datums.len() as u64;
-            match self.metrics.publish(&self.config.namespace, datums).await {
+            match self.metrics.publish(namespace, datums).await {
                 Ok(()) => {
                     let mut s = self.lock().map_err(|e| e.0)?;
-                    for w in &windows {
+                    for w in &these {
                         s.unpublished.remove(&w.id);
                     }
-                    self.telemetry.windows_published.inc_by(windows.len() as u64);
+                    self.telemetry.windows_published.inc_by(these.len() as u64);
                     self.telemetry.datums_published.inc_by(count);
                 }
                 Err(e) => {
-                    let mut s = self.lock().map_err(|e| e.0)?;
-                    let later = std::mem::replace(&mut s.outbox, windows);
-                    s.outbox.extend(later);
-                    // The log events taken with them go back ahead of anything newer, in their order.
-                    let newer: Vec<(String, LogEvent)> = s.logs.drain(..).collect();
-                    s.logs.extend(logs);
-                    s.logs.extend(newer);
-                    self.failed(&mut s, now, &format!("publishing metrics: {e}"));
-                    return Err(e.to_string());
+                    error = Some(format!("publishing metrics to {namespace}: {e}"));
+                    unpublished.extend(these.into_iter().map(|w| (family, w)));
                 }
             }
+        }
+        if let Some(e) = error {
+            let mut s = self.lock().map_err(|e| e.0)?;
+            let later = std::mem::replace(&mut s.outbox, unpublished);
+            s.outbox.extend(later);
+            // The log events taken with them go back ahead of anything newer, in their order.
+            let newer: Vec<(String, LogEvent)> = s.logs.drain(..).collect();
+            s.logs.extend(logs);
+            s.logs.extend(newer);
+            self.failed(&mut s, now, &e);
+            return Err(e);
         }
         if let (Some(sink), Some(group), false) = (&self.logs, &self.config.log_group, logs.is_empty()) {
             let mut by_shard: Vec<(String, Vec<LogEvent>)> = Vec::new();

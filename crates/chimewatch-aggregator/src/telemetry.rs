@@ -15,8 +15,12 @@ pub struct AggregatorTelemetry {
     pub out_of_range: Counter,
     /// Facts folded into `Other` by the cardinality guard.
     pub folded: Counter,
-    /// SIP records read (the Voice Connector analytics handle them; the meeting aggregator passes them by).
+    /// SIP message log records tracked into calls.
     pub sip_records: Counter,
+    /// SIP records whose message does not parse (counted and left out of the call metrics).
+    pub sip_unparsable: Counter,
+    /// Calls the tracker holds (ringing, up, or lingering for retransmissions).
+    pub calls_tracked: Gauge,
     pub windows_published: Counter,
     pub datums_published: Counter,
     pub log_events_written: Counter,
@@ -35,7 +39,9 @@ impl AggregatorTelemetry {
         r.register("late_events", "Events after their window was published", self.late_events.clone());
         r.register("out_of_range_events", "Events outside CloudWatch's accepted time range", self.out_of_range.clone());
         r.register("folded", "Facts folded into Other by the cardinality guard", self.folded.clone());
-        r.register("sip_records", "SIP records passed by", self.sip_records.clone());
+        r.register("sip_records", "SIP message log records tracked into calls", self.sip_records.clone());
+        r.register("sip_unparsable", "SIP records whose message does not parse", self.sip_unparsable.clone());
+        r.register("calls_tracked", "Calls the tracker holds", self.calls_tracked.clone());
         r.register("windows_published", "Windows published", self.windows_published.clone());
         r.register("datums_published", "Metric datums published", self.datums_published.clone());
         r.register("log_events_written", "Log events written", self.log_events_written.clone());
@@ -55,6 +61,8 @@ impl AggregatorTelemetry {
             counter("AggregatorDatumsPublished", &self.datums_published),
             counter("AggregatorLogEventsWritten", &self.log_events_written),
             counter("AggregatorPublishFailures", &self.publish_failures),
+            counter("AggregatorSipRecords", &self.sip_records),
+            counter("AggregatorSipUnparsable", &self.sip_unparsable),
             Sample {
                 name: "AggregatorOpenWindows",
                 unit: Unit::Count,

@@ -171,13 +171,14 @@ impl Aggregator {
             let (_, value) = window.series.entry(key).or_insert_with(|| {
                 let empty = match fact.value {
                     FactValue::Sample(_) => SeriesValue::Distribution(Distribution::new()),
-                    FactValue::Occurrence => SeriesValue::Count(0),
+                    FactValue::Occurrence | FactValue::Amount(_) => SeriesValue::Count(0),
                 };
                 (fact.unit, empty)
             });
             match (value, fact.value) {
                 (SeriesValue::Distribution(d), FactValue::Sample(v)) => d.record(v),
                 (SeriesValue::Count(n), FactValue::Occurrence) => *n += 1,
+                (SeriesValue::Count(n), FactValue::Amount(k)) => *n += k,
                 // A metric is a distribution or a count by the catalogue; a mismatch cannot come from it.
                 _ => {}
             }

@@ -32,6 +32,8 @@ pub enum FactValue {
     Sample(u64),
     /// One occurrence, summed per window.
     Occurrence,
+    /// An amount added to the window's count (a gauge's level, summed across workers by CloudWatch).
+    Amount(u64),
 }
 
 /// One contribution of one event to one metric series.
@@ -249,6 +251,7 @@ mod tests {
                 let value = match f.value {
                     FactValue::Sample(v) => format!("{v}"),
                     FactValue::Occurrence => "+1".into(),
+                    FactValue::Amount(n) => format!("+{n}"),
                 };
                 format!("{} [{}] {value}", f.metric, dims.join(","))
             })

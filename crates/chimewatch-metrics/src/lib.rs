@@ -8,12 +8,14 @@
 //!   published as CloudWatch `Values`/`Counts` so CloudWatch computes any percentile across workers.
 //! - [`window`]: tumbling event-time windows and the watermark over sources (shards), with idle sources.
 //! - [`catalogue`]: which metrics a meeting event feeds, with their units and dimensions.
+//! - [`voice`]: the Voice Connector metrics a tracked call's facts feed (the 15 Amazon ones and more).
 //! - [`aggregate`]: the windowed aggregator: facts into windows, windows closed by the watermark, late events,
 //!   the cardinality guard.
 
 pub mod aggregate;
 pub mod catalogue;
 pub mod distribution;
+pub mod voice;
 pub mod window;
 
 pub use aggregate::{Aggregator, AggregatorConfig, ClosedWindow, Series, SeriesValue};

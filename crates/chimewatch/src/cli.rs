@@ -87,6 +87,21 @@ pub struct AggregationArgs {
     /// Distinct dimension combinations per metric per window before values fold into `Other`.
     #[arg(long, env = "CHIMEWATCH_MAX_SERIES_PER_METRIC")]
     pub max_series_per_metric: Option<usize>,
+    /// CloudWatch namespace of the Voice Connector metrics derived from SIP message logs.
+    #[arg(long, env = "CHIMEWATCH_VOICE_NAMESPACE")]
+    pub voice_namespace: Option<String>,
+    /// Count a 487 after CANCEL (the caller hung up) as a call failure.
+    #[arg(long, env = "CHIMEWATCH_SIP_CANCEL_IS_FAILURE")]
+    pub sip_cancel_is_failure: Option<bool>,
+    /// Milliseconds after a failed INVITE within which a new INVITE of the call is a route failover (one attempt).
+    #[arg(long, env = "CHIMEWATCH_SIP_FAILOVER_MS")]
+    pub sip_failover_ms: Option<i64>,
+    /// Count responses to OPTIONS keep-alives in Sip1xxCodes..Sip6xxCodes.
+    #[arg(long, env = "CHIMEWATCH_SIP_COUNT_OPTIONS")]
+    pub sip_count_options: Option<bool>,
+    /// Count outbound INVITEs rejected with 503 (or a 4xx with Retry-After) as Throttles.
+    #[arg(long, env = "CHIMEWATCH_SIP_THROTTLES_FROM_REJECTIONS")]
+    pub sip_throttles_from_rejections: Option<bool>,
 }
 
 #[derive(Debug, Args)]

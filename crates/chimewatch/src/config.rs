@@ -55,6 +55,21 @@ pub struct FileAggregator {
     pub max_series_per_metric: Option<usize>,
     pub metrics_format: Option<crate::cli::MetricsFormat>,
     pub emf_log_group: Option<String>,
+    pub voice_namespace: Option<String>,
+    #[serde(default)]
+    pub sip: FileSip,
+}
+
+/// The SIP counting policy (`chimewatch_sip::Policy`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSip {
+    pub cancel_is_failure: Option<bool>,
+    pub failover_ms: Option<i64>,
+    pub count_options: Option<bool>,
+    pub throttles_from_rejections: Option<bool>,
+    pub ring_timeout_secs: Option<u64>,
+    pub call_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -282,7 +297,28 @@ pub fn aggregation(args: &AggregationArgs, file: &FileConfig) -> anyhow::Result<
         }
         catalogue.dimension_sets = sets;
     }
-    Ok(AggregatorServiceConfig { namespace, log_group, windows, catalogue, ..defaults })
+    let voice_namespace =
+        args.voice_namespace.clone().or_else(|| a.voice_namespace.clone()).unwrap_or(defaults.voice_namespace);
+    if voice_namespace.is_empty() || voice_namespace.starts_with("AWS/") || voice_namespace.len() > 255 {
+        bail!("voice namespace {voice_namespace:?} is invalid: 1 to 255 characters, not starting with \"AWS/\"");
+    }
+    let p = &a.sip;
+    let mut sip_policy = defaults.sip_policy.clone();
+    sip_policy.cancel_is_failure =
+        args.sip_cancel_is_failure.or(p.cancel_is_failure).unwrap_or(sip_policy.cancel_is_failure);
+    sip_policy.failover_ms = args.sip_failover_ms.or(p.failover_ms).unwrap_or(sip_policy.failover_ms).max(0);
+    sip_policy.count_options = args.sip_count_options.or(p.count_options).unwrap_or(sip_policy.count_options);
+    sip_policy.throttles_from_rejections = args
+        .sip_throttles_from_rejections
+        .or(p.throttles_from_rejections)
+        .unwrap_or(sip_policy.throttles_from_rejections);
+    if let Some(secs) = p.ring_timeout_secs {
+        sip_policy.ring_timeout_ms = secs as i64 * 1000;
+    }
+    if let Some(secs) = p.call_timeout_secs {
+        sip_policy.call_timeout_ms = secs as i64 * 1000;
+    }
+    Ok(AggregatorServiceConfig { namespace, voice_namespace, sip_policy, log_group, windows, catalogue, ..defaults })
 }
 
 pub fn log_retention_days(arg: Option<i32>, file: &FileConfig) -> anyhow::Result<Option<i32>> {

@@ -15,3 +15,4 @@ mod kinesis;
 mod leases;
 mod pipeline;
 mod real_client;
+mod voice;

@@ -1,0 +1,141 @@
+//! The Voice Connector metrics, from the call tracker's facts: the 15 that Amazon publishes in
+//! `AWS/ChimeVoiceConnector` (by `VoiceConnectorId` and `Region`), and what it does not publish - call setup time,
+//! post-dial delay and call duration as distributions, cancellations, failures by status code and reason, and
+//! teardowns by `Reason` header.
+
+use chimewatch_sip::{CallFact, Direction, Observed};
+
+use crate::catalogue::{Fact, FactValue, Unit};
+
+fn base(o: &Observed) -> Vec<(String, String)> {
+    vec![("VoiceConnectorId".into(), o.voice_connector_id.clone()), ("Region".into(), o.region.clone())]
+}
+
+fn with(mut dims: Vec<(String, String)>, more: &[(&str, String)]) -> Vec<(String, String)> {
+    dims.extend(more.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    dims
+}
+
+fn count(metric: &'static str, dimensions: Vec<(String, String)>) -> Fact {
+    Fact { metric, unit: Unit::Count, dimensions, value: FactValue::Occurrence }
+}
+
+/// Distributions go by connector and region, and also by direction.
+fn sample(metric: &'static str, o: &Observed, direction: Direction, ms: i64) -> Vec<Fact> {
+    let value = FactValue::Sample(ms.max(0) as u64);
+    vec![
+        Fact { metric, unit: Unit::Milliseconds, dimensions: base(o), value },
+        Fact {
+            metric,
+            unit: Unit::Milliseconds,
+            dimensions: with(base(o), &[("Direction", direction.as_str().into())]),
+            value,
+        },
+    ]
+}
+
+fn by_direction(direction: Direction, inbound: &'static str, outbound: &'static str) -> &'static str {
+    match direction {
+        Direction::Inbound => inbound,
+        Direction::Outbound => outbound,
+    }
+}
+
+/// Status class metric names, 1xx to 6xx.
+const CLASSES: [&str; 6] = ["Sip1xxCodes", "Sip2xxCodes", "Sip3xxCodes", "Sip4xxCodes", "Sip5xxCodes", "Sip6xxCodes"];
+
+/// The facts of one observation.
+pub fn facts(o: &Observed) -> Vec<Fact> {
+    match &o.fact {
+        CallFact::Attempt { direction } => {
+            vec![count(by_direction(*direction, "InboundCallAttempts", "OutboundCallAttempts"), base(o))]
+        }
+        CallFact::Answered { direction, setup_ms } => {
+            let mut out =
+                vec![count(by_direction(*direction, "InboundCallsAnswered", "OutboundCallsAnswered"), base(o))];
+            out.extend(sample("CallSetupTimeMs", o, *direction, *setup_ms));
+            out
+        }
+        CallFact::Ringing { direction, post_dial_delay_ms } => {
+            sample("PostDialDelayMs", o, *direction, *post_dial_delay_ms)
+        }
+        CallFact::Failed { direction, status, reason } => vec![
+            count(by_direction(*direction, "InboundCallFailures", "OutboundCallFailures"), base(o)),
+            count(
+                "CallFailuresByStatus",
+                with(
+                    base(o),
+                    &[
+                        ("Direction", direction.as_str().into()),
+                        ("StatusCode", status.to_string()),
+                        ("Reason", reason.chars().take(128).collect()),
+                    ],
+                ),
+            ),
+        ],
+        CallFact::Cancelled { direction } => {
+            vec![count("CallsCancelled", with(base(o), &[("Direction", direction.as_str().into())]))]
+        }
+        CallFact::Ended { direction, duration_ms, reason, .. } => {
+            let mut out = sample("CallDurationMs", o, *direction, *duration_ms);
+            if let Some(reason) = reason {
+                out.push(count("CallTeardowns", with(base(o), &[("Reason", reason.chars().take(128).collect())])));
+            }
+            out
+        }
+        CallFact::Throttled => vec![count("Throttles", base(o))],
+        CallFact::Response { class, method } => match CLASSES.get(usize::from(*class).wrapping_sub(1)) {
+            Some(metric) => vec![count(metric, base(o)), count(metric, with(base(o), &[("Method", method.clone())]))],
+            None => Vec::new(),
+        },
+    }
+}
+
+/// The active-call gauges: one amount per connector, region and direction with calls up.
+pub fn active(voice_connector_id: &str, region: &str, direction: Direction, calls: u64) -> Fact {
+    Fact {
+        metric: by_direction(direction, "InboundCallsActive", "OutboundCallsActive"),
+        unit: Unit::Count,
+        dimensions: vec![("VoiceConnectorId".into(), voice_connector_id.into()), ("Region".into(), region.into())],
+        value: FactValue::Amount(calls),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed(fact: CallFact) -> Observed {
+        Observed { at_ms: 0, voice_connector_id: "vc1".into(), region: "us-east-1".into(), fact }
+    }
+
+    #[test]
+    fn each_fact_feeds_amazons_metric_and_the_extra_ones() {
+        let names = |f: CallFact| facts(&observed(f)).iter().map(|f| f.metric).collect::<Vec<_>>();
+        assert_eq!(names(CallFact::Attempt { direction: Direction::Outbound }), ["OutboundCallAttempts"]);
+        assert_eq!(
+            names(CallFact::Answered { direction: Direction::Inbound, setup_ms: 4_200 }),
+            ["InboundCallsAnswered", "CallSetupTimeMs", "CallSetupTimeMs"]
+        );
+        assert_eq!(
+            names(CallFact::Failed {
+                direction: Direction::Outbound,
+                status: 503,
+                reason: "Service Unavailable".into()
+            }),
+            ["OutboundCallFailures", "CallFailuresByStatus"]
+        );
+        assert_eq!(names(CallFact::Response { class: 4, method: "INVITE".into() }), ["Sip4xxCodes", "Sip4xxCodes"]);
+        assert!(names(CallFact::Response { class: 9, method: "X".into() }).is_empty());
+        assert_eq!(names(CallFact::Throttled), ["Throttles"]);
+        let ended = facts(&observed(CallFact::Ended {
+            direction: Direction::Inbound,
+            duration_ms: 180_000,
+            reason: Some("ACK timeout".into()),
+            timed_out: false,
+        }));
+        assert_eq!(ended.last().unwrap().dimensions[2], ("Reason".to_owned(), "ACK timeout".to_owned()));
+        assert_eq!(ended[0].value, FactValue::Sample(180_000));
+        assert_eq!(active("vc1", "us-east-1", Direction::Inbound, 3).value, FactValue::Amount(3));
+    }
+}

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use chimewatch_metrics::aggregate::{Counters, Placement};
-use chimewatch_metrics::{Aggregator, Catalogue, ClosedWindow, voice, window_start};
+use chimewatch_metrics::{Aggregator, Catalogue, ClosedWindow, voice};
 use chimewatch_model::Record;
 use chimewatch_sinks::{LogEvent, LogSink, MetricSink};
 use chimewatch_sip::{CallTracker, Message};
@@ -66,8 +66,6 @@ struct State {
     tracker: CallTracker,
     voice: Aggregator,
     voice_counted: Counters,
-    /// The last minute whose active-call gauges were recorded.
-    active_minute: i64,
     outbox: Vec<(Family, ClosedWindow)>,
     /// Windows handed out by the aggregator and not yet published.
     unpublished: HashSet<u64>,
@@ -113,7 +111,6 @@ impl Aggregation {
             tracker: CallTracker::new(config.sip_policy.clone()),
             voice: Aggregator::new(config.windows.clone()),
             voice_counted: Counters::default(),
-            active_minute: i64::MIN,
             outbox: Vec::new(),
             unpublished: HashSet::new(),
             logs: VecDeque::new(),
@@ -213,28 +210,6 @@ impl Shared {
                     match Message::parse(r.sip_message.as_bytes()) {
                         Ok(m) => {
                             newest_sip = newest_sip.max(r.event_timestamp);
-                            // Entering a later minute: the calls up now were up at the end of each minute passed.
-                            let window_ms = self.config.windows.window_ms;
-                            let minute = window_start(r.event_timestamp, window_ms);
-                            if s.active_minute == i64::MIN {
-                                s.active_minute = minute;
-                            } else if minute > s.active_minute {
-                                let active = s.tracker.active();
-                                // At most an hour of minutes is filled after a gap; older ones had no messages.
-                                let from = s.active_minute.max(minute - 60 * window_ms);
-                                for passed in (from..minute).step_by(window_ms.max(1) as usize) {
-                                    for ((vc, region, direction), calls) in &active {
-                                        let fact = voice::active(vc, region, *direction, *calls);
-                                        if let Placement::Window(id) = s.voice.add(shard, passed, vec![fact], now) {
-                                            s.unpublished.insert(id);
-                                            if !touched.contains(&id) {
-                                                touched.push(id);
-                                            }
-                                        }
-                                    }
-                                }
-                                s.active_minute = minute;
-                            }
                             for o in s.tracker.observe(
                                 &r.voice_connector_id,
                                 &r.aws_region,

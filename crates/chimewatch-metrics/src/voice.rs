@@ -1,6 +1,6 @@
 //! The Voice Connector metrics, from the call tracker's facts: the 15 that Amazon publishes in
 //! `AWS/ChimeVoiceConnector` (by `VoiceConnectorId` and `Region`), and what it does not publish - call setup time,
-//! post-dial delay and call duration as distributions, cancellations, failures by status code and reason, and
+//! post-dial delay and call duration as distributions, active calls as a count per minute of each call up, cancellations, failures by status code and reason, and
 //! teardowns by `Reason` header.
 
 use chimewatch_sip::{CallFact, Direction, Observed};
@@ -73,9 +73,10 @@ pub fn facts(o: &Observed) -> Vec<Fact> {
                 ),
             ),
         ],
-        CallFact::Cancelled { direction } => {
-            vec![count("CallsCancelled", with(base(o), &[("Direction", direction.as_str().into())]))]
-        }
+        CallFact::Cancelled { direction } => vec![
+            count("CallsCancelled", base(o)),
+            count("CallsCancelled", with(base(o), &[("Direction", direction.as_str().into())])),
+        ],
         CallFact::Ended { direction, duration_ms, reason, .. } => {
             let mut out = sample("CallDurationMs", o, *direction, *duration_ms);
             if let Some(reason) = reason {
@@ -84,20 +85,13 @@ pub fn facts(o: &Observed) -> Vec<Fact> {
             out
         }
         CallFact::Throttled => vec![count("Throttles", base(o))],
+        CallFact::Active { direction } => {
+            vec![count(by_direction(*direction, "InboundCallsActive", "OutboundCallsActive"), base(o))]
+        }
         CallFact::Response { class, method } => match CLASSES.get(usize::from(*class).wrapping_sub(1)) {
             Some(metric) => vec![count(metric, base(o)), count(metric, with(base(o), &[("Method", method.clone())]))],
             None => Vec::new(),
         },
-    }
-}
-
-/// The active-call gauges: one amount per connector, region and direction with calls up.
-pub fn active(voice_connector_id: &str, region: &str, direction: Direction, calls: u64) -> Fact {
-    Fact {
-        metric: by_direction(direction, "InboundCallsActive", "OutboundCallsActive"),
-        unit: Unit::Count,
-        dimensions: vec![("VoiceConnectorId".into(), voice_connector_id.into()), ("Region".into(), region.into())],
-        value: FactValue::Amount(calls),
     }
 }
 
@@ -136,6 +130,6 @@ mod tests {
         }));
         assert_eq!(ended.last().unwrap().dimensions[2], ("Reason".to_owned(), "ACK timeout".to_owned()));
         assert_eq!(ended[0].value, FactValue::Sample(180_000));
-        assert_eq!(active("vc1", "us-east-1", Direction::Inbound, 3).value, FactValue::Amount(3));
+        assert_eq!(names(CallFact::Active { direction: Direction::Outbound }), ["OutboundCallsActive"]);
     }
 }

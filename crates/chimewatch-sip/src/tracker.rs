@@ -10,7 +10,10 @@
 //!   call); cancelled: a 487 after CANCEL, not a failure unless the policy says so;
 //! - every attempt ends in exactly one outcome: answered, failed, cancelled, or - when the ring timeout passes with
 //!   no final response - failed with 408;
-//! - active: answered and not yet ended by BYE (or by the call timeout);
+//! - active: answered and not yet ended by BYE (or by the call timeout). Each call counts once in every minute it
+//!   was up (`Active` facts at the minutes' starts): at its end for the minutes not yet counted, and, while it is
+//!   up, for the minutes that ended more than the active margin before the newest message seen (so a BYE that
+//!   arrives a little out of order does not count a minute the call was not up);
 //! - Throttles (an approximation, no status code identifies them): outbound INVITEs rejected with 503, or with a 4xx
 //!   carrying Retry-After;
 //! - every response counts in its status class (1xx..6xx), OPTIONS responses included unless the policy says not.
@@ -55,6 +58,10 @@ pub struct Policy {
     pub call_timeout_ms: i64,
     /// Most calls tracked at once; beyond, the least recently seen are closed as by their timeouts.
     pub max_calls: usize,
+    /// Length of the periods active calls are counted in (CloudWatch's one minute).
+    pub minute_ms: i64,
+    /// A minute of a call still up is counted once the newest message seen is this far past its end.
+    pub active_margin_ms: i64,
 }
 
 impl Default for Policy {
@@ -68,6 +75,8 @@ impl Default for Policy {
             ring_timeout_ms: 300_000,
             call_timeout_ms: 4 * 3600 * 1000,
             max_calls: 500_000,
+            minute_ms: 60_000,
+            active_margin_ms: 60_000,
         }
     }
 }
@@ -102,6 +111,10 @@ pub enum CallFact {
         timed_out: bool,
     },
     Throttled,
+    /// The call was up during the minute starting at the fact's time.
+    Active {
+        direction: Direction,
+    },
     /// A response, by status class (1..=6) and the method of its CSeq.
     Response {
         class: u8,
@@ -139,6 +152,27 @@ struct Call {
     outcome: Option<Outcome>,
     ended: bool,
     last_seen: i64,
+    /// Minutes before this were counted as active.
+    active_through: i64,
+}
+
+fn observed(c: &Call, at_ms: i64, fact: CallFact) -> Observed {
+    Observed { at_ms, voice_connector_id: c.voice_connector_id.clone(), region: c.region.clone(), fact }
+}
+
+fn minute(t: i64, minute_ms: i64) -> i64 {
+    t.div_euclid(minute_ms.max(1)) * minute_ms.max(1)
+}
+
+/// Counts a call as active in each minute from where it was counted through, to `until` (exclusive); at most a day.
+fn count_active(c: &mut Call, until: i64, minute_ms: i64, facts: &mut Vec<Observed>) {
+    let step = minute_ms.max(1);
+    let mut m = c.active_through.max(until - 1440 * step);
+    while m < until {
+        facts.push(observed(c, m, CallFact::Active { direction: c.direction }));
+        m += step;
+    }
+    c.active_through = c.active_through.max(until);
 }
 
 #[derive(Debug, Default)]
@@ -204,6 +238,7 @@ impl CallTracker {
                         call.pending_failure = None;
                         call.outcome = Some(Outcome::Answered);
                         call.answered_at = Some(at_ms);
+                        call.active_through = minute(at_ms, self.policy.minute_ms);
                         emit(&mut facts, at_ms, CallFact::Answered { direction, setup_ms: at_ms - call.invite_at });
                     }
                     300..=699 => {
@@ -260,6 +295,7 @@ impl CallTracker {
                                         outcome: None,
                                         ended: false,
                                         last_seen: at_ms,
+                                        active_through: i64::MIN,
                                     },
                                 );
                                 emit(&mut facts, at_ms, CallFact::Attempt { direction });
@@ -277,6 +313,8 @@ impl CallTracker {
                             call.last_seen = call.last_seen.max(at_ms);
                             if let (Some(answered), false) = (call.answered_at, call.ended) {
                                 call.ended = true;
+                                let until = minute(at_ms, self.policy.minute_ms) + self.policy.minute_ms;
+                                count_active(call, until, self.policy.minute_ms, &mut facts);
                                 let fact = CallFact::Ended {
                                     direction: call.direction,
                                     duration_ms: at_ms - answered,
@@ -310,36 +348,38 @@ impl CallTracker {
         let cap_cut = oldest.get(over_cap.saturating_sub(1)).copied().filter(|_| over_cap > 0);
         self.calls.retain(|_, c| {
             let forced = cap_cut.is_some_and(|cut| c.last_seen <= cut);
-            let mut observe = |at_ms, fact| {
-                facts.push(Observed {
-                    at_ms,
-                    voice_connector_id: c.voice_connector_id.clone(),
-                    region: c.region.clone(),
-                    fact,
-                });
-            };
             if let Some((at, status, reason)) = c.pending_failure.clone()
                 && (now_ms - at >= policy.failover_ms || forced)
             {
                 c.pending_failure = None;
                 c.outcome = Some(Outcome::Failed);
-                observe(at, CallFact::Failed { direction: c.direction, status, reason });
+                facts.push(observed(c, at, CallFact::Failed { direction: c.direction, status, reason }));
             }
             if c.outcome.is_none() && (now_ms - c.last_seen >= policy.ring_timeout_ms || forced) {
                 c.outcome = Some(Outcome::Failed);
                 let reason = "no final response before the ring timeout".to_owned();
-                observe(now_ms, CallFact::Failed { direction: c.direction, status: 408, reason });
+                facts.push(observed(c, now_ms, CallFact::Failed { direction: c.direction, status: 408, reason }));
             }
-            if c.outcome == Some(Outcome::Answered)
-                && !c.ended
-                && (now_ms - c.last_seen >= policy.call_timeout_ms || forced)
-            {
-                c.ended = true;
-                let duration_ms = c.last_seen - c.answered_at.unwrap_or(c.last_seen);
-                observe(
-                    c.last_seen,
-                    CallFact::Ended { direction: c.direction, duration_ms, reason: None, timed_out: true },
-                );
+            if c.outcome == Some(Outcome::Answered) && !c.ended {
+                if now_ms - c.last_seen >= policy.call_timeout_ms || forced {
+                    c.ended = true;
+                    count_active(
+                        c,
+                        minute(c.last_seen, policy.minute_ms) + policy.minute_ms,
+                        policy.minute_ms,
+                        &mut facts,
+                    );
+                    let duration_ms = c.last_seen - c.answered_at.unwrap_or(c.last_seen);
+                    let ended = CallFact::Ended { direction: c.direction, duration_ms, reason: None, timed_out: true };
+                    facts.push(observed(c, c.last_seen, ended));
+                } else {
+                    count_active(
+                        c,
+                        minute(now_ms - policy.active_margin_ms, policy.minute_ms),
+                        policy.minute_ms,
+                        &mut facts,
+                    );
+                }
             }
             let finished = c.outcome.is_some() && (c.outcome != Some(Outcome::Answered) || c.ended);
             !(finished && (now_ms - c.last_seen >= policy.linger_ms || forced))

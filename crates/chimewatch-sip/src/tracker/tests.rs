@@ -50,8 +50,14 @@ fn the_fixture_gives_the_facts_its_readme_states() {
     let mut facts = run(&mut tracker, &messages, t0 + 3_600_000);
     // The file is in call order, not time order; the facts carry their own times.
     facts.sort_by_key(|o| o.at_ms);
-    let calls: Vec<&CallFact> =
-        facts.iter().map(|o| &o.fact).filter(|f| !matches!(f, CallFact::Response { .. })).collect();
+    let active: Vec<i64> =
+        facts.iter().filter(|o| matches!(o.fact, CallFact::Active { .. })).map(|o| o.at_ms - t0).collect();
+    assert_eq!(active, [0, 60_000, 120_000, 180_000], "call 1 is up in its first four minutes (4.2 s to 184.2 s)");
+    let calls: Vec<&CallFact> = facts
+        .iter()
+        .map(|o| &o.fact)
+        .filter(|f| !matches!(f, CallFact::Response { .. } | CallFact::Active { .. }))
+        .collect();
     assert_eq!(
         calls,
         [
@@ -129,8 +135,11 @@ fn a_failure_followed_by_another_route_that_answers_is_one_answered_call() {
         9_000,
         &msg("BYE sip:a SIP/2.0\nReason: SIP;cause=200;text=\"ACK timeout\"\nCSeq: 2 BYE\n\n"),
     ));
-    let outcomes: Vec<&CallFact> =
-        facts.iter().map(|o| &o.fact).filter(|f| !matches!(f, CallFact::Response { .. })).collect();
+    let outcomes: Vec<&CallFact> = facts
+        .iter()
+        .map(|o| &o.fact)
+        .filter(|f| !matches!(f, CallFact::Response { .. } | CallFact::Active { .. }))
+        .collect();
     assert_eq!(
         outcomes,
         [
@@ -165,7 +174,10 @@ fn timeouts_end_what_never_finishes_and_the_cap_bounds_memory() {
     let facts: Vec<CallFact> = t.advance(10_050).into_iter().map(|o| o.fact).collect();
     assert_eq!(
         facts,
-        [CallFact::Ended { direction: Direction::Outbound, duration_ms: 0, reason: None, timed_out: true }]
+        [
+            CallFact::Active { direction: Direction::Outbound },
+            CallFact::Ended { direction: Direction::Outbound, duration_ms: 0, reason: None, timed_out: true }
+        ]
     );
     for i in 0..10 {
         t.observe("vc", "r", &format!("c{i}"), 20_000 + i, &invite("x", None));
@@ -247,4 +259,20 @@ proptest! {
         prop_assert_eq!(answered, expected_answered);
         prop_assert_eq!(cancelled, dialogs.iter().filter(|d| matches!(d, Dialog::CancelByCaller)).count());
     }
+}
+
+#[test]
+fn a_call_still_up_is_counted_in_each_minute_that_ended_a_margin_ago_and_never_twice() {
+    let mut t = CallTracker::new(Policy::default());
+    t.observe("vc", "r", "long", 30_000, &invite("a", None));
+    t.observe("vc", "r", "long", 35_000, &response(200, "INVITE", ""));
+    let minutes = |facts: Vec<Observed>| -> Vec<i64> {
+        facts.into_iter().filter(|o| matches!(o.fact, CallFact::Active { .. })).map(|o| o.at_ms).collect()
+    };
+    assert!(minutes(t.advance(100_000)).is_empty(), "minute 0 ended 40 s ago, under the margin");
+    assert_eq!(minutes(t.advance(130_000)), [0], "minute 0 ended a margin ago");
+    assert_eq!(minutes(t.advance(250_000)), [60_000, 120_000]);
+    let bye = t.observe("vc", "r", "long", 260_000, &msg("BYE sip:a SIP/2.0\nCSeq: 2 BYE\n\n"));
+    assert_eq!(minutes(bye), [180_000, 240_000], "the rest, through the BYE's minute");
+    assert!(minutes(t.advance(1_000_000)).is_empty());
 }

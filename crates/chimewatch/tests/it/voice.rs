@@ -26,7 +26,7 @@ fn expected_counts() -> BTreeMap<&'static str, f64> {
         ("Sip2xxCodes", 4.0),
         ("Sip4xxCodes", 1.0),
         ("Sip5xxCodes", 1.0),
-        ("CallsCancelled", 0.0),
+        ("CallsCancelled", 1.0),
     ])
 }
 
@@ -97,12 +97,12 @@ async fn up_derives_the_voice_connector_metrics_from_posted_sip_logs() {
     for metric in ABSENT {
         assert_eq!(sum(metric), 0.0, "{metric}");
     }
-    // Call 1 is up from 4.2 s to 184.2 s: active at the end of its first three minutes.
+    // Call 1 is up from 4.2 s to 184.2 s: active in its first four minutes.
     let active: Vec<f64> = query(&data, "InboundCallsActive", &base, "Sum", "2000d", "60s")
         .iter()
         .map(|p| p["Sum"].as_f64().unwrap())
         .collect();
-    assert_eq!(active, [1.0, 1.0, 1.0]);
+    assert_eq!(active, [1.0, 1.0, 1.0, 1.0]);
     let setup = query(
         &data,
         "CallSetupTimeMs",
@@ -227,10 +227,251 @@ async fn the_aggregator_derives_them_from_logs_envelopes_on_kinesis() {
     for metric in ABSENT {
         assert_eq!(got.get(*metric), None, "{metric}");
     }
-    assert_eq!(got.get("InboundCallsActive"), Some(&3.0), "three minutes up");
+    assert_eq!(got.get("InboundCallsActive"), Some(&4.0), "four minutes up");
     assert_eq!((got.get("CallSetupTimeMs"), got.get("PostDialDelayMs")), (Some(&1.0), Some(&2.0)), "sample counts");
     let data = captured().await;
     let dims = &data.iter().find(|d| d["MetricName"] == "InboundCallAttempts").unwrap()["Dimensions"];
     assert_eq!(dims, &json!([{ "Name": "VoiceConnectorId", "Value": VC }, { "Name": "Region", "Value": "us-east-1" }]));
     aggregator.terminate();
+}
+
+/// A simulated call load: every outcome in both directions, with the counts the policy must give.
+struct Load {
+    records: Vec<Value>,
+    expected: BTreeMap<&'static str, f64>,
+    /// Calls answered and never hung up, by direction: they stay active.
+    still_up: (u64, u64),
+    /// Minutes the calls that were hung up were up, by direction (each counts in `*CallsActive`).
+    active_minutes: (u64, u64),
+}
+
+fn call_load(start: i64, calls: usize) -> Load {
+    let mut records = Vec::new();
+    let mut expected: BTreeMap<&'static str, f64> = BTreeMap::new();
+    let mut still_up = (0, 0);
+    let mut active_minutes = (0, 0);
+    let mut add = |metric: &'static str, n: f64| *expected.entry(metric).or_default() += n;
+    for i in 0..calls {
+        // Outcome by i % 8, direction by the next bit: every outcome in both directions.
+        let outbound = (i / 8) % 2 == 1;
+        let call_id = format!("load-{i:04}");
+        let t0 = start + (i as i64 * 617) % 150_000;
+        let host = if outbound { format!("{VC}.voiceconnector.chime.aws") } else { "203.0.113.10:5060".to_owned() };
+        let uri = format!("sip:+1425555{:04}@{host}", i % 10_000);
+        let branch = format!("z9hG4bK-{call_id}");
+        let mut msgs: Vec<(i64, String)> = Vec::new();
+        let request = |method: &str, cseq: &str, to_tag: bool| {
+            let tag = if to_tag { ";tag=far" } else { "" };
+            format!(
+                "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch={branch}\r\nFrom: <sip:+18155550123@198.51.100.7>;tag=near\r\nTo: <{uri}>{tag}\r\nCall-ID: {call_id}@198.51.100.7\r\nCSeq: {cseq}\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        let response = |status: u16, reason: &str, cseq: &str, extra: &str| {
+            format!(
+                "SIP/2.0 {status} {reason}\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch={branch}\r\nFrom: <sip:+18155550123@198.51.100.7>;tag=near\r\nTo: <{uri}>;tag=far\r\nCall-ID: {call_id}@198.51.100.7\r\nCSeq: {cseq}\r\n{extra}Content-Length: 0\r\n\r\n"
+            )
+        };
+        add(if outbound { "OutboundCallAttempts" } else { "InboundCallAttempts" }, 1.0);
+        msgs.push((t0, request("INVITE", "1 INVITE", false)));
+        msgs.push((t0 + 20, response(100, "Trying", "1 INVITE", "")));
+        add("Sip1xxCodes", 1.0);
+        match i % 8 {
+            // Answered, then hung up; some are never hung up and stay active.
+            0..=3 => {
+                msgs.push((t0 + 900, response(180, "Ringing", "1 INVITE", "")));
+                msgs.push((t0 + 3_000, response(200, "OK", "1 INVITE", "")));
+                msgs.push((t0 + 3_030, request("ACK", "1 ACK", true)));
+                add("Sip1xxCodes", 1.0);
+                add("Sip2xxCodes", 1.0);
+                add(if outbound { "OutboundCallsAnswered" } else { "InboundCallsAnswered" }, 1.0);
+                if i % 8 == 0 && (i / 8) % 4 < 2 {
+                    if outbound { still_up.1 += 1 } else { still_up.0 += 1 }
+                } else {
+                    msgs.push((t0 + 60_000, request("BYE", "2 BYE", true)));
+                    let minutes = ((t0 + 60_000) / 60_000 - (t0 + 3_000) / 60_000 + 1) as u64;
+                    if outbound {
+                        active_minutes.1 += minutes
+                    } else {
+                        active_minutes.0 += minutes
+                    }
+                    msgs.push((t0 + 60_050, response(200, "OK", "2 BYE", "")));
+                    add("Sip2xxCodes", 1.0);
+                }
+            }
+            // Busy (4xx), declined (6xx), moved (3xx): failures.
+            4..=6 => {
+                let (status, reason) = [(486, "Busy Here"), (603, "Decline"), (302, "Moved Temporarily")][i % 8 - 4];
+                msgs.push((t0 + 700, response(status, reason, "1 INVITE", "")));
+                msgs.push((t0 + 710, request("ACK", "1 ACK", true)));
+                add(["Sip4xxCodes", "Sip6xxCodes", "Sip3xxCodes"][i % 8 - 4], 1.0);
+                add(if outbound { "OutboundCallFailures" } else { "InboundCallFailures" }, 1.0);
+            }
+            // Outbound: rejected with 503 and Retry-After (a throttle); inbound: cancelled by the caller.
+            _ => {
+                if outbound {
+                    msgs.push((t0 + 300, response(503, "Service Unavailable", "1 INVITE", "Retry-After: 5\r\n")));
+                    add("Sip5xxCodes", 1.0);
+                    add("Throttles", 1.0);
+                    add("OutboundCallFailures", 1.0);
+                } else {
+                    msgs.push((t0 + 5_000, request("CANCEL", "1 CANCEL", false)));
+                    msgs.push((t0 + 5_020, response(200, "OK", "1 CANCEL", "")));
+                    msgs.push((t0 + 5_040, response(487, "Request Terminated", "1 INVITE", "")));
+                    add("Sip2xxCodes", 1.0);
+                    add("Sip4xxCodes", 1.0);
+                    add("CallsCancelled", 1.0);
+                }
+            }
+        }
+        for (at, message) in msgs {
+            records.push(json!({ "voice_connector_id": VC, "aws_region": "us-east-1", "event_timestamp": at, "call_id": call_id, "sip_message": message }));
+        }
+    }
+    Load { records, expected, still_up, active_minutes }
+}
+
+fn ndjson(records: &[Value]) -> Vec<u8> {
+    records.iter().map(|r| format!("{r}\n")).collect::<String>().into_bytes()
+}
+
+#[tokio::test]
+async fn a_simulated_call_load_gives_all_fifteen_metrics_in_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let server =
+        Server::start(&["up", "--data-dir", &data, "--out-of-orderness-secs", "0", "--idle-timeout-secs", "1"], &[]);
+    let load = call_load(1_763_712_000_000, 400);
+    for chunk in load.records.chunks(500) {
+        let (status, resp) = server.post("/v1/sip-messages", ndjson(chunk), "application/x-ndjson").await;
+        assert_eq!((status, resp["accepted"].as_u64()), (200, Some(chunk.len() as u64)), "{resp}");
+    }
+    let base = [("VoiceConnectorId", VC), ("Region", "us-east-1")];
+    let sum = |metric: &str| -> f64 {
+        query(&data, metric, &base, "Sum", "2000d", "1d").iter().map(|p| p["Sum"].as_f64().unwrap()).sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sum("InboundCallAttempts") < load.expected["InboundCallAttempts"]
+        || sum("CallsCancelled") < load.expected["CallsCancelled"]
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load's metrics were not published: attempts {} of {}, cancelled {} of {}",
+            sum("InboundCallAttempts"),
+            load.expected["InboundCallAttempts"],
+            sum("CallsCancelled"),
+            load.expected["CallsCancelled"]
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (metric, want) in &load.expected {
+        assert_eq!(sum(metric), *want, "{metric}");
+    }
+    assert_eq!(load.expected.len(), 14, "every count metric of Amazon's but the two gauges, and cancellations");
+    // Each call counts once in every minute it was up: the calls hung up for all their minutes; the calls still up
+    // for the minutes that ended a margin before the newest message (at most one per minute of the load).
+    for (metric, minutes, up) in [
+        ("InboundCallsActive", load.active_minutes.0, load.still_up.0),
+        ("OutboundCallsActive", load.active_minutes.1, load.still_up.1),
+    ] {
+        let total = sum(metric);
+        assert!(
+            up > 0 && total >= minutes as f64 && total <= (minutes + up * 4) as f64,
+            "{metric}: {total}, {minutes} minutes of calls hung up, {up} still up"
+        );
+    }
+    let setup = query(&data, "CallSetupTimeMs", &base, "SampleCount,p50", "2000d", "1d");
+    let answered = load.expected["InboundCallsAnswered"] + load.expected["OutboundCallsAnswered"];
+    assert_eq!(setup.iter().map(|p| p["SampleCount"].as_f64().unwrap()).sum::<f64>(), answered);
+    server.terminate();
+}
+
+#[tokio::test]
+async fn a_simulated_call_load_gives_all_fifteen_metrics_in_cloudwatch() {
+    let moto = moto_url();
+    let cw_url = cloudwatch_url();
+    let stream = unique("it-voice-load");
+    let namespace = unique("ChimeWatchTest/VoiceLoad");
+    create_stream(&kinesis_client(&moto), &stream, 2).await;
+    let mut env = aws_env(&moto);
+    env.push(("AWS_ENDPOINT_URL_CLOUDWATCH", cw_url.clone()));
+    let gateway = Server::start(&["gateway", "--stream", &stream, "--pipeline-metrics", "false"], &borrow(&env));
+    let aggregator = Server::start(
+        &[
+            "aggregator",
+            "--stream",
+            &stream,
+            "--lease-table",
+            &unique("it-voice-load-leases"),
+            "--voice-namespace",
+            &namespace,
+            "--event-logs",
+            "false",
+            "--out-of-orderness-secs",
+            "0",
+            "--idle-timeout-secs",
+            "1",
+            "--pipeline-metrics",
+            "false",
+        ],
+        &borrow(&env),
+    );
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let load = call_load((now / 60_000) * 60_000 - 900_000, 240);
+    for chunk in load.records.chunks(500) {
+        let (status, _) = gateway.post("/v1/sip-messages", ndjson(chunk), "application/x-ndjson").await;
+        assert_eq!(status, 200);
+    }
+    let sums = || async {
+        let url = format!("{cw_url}/captured?namespace={}", namespace.replace('/', "%2F"));
+        let requests: Vec<Value> = reqwest::get(url).await.unwrap().json().await.unwrap();
+        let mut out: BTreeMap<String, f64> = BTreeMap::new();
+        for d in requests.iter().flat_map(|r| r["MetricData"].as_array().cloned().unwrap_or_default()) {
+            if d["Dimensions"].as_array().map(Vec::len) == Some(2) && d["Values"].is_null() {
+                *out.entry(d["MetricName"].as_str().unwrap().to_owned()).or_default() += d["Value"].as_f64().unwrap();
+            }
+        }
+        out
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let got = loop {
+        let got = sums().await;
+        if load.expected.iter().all(|(m, want)| got.get(*m).is_some_and(|g| g >= want)) {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            break sums().await;
+        }
+        assert!(std::time::Instant::now() < deadline, "the load's metrics did not reach CloudWatch: {got:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    for (metric, want) in &load.expected {
+        assert_eq!(got.get(*metric), Some(want), "{metric}");
+    }
+    for (metric, minutes, up) in [
+        ("InboundCallsActive", load.active_minutes.0, load.still_up.0),
+        ("OutboundCallsActive", load.active_minutes.1, load.still_up.1),
+    ] {
+        let total = got.get(metric).copied().unwrap_or(0.0);
+        assert!(total >= minutes as f64 && total <= (minutes + up * 4) as f64, "{metric}: {total}");
+    }
+    let amazon = [
+        "InboundCallAttempts",
+        "InboundCallFailures",
+        "InboundCallsAnswered",
+        "InboundCallsActive",
+        "OutboundCallAttempts",
+        "OutboundCallFailures",
+        "OutboundCallsAnswered",
+        "OutboundCallsActive",
+        "Throttles",
+        "Sip1xxCodes",
+        "Sip2xxCodes",
+        "Sip3xxCodes",
+        "Sip4xxCodes",
+        "Sip5xxCodes",
+        "Sip6xxCodes",
+    ];
+    let missing: Vec<&&str> = amazon.iter().filter(|m| !got.contains_key(**m)).collect();
+    assert!(missing.is_empty(), "missing {missing:?}");
+    aggregator.terminate();
+    drop(gateway);
 }

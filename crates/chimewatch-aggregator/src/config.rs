@@ -15,6 +15,8 @@ pub struct AggregatorServiceConfig {
     pub namespace: String,
     /// Namespace of the Voice Connector metrics derived from SIP message logs.
     pub voice_namespace: String,
+    /// Where SIP message log records go as log lines (as Voice Connector logs them); `None` writes none.
+    pub sip_log_group: Option<String>,
     /// How SIP messages are counted into calls (`chimewatch_sip::tracker`).
     pub sip_policy: chimewatch_sip::Policy,
     /// Where every event goes as a log line; `None` publishes metrics only.
@@ -36,6 +38,7 @@ impl Default for AggregatorServiceConfig {
             namespace: DEFAULT_NAMESPACE.into(),
             voice_namespace: DEFAULT_VOICE_NAMESPACE.into(),
             sip_policy: chimewatch_sip::Policy::default(),
+            sip_log_group: None,
             log_group: Some(DEFAULT_LOG_GROUP.into()),
             windows: AggregatorConfig::default(),
             catalogue: CatalogueConfig::default(),

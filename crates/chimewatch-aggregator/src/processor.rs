@@ -44,6 +44,9 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// Where a log event goes: its log group, and the shard it came from (streams are per shard and worker).
+type LogKey = (String, String);
+
 struct PendingBatch {
     end: Position,
     windows: Vec<u64>,
@@ -69,7 +72,8 @@ struct State {
     outbox: Vec<(Family, ClosedWindow)>,
     /// Windows handed out by the aggregator and not yet published.
     unpublished: HashSet<u64>,
-    logs: VecDeque<(String, LogEvent)>,
+    /// Log events waiting, each with its (log group, shard).
+    logs: VecDeque<(LogKey, LogEvent)>,
     logs_appended: u64,
     /// Every log event up to this sequence number was written.
     logs_written: u64,
@@ -122,7 +126,7 @@ impl Aggregation {
             retry_at_ms: i64::MIN,
             last_prune_ms: i64::MIN,
         };
-        let logs = if config.log_group.is_some() { logs } else { None };
+        let logs = if config.log_group.is_some() || config.sip_log_group.is_some() { logs } else { None };
         Self {
             shared: Arc::new(Shared {
                 config,
@@ -207,6 +211,15 @@ impl Shared {
                 Record::SipMessage(sip) => {
                     self.telemetry.sip_records.inc();
                     let r = &sip.record;
+                    if let (Some(_), Some(group)) = (&self.logs, &self.config.sip_log_group) {
+                        // The record as Voice Connector logs it, at its capture time.
+                        let message = serde_json::to_string(r).unwrap_or_default();
+                        s.logs_appended += 1;
+                        s.logs.push_back((
+                            (group.clone(), shard.to_owned()),
+                            LogEvent { timestamp_ms: r.event_timestamp, message },
+                        ));
+                    }
                     match Message::parse(r.sip_message.as_bytes()) {
                         Ok(m) => {
                             newest_sip = newest_sip.max(r.event_timestamp);
@@ -245,9 +258,9 @@ impl Shared {
                 }
             }
             self.telemetry.events.inc();
-            if self.logs.is_some() {
+            if let (Some(_), Some(group)) = (&self.logs, &self.config.log_group) {
                 s.logs_appended += 1;
-                s.logs.push_back((shard.to_owned(), log_line(&e.event, event_ms)));
+                s.logs.push_back(((group.clone(), shard.to_owned()), log_line(&e.event, event_ms)));
             }
         }
         if newest_sip > i64::MIN {
@@ -309,7 +322,7 @@ impl Shared {
             let due = force
                 || s.logs.len() >= self.config.log_flush_events
                 || now - s.last_log_write_ms >= self.config.log_flush_interval.as_millis() as i64;
-            let logs: Vec<(String, LogEvent)> = if due { s.logs.drain(..).collect() } else { Vec::new() };
+            let logs: Vec<(LogKey, LogEvent)> = if due { s.logs.drain(..).collect() } else { Vec::new() };
             (windows, logs, s.logs_appended)
         };
         // Each namespace's windows go in one publish; a family that fails goes back to the outbox alone, so what was
@@ -350,43 +363,43 @@ impl Shared {
             let later = std::mem::replace(&mut s.outbox, unpublished);
             s.outbox.extend(later);
             // The log events taken with them go back ahead of anything newer, in their order.
-            let newer: Vec<(String, LogEvent)> = s.logs.drain(..).collect();
+            let newer: Vec<(LogKey, LogEvent)> = s.logs.drain(..).collect();
             s.logs.extend(logs);
             s.logs.extend(newer);
             self.failed(&mut s, now, &e);
             return Err(e);
         }
-        if let (Some(sink), Some(group), false) = (&self.logs, &self.config.log_group, logs.is_empty()) {
-            let mut by_shard: Vec<(String, Vec<LogEvent>)> = Vec::new();
-            for (shard, event) in logs {
-                match by_shard.iter_mut().find(|(s, _)| *s == shard) {
+        if let (Some(sink), false) = (&self.logs, logs.is_empty()) {
+            let mut by_stream: Vec<(LogKey, Vec<LogEvent>)> = Vec::new();
+            for (key, event) in logs {
+                match by_stream.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, events)) => events.push(event),
-                    None => by_shard.push((shard, vec![event])),
+                    None => by_stream.push((key, vec![event])),
                 }
             }
-            let mut unwritten: Vec<(String, LogEvent)> = Vec::new();
+            let mut unwritten: Vec<(LogKey, LogEvent)> = Vec::new();
             let mut error = None;
-            for (shard, events) in by_shard {
+            for (key, events) in by_stream {
                 if error.is_some() {
-                    unwritten.extend(events.into_iter().map(|e| (shard.clone(), e)));
+                    unwritten.extend(events.into_iter().map(|e| (key.clone(), e)));
                     continue;
                 }
-                let stream = format!("{shard}/{}", self.worker_id);
+                let stream = format!("{}/{}", key.1, self.worker_id);
                 let n = events.len() as u64;
-                match sink.put(group, &stream, events.clone()).await {
+                match sink.put(&key.0, &stream, events.clone()).await {
                     Ok(()) => {
                         self.telemetry.log_events_written.inc_by(n);
                     }
                     Err(e) => {
                         error = Some(e.to_string());
-                        unwritten.extend(events.into_iter().map(|e| (shard.clone(), e)));
+                        unwritten.extend(events.into_iter().map(|e| (key.clone(), e)));
                     }
                 }
             }
             let mut s = self.lock().map_err(|e| e.0)?;
             if let Some(e) = error {
                 // Back in front of what arrived since, in their order.
-                let newer: Vec<(String, LogEvent)> = s.logs.drain(..).collect();
+                let newer: Vec<(LogKey, LogEvent)> = s.logs.drain(..).collect();
                 s.logs.extend(unwritten);
                 s.logs.extend(newer);
                 self.failed(&mut s, now, &format!("writing log events: {e}"));

@@ -87,6 +87,9 @@ pub struct AggregationArgs {
     /// Distinct dimension combinations per metric per window before values fold into `Other`.
     #[arg(long, env = "CHIMEWATCH_MAX_SERIES_PER_METRIC")]
     pub max_series_per_metric: Option<usize>,
+    /// Log group the SIP message log records are also written to (none by default).
+    #[arg(long, env = "CHIMEWATCH_SIP_LOG_GROUP")]
+    pub sip_log_group: Option<String>,
     /// CloudWatch namespace of the Voice Connector metrics derived from SIP message logs.
     #[arg(long, env = "CHIMEWATCH_VOICE_NAMESPACE")]
     pub voice_namespace: Option<String>,

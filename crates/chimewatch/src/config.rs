@@ -56,6 +56,7 @@ pub struct FileAggregator {
     pub metrics_format: Option<crate::cli::MetricsFormat>,
     pub emf_log_group: Option<String>,
     pub voice_namespace: Option<String>,
+    pub sip_log_group: Option<String>,
     #[serde(default)]
     pub sip: FileSip,
 }
@@ -318,7 +319,17 @@ pub fn aggregation(args: &AggregationArgs, file: &FileConfig) -> anyhow::Result<
     if let Some(secs) = p.call_timeout_secs {
         sip_policy.call_timeout_ms = secs as i64 * 1000;
     }
-    Ok(AggregatorServiceConfig { namespace, voice_namespace, sip_policy, log_group, windows, catalogue, ..defaults })
+    let sip_log_group = args.sip_log_group.clone().or_else(|| a.sip_log_group.clone()).filter(|g| !g.is_empty());
+    Ok(AggregatorServiceConfig {
+        namespace,
+        voice_namespace,
+        sip_policy,
+        sip_log_group,
+        log_group,
+        windows,
+        catalogue,
+        ..defaults
+    })
 }
 
 pub fn log_retention_days(arg: Option<i32>, file: &FileConfig) -> anyhow::Result<Option<i32>> {

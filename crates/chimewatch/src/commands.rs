@@ -81,6 +81,19 @@ async fn serve_gateway(
     served
 }
 
+/// A token cancelled on Ctrl-C or SIGTERM, for services that stop in several steps.
+fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    });
+    stop
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {

@@ -132,14 +132,7 @@ pub async fn run(args: AggregatorArgs, file: &FileConfig) -> anyhow::Result<()> 
         reporting: pipeline.map(|p| (cloudwatch, p)),
     };
 
-    let stop = CancellationToken::new();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            super::shutdown_signal().await;
-            stop.cancel();
-        }
-    });
+    let stop = super::cancel_on_signal();
     let mut registry = Registry::with_prefix("chimewatch");
     let worker = start(parts, &mut registry, stop.clone());
     let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;

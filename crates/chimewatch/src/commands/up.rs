@@ -11,7 +11,6 @@ use chimewatch_stream::lease::file::FileLeaseStore;
 use chimewatch_stream::local::{LocalLog, LocalLogConfig, LocalSource};
 use chimewatch_stream::{Producer, ProducerTelemetry};
 use prometheus_client::registry::Registry;
-use tokio_util::sync::CancellationToken;
 
 use super::aggregator::{self, Parts};
 use crate::cli::UpArgs;
@@ -65,14 +64,7 @@ pub async fn run(args: UpArgs, file: &FileConfig) -> anyhow::Result<()> {
         interval: std::time::Duration::from_secs(60),
     };
 
-    let stop = CancellationToken::new();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            super::shutdown_signal().await;
-            stop.cancel();
-        }
-    });
+    let stop = super::cancel_on_signal();
     let leases = FileLeaseStore::open(data_dir.join("consumers/aggregator/checkpoints.json"))
         .context("opening the aggregator's checkpoints")?;
     let parts = Parts {

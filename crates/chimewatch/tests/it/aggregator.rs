@@ -242,14 +242,7 @@ async fn the_aggregator_publishes_to_cloudwatch_and_logs_from_kinesis() {
     post_fleet(&gateway, &f).await;
 
     // moto cannot compute percentiles: the bridge captured the requests, so the published Values/Counts are read.
-    let captured = || async {
-        let url = format!("{cw_url}/captured?namespace={}", namespace.replace('/', "%2F"));
-        let requests: Vec<Value> = reqwest::get(url).await.unwrap().json().await.unwrap();
-        requests
-            .into_iter()
-            .flat_map(|r| r["MetricData"].as_array().cloned().unwrap_or_default())
-            .collect::<Vec<Value>>()
-    };
+    let captured = || crate::harness::captured_datums(&cw_url, &namespace);
     let js = "amazon-chime-sdk-js";
     let values_of = |data: &[Value], metric: &str, dims: &[(&str, &str)]| -> Vec<(f64, f64)> {
         data.iter()

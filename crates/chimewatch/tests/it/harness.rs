@@ -232,3 +232,11 @@ pub async fn all_log_events(client: &aws_sdk_cloudwatchlogs::Client, group: &str
     }
     out
 }
+
+/// The metric datums of every PutMetricData into `namespace` that the test's CloudWatch bridge forwarded (moto cannot
+/// compute percentiles, so the tests read the published Values/Counts themselves).
+pub async fn captured_datums(bridge: &str, namespace: &str) -> Vec<Value> {
+    let url = format!("{bridge}/captured?namespace={}", namespace.replace('/', "%2F"));
+    let requests: Vec<Value> = reqwest::get(url).await.unwrap().json().await.unwrap();
+    requests.into_iter().flat_map(|r| r["MetricData"].as_array().cloned().unwrap_or_default()).collect()
+}

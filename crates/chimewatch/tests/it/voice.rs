@@ -196,14 +196,7 @@ async fn the_aggregator_derives_them_from_logs_envelopes_on_kinesis() {
         ],
         &borrow(&env),
     );
-    let captured = || async {
-        let url = format!("{cw_url}/captured?namespace={}", namespace.replace('/', "%2F"));
-        let requests: Vec<Value> = reqwest::get(url).await.unwrap().json().await.unwrap();
-        requests
-            .into_iter()
-            .flat_map(|r| r["MetricData"].as_array().cloned().unwrap_or_default())
-            .collect::<Vec<Value>>()
-    };
+    let captured = || crate::harness::captured_datums(&cw_url, &namespace);
     // Sums of the series by connector and region only.
     let sums = |data: &[Value]| {
         let mut out: BTreeMap<String, f64> = BTreeMap::new();
@@ -426,10 +419,9 @@ async fn a_simulated_call_load_gives_all_fifteen_metrics_in_cloudwatch() {
         assert_eq!(status, 200);
     }
     let sums = || async {
-        let url = format!("{cw_url}/captured?namespace={}", namespace.replace('/', "%2F"));
-        let requests: Vec<Value> = reqwest::get(url).await.unwrap().json().await.unwrap();
+        let data = crate::harness::captured_datums(&cw_url, &namespace).await;
         let mut out: BTreeMap<String, f64> = BTreeMap::new();
-        for d in requests.iter().flat_map(|r| r["MetricData"].as_array().cloned().unwrap_or_default()) {
+        for d in &data {
             if d["Dimensions"].as_array().map(Vec::len) == Some(2) && d["Values"].is_null() {
                 *out.entry(d["MetricName"].as_str().unwrap().to_owned()).or_default() += d["Value"].as_f64().unwrap();
             }

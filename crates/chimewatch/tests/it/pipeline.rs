@@ -22,11 +22,11 @@ pub fn cloudwatch(url: &str) -> aws_sdk_cloudwatch::Client {
     aws_sdk_cloudwatch::Client::from_conf(config)
 }
 
-async fn sum(cw: &aws_sdk_cloudwatch::Client, metric: &str) -> f64 {
+async fn sum(cw: &aws_sdk_cloudwatch::Client, namespace: &str, metric: &str) -> f64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let out = cw
         .get_metric_statistics()
-        .namespace("ChimeWatch/Pipeline")
+        .namespace(namespace)
         .metric_name(metric)
         .dimensions(Dimension::builder().name("Service").value("gateway").build())
         .start_time(DateTime::from_secs(now - 3600))
@@ -48,8 +48,18 @@ async fn gateway_publishes_its_figures_to_cloudwatch() {
     create_stream(&kinesis_client(&moto), &unique("it-pipeline-metrics"), 1).await;
     let mut env = aws_env(&moto);
     env.push(("AWS_ENDPOINT_URL_CLOUDWATCH", cw_url.clone()));
+    // A namespace of this run's own, so that earlier runs against the same moto do not add to the sums.
+    let namespace = unique("ChimeWatchTest/Pipeline");
     let server = Server::start(
-        &["gateway", "--stream", &unique("it-pipeline-metrics"), "--pipeline-metrics-interval-secs", "1"],
+        &[
+            "gateway",
+            "--stream",
+            &unique("it-pipeline-metrics"),
+            "--pipeline-metrics-interval-secs",
+            "1",
+            "--pipeline-namespace",
+            &namespace,
+        ],
         &borrow(&env),
     );
     let (status, _) =
@@ -68,9 +78,9 @@ async fn gateway_publishes_its_figures_to_cloudwatch() {
     assert!(!printed.iter().any(|l| l.contains("Could not publish pipeline metrics")), "{printed:?}");
 
     let cw = cloudwatch(&cw_url);
-    assert_eq!(sum(&cw, "EventsAccepted").await, 25.0, "5 meeting events and 20 SIP records");
-    assert_eq!(sum(&cw, "EventsRejected").await, 5.0);
-    assert_eq!(sum(&cw, "Requests").await, 3.0);
-    assert_eq!(sum(&cw, "StreamRecordsPut").await, 25.0);
-    assert_eq!(sum(&cw, "ServerErrors").await, 0.0);
+    assert_eq!(sum(&cw, &namespace, "EventsAccepted").await, 25.0, "5 meeting events and 20 SIP records");
+    assert_eq!(sum(&cw, &namespace, "EventsRejected").await, 5.0);
+    assert_eq!(sum(&cw, &namespace, "Requests").await, 3.0);
+    assert_eq!(sum(&cw, &namespace, "StreamRecordsPut").await, 25.0);
+    assert_eq!(sum(&cw, &namespace, "ServerErrors").await, 0.0);
 }

@@ -208,6 +208,7 @@ async fn the_aggregator_publishes_to_cloudwatch_and_logs_from_kinesis() {
     let stream = unique("it-aggregator");
     let namespace = unique("ChimeWatchTest/Meetings");
     let group = unique("/chimewatch/it-meeting-events");
+    let pipeline_namespace = unique("ChimeWatchTest/Pipeline");
     create_stream(&kinesis_client(&moto), &stream, 2).await;
     let mut env = aws_env(&moto);
     env.push(("AWS_ENDPOINT_URL_CLOUDWATCH", cw_url.clone()));
@@ -235,6 +236,8 @@ async fn the_aggregator_publishes_to_cloudwatch_and_logs_from_kinesis() {
             "3",
             "--pipeline-metrics-interval-secs",
             "1",
+            "--pipeline-namespace",
+            &pipeline_namespace,
         ],
         &borrow(&env),
     );
@@ -337,6 +340,23 @@ async fn the_aggregator_publishes_to_cloudwatch_and_logs_from_kinesis() {
 
     let printed = aggregator.terminate();
     assert!(printed.iter().any(|l| l.contains("flushed and released its leases")), "{printed:?}");
+    // The consumer's lag and the aggregator's own figures reached CloudWatch (`ChimeWatch/Pipeline` by default),
+    // with Service=aggregator.
+    let pipeline = crate::harness::captured_datums(&cw_url, &pipeline_namespace).await;
+    let reported: std::collections::BTreeSet<&str> = pipeline
+        .iter()
+        .filter(|d| d["Dimensions"] == json!([{ "Name": "Service", "Value": "aggregator" }]))
+        .filter_map(|d| d["MetricName"].as_str())
+        .collect();
+    for metric in [
+        "ConsumerMillisBehindLatest",
+        "ConsumerIteratorAgeMilliseconds",
+        "ConsumerRecords",
+        "ConsumerLeasesHeld",
+        "AggregatorWindowsPublished",
+    ] {
+        assert!(reported.contains(metric), "{metric} not in {reported:?}");
+    }
     drop(gateway);
 }
 

@@ -84,10 +84,6 @@ struct State {
     last_prune_ms: i64,
 }
 
-fn system_clock_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Aggregation {
     pub fn new(
         config: AggregatorServiceConfig,
@@ -96,7 +92,7 @@ impl Aggregation {
         logs: Option<Arc<dyn LogSink>>,
         telemetry: AggregatorTelemetry,
     ) -> Self {
-        Self::with_clock(config, worker_id, metrics, logs, telemetry, system_clock_ms)
+        Self::with_clock(config, worker_id, metrics, logs, telemetry, chimewatch_stream::system_clock_ms)
     }
 
     /// The same, with the processing-time clock given (tests run it on a fake clock).
@@ -194,6 +190,18 @@ impl Drop for ShardAggregation {
     }
 }
 
+impl State {
+    /// Remembers the window an event went into, for the batch (`touched`) and until it is published.
+    fn track(&mut self, placed: Placement, touched: &mut Vec<u64>) {
+        if let Placement::Window(id) = placed {
+            self.unpublished.insert(id);
+            if !touched.contains(&id) {
+                touched.push(id);
+            }
+        }
+    }
+}
+
 impl Shared {
     fn lock(&self) -> Result<MutexGuard<'_, State>, ProcessError> {
         self.state.lock().map_err(|_| ProcessError("the aggregator's state lock is poisoned".into()))
@@ -230,12 +238,8 @@ impl Shared {
                                 r.event_timestamp,
                                 &m,
                             ) {
-                                if let Placement::Window(id) = s.voice.add(shard, o.at_ms, voice::facts(&o), now) {
-                                    s.unpublished.insert(id);
-                                    if !touched.contains(&id) {
-                                        touched.push(id);
-                                    }
-                                }
+                                let placed = s.voice.add(shard, o.at_ms, voice::facts(&o), now);
+                                s.track(placed, &mut touched);
                             }
                         }
                         Err(err) => {
@@ -251,12 +255,8 @@ impl Shared {
             let history_complete = e.truncation.history_entries_dropped == 0
                 && !e.truncation.attributes_dropped.iter().any(|a| a == "meetingHistory");
             let facts = s.catalogue.facts(&e.event, history_complete);
-            if let Placement::Window(id) = s.windows.add(shard, event_ms, facts, now) {
-                s.unpublished.insert(id);
-                if !touched.contains(&id) {
-                    touched.push(id);
-                }
-            }
+            let placed = s.windows.add(shard, event_ms, facts, now);
+            s.track(placed, &mut touched);
             self.telemetry.events.inc();
             if let (Some(_), Some(group)) = (&self.logs, &self.config.log_group) {
                 s.logs_appended += 1;
@@ -268,12 +268,8 @@ impl Shared {
             let facts: Vec<(i64, Vec<chimewatch_metrics::Fact>)> =
                 s.tracker.advance(newest_sip).iter().map(|o| (o.at_ms, voice::facts(o))).collect();
             for (at, f) in facts {
-                if let Placement::Window(id) = s.voice.add(shard, at, f, now) {
-                    s.unpublished.insert(id);
-                    if !touched.contains(&id) {
-                        touched.push(id);
-                    }
-                }
+                let placed = s.voice.add(shard, at, f, now);
+                s.track(placed, &mut touched);
             }
             self.telemetry.calls_tracked.set(s.tracker.calls() as i64);
         }
@@ -329,11 +325,11 @@ impl Shared {
         // published is not published again.
         let mut unpublished: Vec<(Family, ClosedWindow)> = Vec::new();
         let mut error = None;
-        for (family, namespace) in
-            [(Family::Meetings, &self.config.namespace), (Family::Voice, &self.config.voice_namespace)]
+        let (meetings, calls): (Vec<_>, Vec<_>) = windows.into_iter().partition(|(f, _)| *f == Family::Meetings);
+        for (family, namespace, these) in
+            [(Family::Meetings, &self.config.namespace, meetings), (Family::Voice, &self.config.voice_namespace, calls)]
         {
-            let these: Vec<ClosedWindow> =
-                windows.iter().filter(|(f, _)| *f == family).map(|(_, w)| w.clone()).collect();
+            let these: Vec<ClosedWindow> = these.into_iter().map(|(_, w)| w).collect();
             if these.is_empty() {
                 continue;
             }

@@ -72,13 +72,9 @@ impl AppState {
             shutting_down: Arc::new(AtomicBool::new(false)),
             dedup,
             join_tokens,
-            clock: system_clock_ms,
+            clock: chimewatch_stream::system_clock_ms,
         }
     }
-}
-
-pub fn system_clock_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The gateway's HTTP surface.

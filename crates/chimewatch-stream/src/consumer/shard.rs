@@ -80,7 +80,8 @@ impl ShardTask {
             let now = (self.clock)();
             let end_of_shard = raw.end_of_shard;
             let caught_up = raw.records.is_empty() && raw.millis_behind_latest.is_none_or(|m| m == 0);
-            let range = self.info().hash_range;
+            let info = self.info();
+            let range = info.hash_range;
             let (batch, letters) = decode(&self.shard_id, range, raw, skip_through.as_ref(), now, &self.telemetry)?;
             if !letters.is_empty() {
                 let shard_id = self.shard_id.clone();
@@ -101,7 +102,7 @@ impl ShardTask {
             self.advance(&mut checkpointed, durable).await?;
 
             // The end: a null iterator, or (moto) a shard ListShards shows closed, read through its last number.
-            let ending = self.info().ending_sequence.and_then(|e| SequenceNumber::parse(&e).ok());
+            let ending = info.ending_sequence.as_deref().and_then(|e| SequenceNumber::parse(e).ok());
             let past_end = ending.is_some_and(|e| last_read.as_ref().is_some_and(|p| p.sequence >= e) || caught_up);
             if end_of_shard || past_end {
                 let durable = self.flush().await?;

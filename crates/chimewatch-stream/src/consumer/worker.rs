@@ -80,11 +80,6 @@ pub struct Worker {
     clock: fn() -> i64,
 }
 
-/// Milliseconds since the epoch by the system clock (record arrival times are wall-clock).
-fn system_clock_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Worker {
     pub fn new(
         config: WorkerConfig,
@@ -94,7 +89,7 @@ impl Worker {
         dead_letters: DeadLetters,
         telemetry: ConsumerTelemetry,
     ) -> Self {
-        Self { config, source, store, factory, dead_letters, telemetry, clock: system_clock_ms }
+        Self { config, source, store, factory, dead_letters, telemetry, clock: crate::system_clock_ms }
     }
 
     /// Runs until `shutdown` resolves, then flushes and checkpoints every held shard and releases its lease.

@@ -118,13 +118,9 @@ impl ShardCursor for LocalCursor {
         // The log keeps no clock of its newest record: when behind, the age of the last record read stands in.
         let millis_behind_latest = match (behind, newest_read) {
             (false, _) => Some(0),
-            (true, Some(t)) => Some((now_ms() - t).max(0)),
+            (true, Some(t)) => Some((crate::system_clock_ms() - t).max(0)),
             (true, None) => None,
         };
         Ok(RawBatch { records, millis_behind_latest, end_of_shard: false, throttled_reads: 0 })
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

@@ -6,7 +6,7 @@ use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -75,10 +75,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 impl ShardWriter {
     pub fn open(dir: &Path, config: LocalLogConfig) -> Result<Self, LogError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -141,7 +137,7 @@ impl ShardWriter {
     }
 
     fn append(&mut self, batch: &[AppendJob], buf: &mut Vec<u8>) -> io::Result<()> {
-        let timestamp_ms = now_ms();
+        let timestamp_ms = crate::system_clock_ms();
         buf.clear();
         let mut pending_len = 0u64;
         for record in batch.iter().flat_map(|j| &j.records) {

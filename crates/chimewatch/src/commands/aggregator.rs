@@ -60,7 +60,7 @@ pub fn start(parts: Parts, registry: &mut Registry, stop: CancellationToken) -> 
         let reporter = PipelineReporter::new(sink, p.namespace, "aggregator")
             .source(move || consumer_telemetry.samples())
             .source(move || telemetry.samples());
-        tokio::spawn(reporter.run(p.interval, chimewatch_gateway::system_clock_ms, stop.clone().cancelled_owned()))
+        tokio::spawn(reporter.run(p.interval, chimewatch_stream::system_clock_ms, stop.clone().cancelled_owned()))
     });
     tokio::spawn(async move {
         worker.run(stop.cancelled_owned()).await;

@@ -20,10 +20,6 @@ fn open(data_dir: Option<&std::path::PathBuf>, file: &FileConfig) -> anyhow::Res
     EmbeddedStore::open(&path).with_context(|| format!("opening {}", path.display()))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
 pub fn metrics(args: MetricsQueryArgs, file: &FileConfig) -> anyhow::Result<()> {
     let store = open(args.data.data_dir.as_ref(), file)?;
     let dimensions = args
@@ -40,7 +36,7 @@ pub fn metrics(args: MetricsQueryArgs, file: &FileConfig) -> anyhow::Result<()> 
     if period_ms == 0 {
         bail!("--period must be at least 1s");
     }
-    let now = now_ms();
+    let now = chimewatch_stream::system_clock_ms();
     let namespace = args
         .namespace
         .clone()
@@ -76,7 +72,7 @@ pub fn logs(args: LogsQueryArgs, file: &FileConfig) -> anyhow::Result<()> {
         .clone()
         .or_else(|| file.aggregator.log_group.clone())
         .unwrap_or_else(|| DEFAULT_LOG_GROUP.to_owned());
-    let now = now_ms();
+    let now = chimewatch_stream::system_clock_ms();
     let since = now - parse_duration(&args.since)?.as_millis() as i64;
     // Event time may run a little ahead of this clock (client clocks): CloudWatch accepts up to 2 h ahead.
     let events = store.query_logs(&group, filter.as_ref(), since, now + 2 * 3600 * 1000, args.limit)?;

@@ -1,11 +1,26 @@
-//! The S3 archiver's sans-IO core (issue "The S3 archiver"; the writer, S3 adapter and compaction come next): where
-//! a record goes in the archive and what row it becomes.
+//! The S3 archiver: the stream's records as query-ready files for analysts (Athena, DuckDB, Spark), written
+//! exactly once, in Hive partitions by event time.
 //!
 //! # Layout
 //! - [`layout`]: Hive partitions by event time (`<prefix>/<table>/dt=YYYY-MM-DD/hour=HH/`) and object keys derived
 //!   from the shard and the sequence range a file covers, so a replay after a crash rewrites the same key.
 //! - [`rows`]: the typed rows of the `meeting_events` and `sip_messages` tables, with the full attributes kept as
-//!   JSON so nothing is lost.
+//!   JSON so nothing is lost; [`schema`] is their Arrow schema, the archive's contract with analysts.
+//! - [`spool`]: a shard's buffered rows, on disk with a small index in memory.
+//! - [`encode`]: Parquet (ZSTD) and gzip NDJSON writers and readers.
+//! - [`archive`]: the shard processor: cuts, claims, commits, checkpoints.
+//! - [`compact`]: merges a partition's small files into large ones.
+//! - [`telemetry`]: the archiver's self-metrics.
 
+pub mod archive;
+pub mod compact;
+pub mod encode;
 pub mod layout;
 pub mod rows;
+pub mod schema;
+pub mod spool;
+pub mod telemetry;
+
+pub use archive::{ArchiverConfig, Archiving};
+pub use layout::{Format, Partition, Table};
+pub use telemetry::ArchiverTelemetry;

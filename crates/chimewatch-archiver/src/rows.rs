@@ -4,18 +4,23 @@
 
 use chimewatch_model::{Ingest, MeetingEventRecord, SipMessageRecord};
 use chimewatch_sip::Message;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::layout::{Partition, Table};
+
 /// Where a record was read from the stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
     pub shard_id: String,
     pub sequence_number: String,
     pub sub_sequence_number: u64,
+    /// The index within a CloudWatch Logs envelope's `logEvents` (0 otherwise): with the above, unique per row.
+    pub log_event_index: u64,
 }
 
 /// A row of `meeting_events`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeetingEventRow {
     pub event_time_ms: i64,
     pub received_at_ms: i64,
@@ -52,7 +57,7 @@ pub struct MeetingEventRow {
 }
 
 /// A row of `sip_messages`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SipMessageRow {
     pub event_time_ms: i64,
     pub received_at_ms: i64,
@@ -70,6 +75,35 @@ pub struct SipMessageRow {
     pub sip_message: String,
     pub ingest: String,
     pub source: Source,
+}
+
+/// A row of either table, as the archiver buffers it. (Rows are built one at a time and spooled at once, so the
+/// variants' sizes do not matter.)
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Row {
+    Meeting(MeetingEventRow),
+    Sip(SipMessageRow),
+}
+
+impl Row {
+    pub fn table(&self) -> Table {
+        match self {
+            Self::Meeting(_) => Table::MeetingEvents,
+            Self::Sip(_) => Table::SipMessages,
+        }
+    }
+
+    pub fn event_time_ms(&self) -> i64 {
+        match self {
+            Self::Meeting(r) => r.event_time_ms,
+            Self::Sip(r) => r.event_time_ms,
+        }
+    }
+
+    pub fn partition(&self) -> Partition {
+        Partition::of(self.event_time_ms())
+    }
 }
 
 fn ingest_name(i: &Ingest) -> String {
@@ -154,7 +188,12 @@ mod tests {
     use super::*;
 
     fn source() -> Source {
-        Source { shard_id: "shardId-000000000001".into(), sequence_number: "4968".into(), sub_sequence_number: 2 }
+        Source {
+            shard_id: "shardId-000000000001".into(),
+            sequence_number: "4968".into(),
+            sub_sequence_number: 2,
+            log_event_index: 0,
+        }
     }
 
     #[test]

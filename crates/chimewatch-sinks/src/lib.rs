@@ -7,6 +7,7 @@
 //! - [`emf`]: metrics as Embedded Metric Format log lines, for users who prefer logs-based metrics.
 //! - [`embedded`]: the SQLite store of `up` (metrics and logs), with the queries the CLI answers from it;
 //!   [`logs_filter`] is the Logs Insights `filter` subset it understands.
+//! - [`objects`]: the object store port the archiver writes to, and its local adapter; [`s3`] is its S3 adapter.
 //! - [`pipeline`]: publishes a service's self-metrics (namespace `ChimeWatch/Pipeline`, dimension `Service`).
 
 pub mod cloudwatch;
@@ -16,8 +17,11 @@ pub mod emf;
 pub mod logs;
 pub mod logs_filter;
 pub mod metrics;
+pub mod objects;
 pub mod pipeline;
+pub mod s3;
 
 pub use logs::{LogEvent, LogSink};
 pub use metrics::{Datum, DatumValue, MetricSink, SinkError, Unit};
+pub use objects::{LocalObjects, ObjectError, ObjectInfo, ObjectStore};
 pub use pipeline::{PipelineReporter, Sample, SampleKind};

@@ -431,3 +431,6 @@ impl ShardProcessor for ShardArchive {
         Ok(self.report())
     }
 }
+
+#[cfg(test)]
+mod tests;

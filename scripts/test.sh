@@ -7,13 +7,17 @@ cd "$(dirname "$0")/.."
 
 venv="${CHIMEWATCH_VENV:-.venv}"
 moto_version="5.2.5"
+duckdb_version="2.0.0"
 
-if ! "$venv/bin/python" -c "import cbor2, moto, sys; sys.exit(moto.__version__ != '$moto_version')" 2>/dev/null; then
-  echo "==> installing moto $moto_version (and cbor2 for the CloudWatch bridge) into $venv"
+if ! "$venv/bin/python" -c "import cbor2, duckdb, moto, sys; sys.exit(moto.__version__ != '$moto_version' or duckdb.__version__ != '$duckdb_version')" 2>/dev/null; then
+  echo "==> installing moto $moto_version, cbor2 (for the CloudWatch bridge) and DuckDB $duckdb_version (to read the archive) into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "moto[kinesis,cloudwatch,logs,s3,dynamodb,server]==$moto_version" flask flask-cors cbor2
+    "moto[kinesis,cloudwatch,logs,s3,dynamodb,server]==$moto_version" flask flask-cors cbor2 "duckdb==$duckdb_version"
 fi
+# The archive tests read Parquet back with DuckDB, a reader independent of the one that wrote it.
+case "$venv" in /*) venv_abs="$venv" ;; *) venv_abs="$PWD/$venv" ;; esac
+export CHIMEWATCH_TEST_PYTHON="$venv_abs/bin/python"
 
 # Node tools, pinned in package.json: the real Amazon Chime SDK for JavaScript (driven by the real-client test) and
 # kinesalite (the resharding test: unlike moto, it routes records to the child shards after a split).

@@ -148,6 +148,8 @@ impl ProcessorFactory for Archiving {
             durable: None,
             oldest_ms: None,
             forced_end: None,
+            claims: Vec::new(),
+            cleaned_up: false,
             levels: ShardLevels::new(self.shared.telemetry.clone()),
         })
     }
@@ -164,6 +166,10 @@ struct ShardArchive {
     oldest_ms: Option<i64>,
     /// An earlier claim the current cut must end at.
     forced_end: Option<Position>,
+    /// Claims of committed cuts not yet checkpointed: (through, key).
+    claims: Vec<(Position, String)>,
+    /// Whether claims an earlier owner left behind were looked for.
+    cleaned_up: bool,
     levels: ShardLevels,
 }
 
@@ -194,8 +200,8 @@ fn row(shard: &str, consumed: &chimewatch_stream::consumer::Consumed) -> Row {
 
 /// What a cut's claim decided.
 enum Claimed {
-    /// Write the cut through this position.
-    Through(Position),
+    /// Write the cut through this position; the claim's key.
+    Through(Position, String),
     /// An earlier claim ends later than what was read: keep reading until it.
     Later(Position),
 }
@@ -239,7 +245,7 @@ impl ShardArchive {
         let key = format!("{}{}", self.shared.config.claims_prefix(&self.shard), claim.first.file_name());
         let body = serde_json::to_vec(&claim).map_err(failed)?;
         if self.shared.store.create_new(&key, Bytes::from(body)).await.map_err(failed)? {
-            return Ok(Claimed::Through(through.clone()));
+            return Ok(Claimed::Through(through.clone(), key));
         }
         let existing = self.shared.store.get(&key).await.map_err(failed)?;
         let existing: Claim = existing
@@ -248,14 +254,14 @@ impl ShardArchive {
         let claimed = existing.through.position()?;
         self.shared.telemetry.claims_followed.inc();
         tracing::info!(shard = %self.shard, claim = %key, through = %claimed.sequence, "Following an earlier claim for these rows: the same objects are written again.");
-        Ok(if &claimed <= through { Claimed::Through(claimed) } else { Claimed::Later(claimed) })
+        Ok(if &claimed <= through { Claimed::Through(claimed, key) } else { Claimed::Later(claimed) })
     }
 
     /// Writes every buffered row through `through` (or an earlier claim's end), then returns the durable position.
     async fn cut(&mut self, through: Position, now_ms: i64) -> Result<(), ProcessError> {
         let Some(first) = self.spool.as_ref().and_then(Spool::first_position) else { return Ok(()) };
-        let through = match self.claim(&first, &through, now_ms).await? {
-            Claimed::Through(p) => p,
+        let (through, claim_key) = match self.claim(&first, &through, now_ms).await? {
+            Claimed::Through(p, key) => (p, key),
             Claimed::Later(p) => {
                 self.forced_end = Some(p);
                 return Ok(());
@@ -269,13 +275,17 @@ impl ShardArchive {
         let spool = result?;
         self.spool = Some(spool);
         self.forced_end = None;
+        self.claims.push((through.clone(), claim_key));
         self.durable = Some(through);
         self.oldest_ms = if self.buffered() { Some(now_ms) } else { None };
         if let Some(s) = &mut self.spool {
             s.reclaim().map_err(failed)?;
         }
         self.update_levels();
-        self.forget_older_claims(&first).await;
+        if !self.cleaned_up {
+            self.forget_older_claims(&first).await;
+            self.cleaned_up = true;
+        }
         Ok(())
     }
 
@@ -343,8 +353,9 @@ impl ShardArchive {
         Ok(spool)
     }
 
-    /// Deletes the claims of cuts before `first`: they were checkpointed, no replay starts before them. Best
-    /// effort: a claim left behind only costs a listing entry.
+    /// Deletes the claims of cuts before `first` that an earlier owner left (it crashed between its checkpoint and
+    /// deleting them): no replay starts before this cut. Best effort: a claim left behind only holds compaction
+    /// off that shard's newer files.
     async fn forget_older_claims(&self, first: &Position) {
         let prefix = self.shared.config.claims_prefix(&self.shard);
         let stale = match self.shared.store.list(&prefix).await {
@@ -411,6 +422,18 @@ impl ShardProcessor for ShardArchive {
             }
         }
         Ok(self.report())
+    }
+
+    async fn checkpointed(&mut self, position: &Position) {
+        let (done, live): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.claims).into_iter().partition(|(t, _)| t <= position);
+        self.claims = live;
+        let keys: Vec<String> = done.into_iter().map(|(_, key)| key).collect();
+        if !keys.is_empty()
+            && let Err(e) = self.shared.store.delete(&keys).await
+        {
+            tracing::warn!(shard = %self.shard, error = %e, "Could not delete the claims of checkpointed cuts; the next owner does.");
+        }
     }
 
     async fn flush(&mut self) -> Result<Option<Position>, ProcessError> {

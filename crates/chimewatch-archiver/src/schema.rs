@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMillisecondBuilder, UInt16Builder};
+use arrow_array::builder::{Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
@@ -81,7 +81,8 @@ pub fn schema(table: Table) -> SchemaRef {
                 text("region", false),
                 text("call_id", false),
                 text("sip_method", true),
-                Field::new("sip_status", DataType::UInt16, true),
+                // Signed: Athena, Spark and Hive have no unsigned integers.
+                Field::new("sip_status", DataType::Int32, true),
                 text("cseq_method", true),
                 text("sip_call_id", true),
                 text("sip_message", false),
@@ -168,8 +169,8 @@ fn meeting_batch(rows: &[&MeetingEventRow]) -> Result<RecordBatch, ArrowError> {
 }
 
 fn sip_batch(rows: &[&SipMessageRow]) -> Result<RecordBatch, ArrowError> {
-    let mut status = UInt16Builder::with_capacity(rows.len());
-    rows.iter().for_each(|r| status.append_option(r.sip_status));
+    let mut status = Int32Builder::with_capacity(rows.len());
+    rows.iter().for_each(|r| status.append_option(r.sip_status.map(i32::from)));
     let mut columns = vec![
         times(rows, |r| r.event_time_ms),
         times(rows, |r| r.received_at_ms),
@@ -247,7 +248,7 @@ mod tests {
                 "region Utf8 not null",
                 "call_id Utf8 not null",
                 "sip_method Utf8",
-                "sip_status UInt16",
+                "sip_status Int32",
                 "cseq_method Utf8",
                 "sip_call_id Utf8",
                 "sip_message Utf8 not null",
@@ -257,5 +258,39 @@ mod tests {
         );
         sip.extend(source.map(String::from));
         assert_eq!(columns(Table::SipMessages), sip);
+    }
+
+    /// `deploy/athena/<table>.sql` declares the same columns, in the same order, with the types Athena reads the
+    /// Parquet columns as.
+    #[test]
+    fn the_athena_ddl_matches_the_schemas() {
+        for table in [Table::MeetingEvents, Table::SipMessages] {
+            let path = format!("{}/../../deploy/athena/{}.sql", env!("CARGO_MANIFEST_DIR"), table.name());
+            let ddl = std::fs::read_to_string(&path).unwrap();
+            let body = ddl.split_once(&format!("{} (\n", table.name())).unwrap().1.split_once("\n)\n").unwrap().0;
+            let declared: Vec<(String, String)> = body
+                .lines()
+                .map(|l| {
+                    let mut words = l.split("--").next().unwrap().split_whitespace();
+                    (words.next().unwrap().to_owned(), words.next().unwrap().trim_end_matches(',').to_owned())
+                })
+                .collect();
+            let expected: Vec<(String, String)> = schema(table)
+                .fields()
+                .iter()
+                .map(|f| {
+                    let athena = match f.data_type() {
+                        DataType::Timestamp(..) => "timestamp",
+                        DataType::Utf8 => "string",
+                        DataType::Int64 => "bigint",
+                        DataType::Int32 => "int",
+                        other => panic!("no Athena type for {other}"),
+                    };
+                    (f.name().clone(), athena.to_owned())
+                })
+                .collect();
+            assert_eq!(declared, expected, "{path}");
+            assert!(ddl.contains("dt=${dt}/hour=${hour}"), "the partition layout of layout.rs");
+        }
     }
 }

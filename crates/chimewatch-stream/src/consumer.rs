@@ -172,6 +172,10 @@ pub trait ShardProcessor: Send + Sync {
     /// Makes everything handed over durable, at the shard's end or before a graceful release of its lease, and
     /// returns the position it covers. (A lease lost to another worker drops the processor without a flush.)
     async fn flush(&mut self) -> Result<Option<Position>, ProcessError>;
+
+    /// Told after the checkpoint at `position` was written: nothing up to it will be handed over again (the
+    /// archiver drops the claims of the cuts it covers). Best effort: a crash can come before the call.
+    async fn checkpointed(&mut self, _position: &Position) {}
 }
 
 /// Creates a worker's shard processors.

@@ -33,6 +33,11 @@ pub enum Command {
     Gateway(GatewayArgs),
     /// Run the aggregator against an Amazon Kinesis stream: windowed metrics into CloudWatch, events into Logs.
     Aggregator(AggregatorArgs),
+    /// Run the archiver against an Amazon Kinesis stream: Parquet (or gzip NDJSON) files in S3 for analysts.
+    Archiver(ArchiverArgs),
+    /// Work on an archive (S3 or `up`'s local one).
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
     /// Query the metrics of the embedded store (`up`), as JSON lines.
     #[command(subcommand)]
     Metrics(MetricsCommand),
@@ -58,6 +63,90 @@ pub struct UpArgs {
     pub local_shards: Option<u32>,
     #[command(flatten)]
     pub aggregation: AggregationArgs,
+    #[command(flatten)]
+    pub archiving: ArchivingArgs,
+}
+
+/// How the archiver writes files, in AWS and under `up`.
+#[derive(Debug, Args)]
+pub struct ArchivingArgs {
+    /// File format of the archive.
+    #[arg(long, env = "CHIMEWATCH_ARCHIVE_FORMAT", value_enum)]
+    pub archive_format: Option<ArchiveFormat>,
+    /// A partition's rows are written out once their file would reach about this many MiB.
+    #[arg(long, env = "CHIMEWATCH_ARCHIVE_MAX_FILE_MB")]
+    pub archive_max_file_mb: Option<u64>,
+    /// ... or once the oldest buffered row has waited this long (e.g. 300s, 5m).
+    #[arg(long, env = "CHIMEWATCH_ARCHIVE_MAX_AGE")]
+    pub archive_max_age: Option<String>,
+    /// Directory where rows wait for their files (default: the system's temporary directory).
+    #[arg(long, env = "CHIMEWATCH_ARCHIVE_SPOOL_DIR")]
+    pub archive_spool_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveFormat {
+    /// Parquet with ZSTD: columnar and splittable (the default).
+    Parquet,
+    /// Newline-delimited JSON, gzip-compressed.
+    Ndjson,
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiverArgs {
+    /// Address of the /metrics and /healthz endpoint.
+    #[arg(long, env = "CHIMEWATCH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Name of the Kinesis data stream.
+    #[arg(long, env = "CHIMEWATCH_STREAM")]
+    pub stream: Option<String>,
+    /// S3 bucket of the archive.
+    #[arg(long, env = "CHIMEWATCH_ARCHIVE_BUCKET")]
+    pub bucket: Option<String>,
+    /// Key prefix of the archive in the bucket (the tables go under it).
+    #[arg(long, env = "CHIMEWATCH_ARCHIVE_PREFIX")]
+    pub prefix: Option<String>,
+    #[command(flatten)]
+    pub consumer: ConsumerArgs,
+    #[command(flatten)]
+    pub archiving: ArchivingArgs,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Merge each partition's small files into large ones (sorted by event time; safe to re-run after a crash).
+    Compact(CompactArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// The local archive of `up` under this data directory (unless --bucket is given).
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// S3 bucket of the archive.
+    #[arg(long, env = "CHIMEWATCH_ARCHIVE_BUCKET")]
+    pub bucket: Option<String>,
+    /// Key prefix of the archive in the bucket.
+    #[arg(long, env = "CHIMEWATCH_ARCHIVE_PREFIX")]
+    pub prefix: Option<String>,
+    /// Only this table (meeting_events or sip_messages); both by default.
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Only partitions whose path starts with this, e.g. dt=2026-11-21 or dt=2026-11-21/hour=13.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Files of this many MiB or more are left alone; merged files aim at it.
+    #[arg(long, default_value_t = 128)]
+    pub target_mb: u64,
+    /// Only files older than this are merged (the archiver may still rewrite its newest files after a crash).
+    #[arg(long, default_value = "15m")]
+    pub min_age: String,
+    /// Format of the files to merge.
+    #[arg(long, env = "CHIMEWATCH_ARCHIVE_FORMAT", value_enum, default_value = "parquet")]
+    pub format: ArchiveFormat,
 }
 
 /// What the aggregator computes and where it writes, in AWS and under `up`.

@@ -1,6 +1,7 @@
 //! The commands: each resolves its settings, wires ports to adapters, and runs. No decisions beyond wiring here.
 
 mod aggregator;
+mod archiver;
 mod dump;
 mod gateway;
 mod query;
@@ -16,7 +17,7 @@ use chimewatch_stream::{Producer, ProducerTelemetry};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::cli::{Cli, Command, LogsCommand, MetricsCommand, StreamCommand, TokenCommand};
+use crate::cli::{ArchiveCommand, Cli, Command, LogsCommand, MetricsCommand, StreamCommand, TokenCommand};
 use crate::config::{self, PipelineConfig};
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -25,6 +26,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => up::run(args, &file).await,
         Command::Gateway(args) => gateway::run(args, &file).await,
         Command::Aggregator(args) => aggregator::run(args, &file).await,
+        Command::Archiver(args) => archiver::run(args, &file).await,
+        Command::Archive(ArchiveCommand::Compact(args)) => archiver::compact_command(args, &file).await,
         Command::Metrics(MetricsCommand::Query(args)) => query::metrics(args, &file),
         Command::Logs(LogsCommand::Query(args)) => query::logs(args, &file),
         Command::Stream(StreamCommand::Dump(args)) => dump::run(args, &file).await,

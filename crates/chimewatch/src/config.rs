@@ -12,8 +12,11 @@ use chimewatch_stream::kinesis::KinesisProducerConfig;
 use chimewatch_stream::local::LocalLogConfig;
 use serde::Deserialize;
 
-use crate::cli::{AggregationArgs, ConsumerArgs, KinesisArgs, PipelineArgs, ServeArgs, UpArgs};
+use crate::cli::{
+    AggregationArgs, ArchiveFormat, ArchivingArgs, ConsumerArgs, KinesisArgs, PipelineArgs, ServeArgs, UpArgs,
+};
 use chimewatch_aggregator::AggregatorServiceConfig;
+use chimewatch_archiver::{ArchiverConfig, Format};
 use chimewatch_stream::consumer::WorkerConfig;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -38,6 +41,20 @@ pub struct FileConfig {
     pub aggregator: FileAggregator,
     #[serde(default)]
     pub consumer: FileConsumer,
+    #[serde(default)]
+    pub archiver: FileArchiver,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileArchiver {
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    pub format: Option<crate::cli::ArchiveFormat>,
+    pub max_file_mb: Option<u64>,
+    /// e.g. "5m".
+    pub max_age: Option<String>,
+    pub spool_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -362,6 +379,31 @@ pub fn consumer(
         worker.round_interval = worker.failover / 3;
     }
     Ok((table, worker, args.dead_letter_stream.clone().or_else(|| c.dead_letter_stream.clone())))
+}
+
+/// How the archiver writes: format, cut triggers, spool directory (the prefix is set by the caller).
+pub fn archiving(args: &ArchivingArgs, file: &FileConfig, default_spool: PathBuf) -> anyhow::Result<ArchiverConfig> {
+    let a = &file.archiver;
+    let spool = args.archive_spool_dir.clone().or_else(|| a.spool_dir.clone()).unwrap_or(default_spool);
+    let mut config = ArchiverConfig::new(spool);
+    config.format = archive_format(args.archive_format.or(a.format));
+    if let Some(mb) = args.archive_max_file_mb.or(a.max_file_mb) {
+        if mb == 0 {
+            bail!("archive max_file_mb must be at least 1");
+        }
+        config.max_file_bytes = mb * 1024 * 1024;
+    }
+    if let Some(age) = args.archive_max_age.as_deref().or(a.max_age.as_deref()) {
+        config.max_age = parse_duration(age).context("archive max_age")?;
+    }
+    Ok(config)
+}
+
+pub fn archive_format(format: Option<ArchiveFormat>) -> Format {
+    match format {
+        Some(ArchiveFormat::Ndjson) => Format::NdjsonGzip,
+        Some(ArchiveFormat::Parquet) | None => Format::Parquet,
+    }
 }
 
 /// `90s`, `15m`, `1h`, `2d` (a bare number is seconds).

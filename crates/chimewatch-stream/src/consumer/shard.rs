@@ -121,7 +121,7 @@ impl ShardTask {
 
     /// Checkpoints `durable` when it is past the last checkpoint.
     async fn advance(
-        &self,
+        &mut self,
         checkpointed: &mut Option<Position>,
         durable: Option<Position>,
     ) -> Result<(), ConsumeError> {
@@ -129,6 +129,7 @@ impl ShardTask {
             && checkpointed.as_ref().is_none_or(|c| &p > c)
         {
             self.write_checkpoint(p.checkpoint()).await?;
+            self.processor.checkpointed(&p).await;
             *checkpointed = Some(p);
         }
         Ok(())

@@ -1,11 +1,12 @@
-//! `chimewatch up`: the pipeline on embedded backends, in one process: the gateway on the embedded log, and the
-//! aggregator reading it into the embedded store (metrics and logs) that `metrics query` and `logs query` read.
+//! `chimewatch up`: the pipeline on embedded backends, in one process: the gateway on the embedded log; the
+//! aggregator reading it into the embedded store (metrics and logs) that `metrics query` and `logs query` read; and
+//! the archiver reading it into Parquet files under `<data-dir>/archive/`, laid out as in S3.
 
 use std::sync::Arc;
 
 use anyhow::Context;
-use chimewatch_sinks::MetricSink;
 use chimewatch_sinks::embedded::EmbeddedStore;
+use chimewatch_sinks::{LocalObjects, MetricSink};
 use chimewatch_stream::consumer::{DeadLetters, WorkerConfig};
 use chimewatch_stream::lease::file::FileLeaseStore;
 use chimewatch_stream::local::{LocalLog, LocalLogConfig, LocalSource};
@@ -13,6 +14,7 @@ use chimewatch_stream::{Producer, ProducerTelemetry};
 use prometheus_client::registry::Registry;
 
 use super::aggregator::{self, Parts};
+use super::archiver;
 use crate::cli::UpArgs;
 use crate::config::{self, FileConfig, PipelineConfig};
 
@@ -28,6 +30,8 @@ pub async fn run(args: UpArgs, file: &FileConfig) -> anyhow::Result<()> {
     aggregation.windows.max_age_ms = i64::MAX / 4;
     aggregation.windows.max_future_ms = i64::MAX / 4;
     let listen = config::listen(&args.serve, file);
+    let archiving = config::archiving(&args.archiving, file, data_dir.join("spool"))?;
+    let archive_dir = data_dir.join(archiver::ARCHIVE_DIR);
 
     let mut registry = Registry::with_prefix("chimewatch");
     let producer_telemetry = ProducerTelemetry::default();
@@ -52,10 +56,11 @@ pub async fn run(args: UpArgs, file: &FileConfig) -> anyhow::Result<()> {
     let log = Arc::new(log);
     let dead: Arc<dyn Producer> = Arc::new(dead);
     eprintln!(
-        "chimewatch up: embedded stream in {} ({} shards); metrics and logs in {}",
+        "chimewatch up: embedded stream in {} ({} shards); metrics and logs in {}; archive in {}",
         stream_dir.display(),
         log.shard_count(),
-        store_path.display()
+        store_path.display(),
+        archive_dir.display()
     );
     let store = Arc::new(store);
     let metrics: Arc<dyn MetricSink> = store.clone();
@@ -65,6 +70,12 @@ pub async fn run(args: UpArgs, file: &FileConfig) -> anyhow::Result<()> {
     };
 
     let stop = super::cancel_on_signal();
+    // One process holds every shard: take them all at once.
+    let up_worker = |id: &str| WorkerConfig {
+        round_interval: std::time::Duration::from_secs(1),
+        max_takes_per_round: usize::MAX,
+        ..WorkerConfig::new(id)
+    };
     let leases = FileLeaseStore::open(data_dir.join("consumers/aggregator/checkpoints.json"))
         .context("opening the aggregator's checkpoints")?;
     let parts = Parts {
@@ -73,15 +84,22 @@ pub async fn run(args: UpArgs, file: &FileConfig) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         logs: store,
         dead_letters: DeadLetters::to(dead.clone()),
-        // One process holds every shard: take them all at once.
-        worker: WorkerConfig {
-            round_interval: std::time::Duration::from_secs(1),
-            max_takes_per_round: usize::MAX,
-            ..WorkerConfig::new("up")
-        },
+        worker: up_worker("up"),
         config: aggregation,
         reporting: Some((metrics.clone(), pipeline.clone())),
     };
+    let archiver_leases = FileLeaseStore::open(data_dir.join("consumers/archiver/checkpoints.json"))
+        .context("opening the archiver's checkpoints")?;
+    let archiver_parts = archiver::Parts {
+        source: Arc::new(LocalSource::new(log.clone())),
+        leases: Arc::new(archiver_leases),
+        store: Arc::new(LocalObjects::new(&archive_dir)),
+        dead_letters: DeadLetters::to(dead.clone()),
+        worker: up_worker("up-archiver"),
+        config: archiving,
+        reporting: Some((metrics.clone(), pipeline.clone())),
+    };
+    let archiver_worker = archiver::start(archiver_parts, &mut registry, stop.clone());
     let worker = aggregator::start(parts, &mut registry, stop.clone());
     let served = super::serve_gateway(
         listen,
@@ -95,7 +113,8 @@ pub async fn run(args: UpArgs, file: &FileConfig) -> anyhow::Result<()> {
     .await;
     stop.cancel();
     worker.await.context("the aggregator worker")?;
+    archiver_worker.await.context("the archiver worker")?;
     dead.close().await;
-    eprintln!("chimewatch up: the aggregator flushed its windows; stopped");
+    eprintln!("chimewatch up: the aggregator flushed its windows and the archiver wrote its files; stopped");
     served
 }

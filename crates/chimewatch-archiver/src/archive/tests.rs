@@ -437,3 +437,25 @@ async fn compaction_interrupted_before_deleting_its_inputs_is_finished_by_the_ne
     assert_eq!(report.intents_completed, 1, "{report:?}");
     assert_eq!(archived(&s.store.inner).await, rows, "no row twice, none missing");
 }
+
+proptest::proptest! {
+    /// A claim's file name gives back the position it was named after, for any sequence number.
+    #[test]
+    fn claim_file_names_round_trip(seq in "[0-9]{1,60}", sub in 0u64..u64::MAX) {
+        let p = Position::parse(&seq, sub).unwrap();
+        let name = ClaimPosition::of(&p).file_name();
+        proptest::prop_assert_eq!(ClaimPosition::from_file_name(&name), Some(p));
+    }
+
+    /// Anything else is not a claim name, and never a panic.
+    #[test]
+    fn other_names_are_not_claims(name in "\\PC{0,40}") {
+        if ClaimPosition::from_file_name(&name).is_some() {
+            let stem = name.strip_suffix(".json").unwrap_or_default();
+            let well_formed = stem.split_once('-').is_some_and(|(a, b)| {
+                !a.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.parse::<u64>().is_ok()
+            });
+            proptest::prop_assert!(well_formed, "{} was taken for a claim", name);
+        }
+    }
+}

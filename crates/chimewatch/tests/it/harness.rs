@@ -88,6 +88,11 @@ impl Server {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// What the process printed since it started listening (or since the last call), without waiting.
+    pub fn printed(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+
     /// Sends SIGTERM and waits for a clean exit, returning what the process printed after starting.
     pub fn terminate(self) -> Vec<String> {
         let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();

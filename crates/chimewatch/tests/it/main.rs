@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod aggregator;
+mod archive;
 mod consumer;
 mod crash;
 mod embedded;

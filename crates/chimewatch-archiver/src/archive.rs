@@ -37,7 +37,8 @@ pub struct ArchiverConfig {
     pub max_file_bytes: u64,
     /// ... or once the oldest buffered row has waited this long.
     pub max_age: Duration,
-    /// ... or once a shard's spool holds this many bytes of rows (bounds local disk).
+    /// ... or once a shard's spool holds this many bytes of rows. Bounds local disk, and memory: the index keeps
+    /// about 120 bytes per buffered row (1 GiB of 1 KB rows: about 120 MB).
     pub max_spool_bytes: u64,
     /// Where shards spool rows (unnamed temporary files).
     pub spool_dir: PathBuf,
@@ -50,7 +51,7 @@ impl ArchiverConfig {
             format: Format::Parquet,
             max_file_bytes: 128 * 1024 * 1024,
             max_age: Duration::from_secs(300),
-            max_spool_bytes: 4 * 1024 * 1024 * 1024,
+            max_spool_bytes: 1024 * 1024 * 1024,
             spool_dir: spool_dir.into(),
         }
     }

@@ -258,7 +258,8 @@ impl ShardArchive {
         Ok(if &claimed <= through { Claimed::Through(claimed, key) } else { Claimed::Later(claimed) })
     }
 
-    /// Writes every buffered row through `through` (or an earlier claim's end), then returns the durable position.
+    /// Writes every buffered row through `through` (or through an earlier claim's end); afterwards `durable` is
+    /// that end. Learning of a claim that ends later only records it in `forced_end`.
     async fn cut(&mut self, through: Position, now_ms: i64) -> Result<(), ProcessError> {
         let Some(first) = self.spool.as_ref().and_then(Spool::first_position) else { return Ok(()) };
         let (through, claim_key) = match self.claim(&first, &through, now_ms).await? {
@@ -303,20 +304,20 @@ impl ShardArchive {
         let mut objects = 0;
         let mut oldest_arrival = i64::MAX;
         for part in parts {
-            let Part { table, partition, entries } = &part;
             let Some((lo, hi)) = part.range() else { continue };
             let key = object_key(
                 &config.prefix,
-                *table,
-                *partition,
+                part.table,
+                part.partition,
                 &self.shard,
                 lo.sequence.as_str(),
                 hi.sequence.as_str(),
                 config.format,
             );
+            let Part { table, partition, entries } = part;
             oldest_arrival = oldest_arrival.min(entries.iter().map(|e| e.arrival_ms).min().unwrap_or(i64::MAX));
             let spooled: u64 = entries.iter().map(|e| u64::from(e.len())).sum();
-            let (table, format, entries) = (*table, config.format, entries.clone());
+            let format = config.format;
             let dir = config.spool_dir.clone();
             let (returned, encoded) = tokio::task::spawn_blocking(move || {
                 let encoded = tempfile::NamedTempFile::new_in(&dir).map_err(failed).and_then(|file| {

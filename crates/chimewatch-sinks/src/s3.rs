@@ -252,3 +252,40 @@ impl ObjectStore for S3Objects {
         format!("s3://{}", self.bucket)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_s3::operation::abort_multipart_upload::AbortMultipartUploadOutput;
+    use aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadOutput;
+    use aws_sdk_s3::operation::create_multipart_upload::CreateMultipartUploadOutput;
+    use aws_sdk_s3::operation::upload_part::UploadPartOutput;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    use super::*;
+
+    /// A part that fails aborts the upload (abandoned parts are billed) and fails the put; nothing is completed.
+    #[tokio::test]
+    async fn a_failed_part_aborts_the_multipart_upload() {
+        let create = mock!(Client::create_multipart_upload)
+            .then_output(|| CreateMultipartUploadOutput::builder().upload_id("u-1").build());
+        let parts = mock!(Client::upload_part)
+            .sequence()
+            .output(|| UploadPartOutput::builder().e_tag("\"e1\"").build())
+            .http_status(403, None)
+            .build();
+        let complete =
+            mock!(Client::complete_multipart_upload).then_output(|| CompleteMultipartUploadOutput::builder().build());
+        let abort = mock!(Client::abort_multipart_upload)
+            .match_requests(|r| r.upload_id() == Some("u-1"))
+            .then_output(|| AbortMultipartUploadOutput::builder().build());
+        let client = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&create, &parts, &complete, &abort]);
+        let store = S3Objects::new(client, "b").part_bytes(5 * 1024 * 1024);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::write(&path, vec![7u8; 11 * 1024 * 1024]).unwrap();
+        let err = store.put_file("t/big.parquet", &path).await.unwrap_err();
+        assert!(err.to_string().contains("UploadPart"), "{err}");
+        assert_eq!((parts.num_calls(), abort.num_calls(), complete.num_calls()), (2, 1, 0));
+    }
+}

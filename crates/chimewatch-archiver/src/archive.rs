@@ -23,7 +23,7 @@ use chimewatch_stream::consumer::{Batch, Position, ProcessError, ProcessorFactor
 use serde::{Deserialize, Serialize};
 
 use crate::encode::write_entries;
-use crate::layout::{Format, Partition, Table, object_key};
+use crate::layout::{Format, Partition, Table, object_key, root};
 use crate::rows::{MeetingEventRow, Row, SipMessageRow, Source};
 use crate::spool::{Part, Spool};
 use crate::telemetry::{ArchiverTelemetry, ShardLevels};
@@ -56,14 +56,9 @@ impl ArchiverConfig {
         }
     }
 
-    fn root(&self) -> String {
-        let p = self.prefix.trim_matches('/');
-        if p.is_empty() { String::new() } else { format!("{p}/") }
-    }
-
     /// Where the claims of `shard`'s cuts are.
     pub fn claims_prefix(&self, shard: &str) -> String {
-        format!("{}{CLAIMS_DIR}/{shard}/", self.root())
+        format!("{}{CLAIMS_DIR}/{shard}/", root(&self.prefix))
     }
 }
 

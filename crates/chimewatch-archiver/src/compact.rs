@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::archive::{CLAIMS_DIR, ClaimPosition};
 use crate::encode::{BATCH_ROWS, EncodeError, FileWriter, read_file};
-use crate::layout::{Format, Table};
+use crate::layout::{Format, Table, root};
 
 /// Where merge intents are kept, beside the claims.
 pub const INTENTS_DIR: &str = "_chimewatch/compactions";
@@ -86,11 +86,6 @@ pub enum CompactError {
 struct Intent {
     output: String,
     inputs: Vec<String>,
-}
-
-fn root(prefix: &str) -> String {
-    let p = prefix.trim_matches('/');
-    if p.is_empty() { String::new() } else { format!("{p}/") }
 }
 
 /// `(shard, first sequence number)` of a file the archiver named; `None` for other files (merged ones).

@@ -73,6 +73,12 @@ impl Format {
     }
 }
 
+/// Where an archive starts in its bucket: `prefix` with one trailing slash, or empty for the bucket's root.
+pub fn root(prefix: &str) -> String {
+    let p = prefix.trim_matches('/');
+    if p.is_empty() { String::new() } else { format!("{p}/") }
+}
+
 /// The key of the object holding `table`'s records of `partition` read from `shard` between sequence numbers
 /// `first` and `last` (inclusive), under `prefix` (empty for the bucket's root).
 pub fn object_key(
@@ -84,9 +90,7 @@ pub fn object_key(
     last: &str,
     format: Format,
 ) -> String {
-    let prefix = prefix.trim_matches('/');
-    let root = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
-    format!("{root}{}/{}/{shard}-{first}-{last}.{}", table.name(), partition.path(), format.extension())
+    format!("{}{}/{}/{shard}-{first}-{last}.{}", root(prefix), table.name(), partition.path(), format.extension())
 }
 
 #[cfg(test)]

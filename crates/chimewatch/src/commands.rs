@@ -2,6 +2,7 @@
 
 mod aggregator;
 mod archiver;
+mod consumer;
 mod dump;
 mod gateway;
 mod query;

@@ -4,21 +4,18 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use chimewatch_aggregator::{Aggregation, AggregatorServiceConfig, AggregatorTelemetry};
 use chimewatch_sinks::cloudwatch::CloudWatchSink;
 use chimewatch_sinks::cloudwatch_logs::CloudWatchLogsSink;
 use chimewatch_sinks::emf::EmfSink;
-use chimewatch_sinks::{LogSink, MetricSink, PipelineReporter};
-use chimewatch_stream::ProducerTelemetry;
-use chimewatch_stream::consumer::{ConsumerTelemetry, DeadLetters, ShardSource, Worker, WorkerConfig};
-use chimewatch_stream::kinesis::{KinesisProducer, KinesisProducerConfig, KinesisSource, KinesisSourceConfig};
+use chimewatch_sinks::{LogSink, MetricSink};
+use chimewatch_stream::consumer::{ConsumerTelemetry, DeadLetters, ShardSource, WorkerConfig};
 use chimewatch_stream::lease::LeaseStore;
-use chimewatch_stream::lease::dynamodb::DynamoLeaseStore;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::consumer;
 use crate::cli::{AggregatorArgs, MetricsFormat};
 use crate::config::{self, FileConfig, PipelineConfig};
 
@@ -48,26 +45,17 @@ pub fn start(parts: Parts, registry: &mut Registry, stop: CancellationToken) -> 
     telemetry.register(registry);
     let worker_id = parts.worker.worker_id.clone();
     let aggregation = Aggregation::new(parts.config, worker_id, parts.metrics, Some(parts.logs), telemetry.clone());
-    let worker = Worker::new(
-        parts.worker,
-        parts.source,
-        parts.leases,
-        Arc::new(aggregation),
-        parts.dead_letters,
-        consumer_telemetry.clone(),
-    );
-    let reporter = parts.reporting.map(|(sink, p)| {
-        let reporter = PipelineReporter::new(sink, p.namespace, "aggregator")
-            .source(move || consumer_telemetry.samples())
-            .source(move || telemetry.samples());
-        tokio::spawn(reporter.run(p.interval, chimewatch_stream::system_clock_ms, stop.clone().cancelled_owned()))
-    });
-    tokio::spawn(async move {
-        worker.run(stop.cancelled_owned()).await;
-        if let Some(r) = reporter {
-            let _ = r.await;
-        }
-    })
+    let service = consumer::Service {
+        name: "aggregator",
+        worker: parts.worker,
+        source: parts.source,
+        leases: parts.leases,
+        processors: Arc::new(aggregation),
+        dead_letters: parts.dead_letters,
+        samples: Box::new(move || telemetry.samples()),
+        reporting: parts.reporting,
+    };
+    consumer::start(service, consumer_telemetry, stop)
 }
 
 pub async fn run(args: AggregatorArgs, file: &FileConfig) -> anyhow::Result<()> {
@@ -87,25 +75,7 @@ pub async fn run(args: AggregatorArgs, file: &FileConfig) -> anyhow::Result<()> 
         .unwrap_or_else(|| DEFAULT_LISTEN.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8081))));
 
     let sdk = super::aws_config().await;
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
-    let source = KinesisSource::new(kinesis.clone(), KinesisSourceConfig::new(&stream));
-    source.shards().await.with_context(|| format!("listing the shards of stream {stream}"))?;
-    let leases = DynamoLeaseStore::open(aws_sdk_dynamodb::Client::new(&sdk), &table)
-        .await
-        .with_context(|| format!("opening the lease table {table}"))?;
-    let dead_letters = match dead_letter_stream {
-        Some(dead) => {
-            let producer =
-                KinesisProducer::start(kinesis, KinesisProducerConfig::new(&dead), ProducerTelemetry::default())
-                    .await
-                    .with_context(|| format!("starting the dead-letter producer for stream {dead}"))?;
-            DeadLetters::to(Arc::new(producer))
-        }
-        None => {
-            tracing::warn!("No dead-letter stream: records that cannot be decoded are logged and counted only.");
-            DeadLetters::log_only()
-        }
-    };
+    let aws = consumer::aws(&sdk, &stream, &table, dead_letter_stream).await?;
     let cloudwatch: Arc<dyn MetricSink> = Arc::new(CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(&sdk)));
     let logs_client = aws_sdk_cloudwatchlogs::Client::new(&sdk);
     let logs = Arc::new(CloudWatchLogsSink::new(logs_client.clone(), retention));
@@ -122,11 +92,11 @@ pub async fn run(args: AggregatorArgs, file: &FileConfig) -> anyhow::Result<()> 
         Some(MetricsFormat::Cloudwatch) | None => cloudwatch.clone(),
     };
     let parts = Parts {
-        source: Arc::new(source),
-        leases: Arc::new(leases),
+        source: aws.source,
+        leases: aws.leases,
         metrics,
         logs,
-        dead_letters,
+        dead_letters: aws.dead_letters,
         worker,
         config: aggregation,
         reporting: pipeline.map(|p| (cloudwatch, p)),
@@ -135,14 +105,15 @@ pub async fn run(args: AggregatorArgs, file: &FileConfig) -> anyhow::Result<()> 
     let stop = super::cancel_on_signal();
     let mut registry = Registry::with_prefix("chimewatch");
     let worker = start(parts, &mut registry, stop.clone());
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    eprintln!(
-        "chimewatch aggregator listening on http://{} (GET /metrics, /healthz); stream {stream}, lease table {table}",
-        listener.local_addr()?
-    );
-    let served = super::serve_metrics(listener, Arc::new(registry), stop.clone().cancelled_owned()).await;
-    stop.cancel();
-    worker.await.context("the aggregator worker")?;
-    eprintln!("chimewatch aggregator: flushed and released its leases");
-    served
+    let banner = format!("stream {stream}, lease table {table}");
+    consumer::serve_until_signal(
+        "aggregator",
+        listen,
+        registry,
+        stop,
+        worker,
+        &banner,
+        "flushed and released its leases",
+    )
+    .await
 }

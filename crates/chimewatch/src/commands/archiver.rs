@@ -9,16 +9,13 @@ use chimewatch_archiver::compact::{CompactOptions, compact};
 use chimewatch_archiver::{ArchiverConfig, ArchiverTelemetry, Archiving, Table};
 use chimewatch_sinks::cloudwatch::CloudWatchSink;
 use chimewatch_sinks::s3::S3Objects;
-use chimewatch_sinks::{LocalObjects, MetricSink, ObjectStore, PipelineReporter};
-use chimewatch_stream::ProducerTelemetry;
-use chimewatch_stream::consumer::{ConsumerTelemetry, DeadLetters, ShardSource, Worker, WorkerConfig};
-use chimewatch_stream::kinesis::{KinesisProducer, KinesisProducerConfig, KinesisSource, KinesisSourceConfig};
+use chimewatch_sinks::{LocalObjects, MetricSink, ObjectStore};
+use chimewatch_stream::consumer::{ConsumerTelemetry, DeadLetters, ShardSource, WorkerConfig};
 use chimewatch_stream::lease::LeaseStore;
-use chimewatch_stream::lease::dynamodb::DynamoLeaseStore;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::consumer;
 use crate::cli::{ArchiverArgs, CompactArgs};
 use crate::config::{self, FileConfig, PipelineConfig};
 
@@ -47,26 +44,17 @@ pub fn start(parts: Parts, registry: &mut Registry, stop: CancellationToken) -> 
     let telemetry = ArchiverTelemetry::default();
     telemetry.register(registry);
     let archiving = Archiving::new(parts.config, parts.store, telemetry.clone());
-    let worker = Worker::new(
-        parts.worker,
-        parts.source,
-        parts.leases,
-        Arc::new(archiving),
-        parts.dead_letters,
-        consumer_telemetry.clone(),
-    );
-    let reporter = parts.reporting.map(|(sink, p)| {
-        let reporter = PipelineReporter::new(sink, p.namespace, "archiver")
-            .source(move || consumer_telemetry.samples())
-            .source(move || telemetry.samples());
-        tokio::spawn(reporter.run(p.interval, chimewatch_stream::system_clock_ms, stop.clone().cancelled_owned()))
-    });
-    tokio::spawn(async move {
-        worker.run(stop.cancelled_owned()).await;
-        if let Some(r) = reporter {
-            let _ = r.await;
-        }
-    })
+    let service = consumer::Service {
+        name: "archiver",
+        worker: parts.worker,
+        source: parts.source,
+        leases: parts.leases,
+        processors: Arc::new(archiving),
+        dead_letters: parts.dead_letters,
+        samples: Box::new(move || telemetry.samples()),
+        reporting: parts.reporting,
+    };
+    consumer::start(service, consumer_telemetry, stop)
 }
 
 /// The S3 client: path-style addressing when an endpoint is set (S3-compatible stores and emulators on an IP).
@@ -98,34 +86,19 @@ pub async fn run(args: ArchiverArgs, file: &FileConfig) -> anyhow::Result<()> {
         args.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8082))));
 
     let sdk = super::aws_config().await;
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
-    let source = KinesisSource::new(kinesis.clone(), KinesisSourceConfig::new(&stream));
-    source.shards().await.with_context(|| format!("listing the shards of stream {stream}"))?;
+    let aws = consumer::aws(&sdk, &stream, &table, dead_letter_stream).await?;
     let store = S3Objects::new(s3_client(&sdk).await, &bucket);
     store
         .list(&archiving.claims_prefix(""))
         .await
         .with_context(|| format!("listing the archive in bucket {bucket} (does it exist, may this role list it?)"))?;
-    let leases = DynamoLeaseStore::open(aws_sdk_dynamodb::Client::new(&sdk), &table)
-        .await
-        .with_context(|| format!("opening the lease table {table}"))?;
-    let dead_letters = match dead_letter_stream {
-        Some(dead) => {
-            let producer =
-                KinesisProducer::start(kinesis, KinesisProducerConfig::new(&dead), ProducerTelemetry::default())
-                    .await
-                    .with_context(|| format!("starting the dead-letter producer for stream {dead}"))?;
-            DeadLetters::to(Arc::new(producer))
-        }
-        None => DeadLetters::log_only(),
-    };
     let cloudwatch: Arc<dyn MetricSink> = Arc::new(CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(&sdk)));
     let location = format!("s3://{bucket}/{}", archiving.prefix.trim_matches('/'));
     let parts = Parts {
-        source: Arc::new(source),
-        leases: Arc::new(leases),
+        source: aws.source,
+        leases: aws.leases,
         store: Arc::new(store),
-        dead_letters,
+        dead_letters: aws.dead_letters,
         worker,
         config: archiving,
         reporting: pipeline.map(|p| (cloudwatch, p)),
@@ -134,16 +107,17 @@ pub async fn run(args: ArchiverArgs, file: &FileConfig) -> anyhow::Result<()> {
     let stop = super::cancel_on_signal();
     let mut registry = Registry::with_prefix("chimewatch");
     let worker = start(parts, &mut registry, stop.clone());
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-    eprintln!(
-        "chimewatch archiver listening on http://{} (GET /metrics, /healthz); stream {stream} into {location}, lease table {table}",
-        listener.local_addr()?
-    );
-    let served = super::serve_metrics(listener, Arc::new(registry), stop.clone().cancelled_owned()).await;
-    stop.cancel();
-    worker.await.context("the archiver worker")?;
-    eprintln!("chimewatch archiver: wrote its buffered rows and released its leases");
-    served
+    let banner = format!("stream {stream} into {location}, lease table {table}");
+    consumer::serve_until_signal(
+        "archiver",
+        listen,
+        registry,
+        stop,
+        worker,
+        &banner,
+        "wrote its buffered rows and released its leases",
+    )
+    .await
 }
 
 pub async fn compact_command(args: CompactArgs, file: &FileConfig) -> anyhow::Result<()> {

@@ -12,7 +12,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 const NOW: i64 = 1_795_300_000_000;
 
 fn fixture(rel: &str) -> String {
-    std::fs::read_to_string(format!("{}/../../../shared/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
+    std::fs::read_to_string(format!("{}/../../fixtures/{rel}", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
 }
 
 /// The events of the real JS SDK blog capture: full attribute sets with long histories, as clients send them.

@@ -127,7 +127,7 @@ mod tests {
     use crate::kpl::Aggregator;
 
     fn fixture(rel: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/../../../shared/fixtures/sip/{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        std::fs::read(format!("{}/../../fixtures/sip/{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {

@@ -1,7 +1,7 @@
 //! Meeting events from the JS, Android and iOS SDKs, normalized to one shape and validated one by one.
 //!
 //! The normalized shape is the blog sample's `{name, attributes}` so its Logs Insights queries keep working; the
-//! differences between SDKs (reference/chime-meeting-events.md, section 3.4) are removed here and nowhere else:
+//! differences between SDKs (the README's "The gateway's API" lists them) are removed here and nowhere else:
 //! numeric and boolean strings become numbers and booleans, the three history shapes become `[{name, timestampMs}]`,
 //! iOS lowerCamel statuses become PascalCase, iOS `*Error` keys become `*ErrorMessage`, and the zero durations
 //! Android and iOS send for meetings that never started are removed (JS omits them). Unknown names and attributes pass

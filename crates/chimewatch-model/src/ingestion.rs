@@ -1,4 +1,5 @@
-//! The Chime SDKs' own event ingestion protocol (reference/chime-sdk-ingestion.md), mapped to the same normalized
+//! The Chime SDKs' own event ingestion protocol (how `amazon-chime-sdk-js`, `-android` and `-ios` upload meeting
+//! events to a meeting's `EventIngestionUrl`; see the README's "Zero-code clients"), mapped to the same normalized
 //! events as the blog upload format.
 //!
 //! Body: `{"metadata": {...}, "events": [{"type": "Meet", "v": 1, ["metadata": {meetingId, attendeeId}],

@@ -1,4 +1,5 @@
-//! Voice Connector SIP message log records: the five documented fields, validated (reference/voice-connector.md).
+//! Voice Connector SIP message log records: the five fields Voice Connector writes to
+//! `/aws/ChimeVoiceConnectorSipMessages/<id>` (Amazon Chime SDK Administrator Guide), validated.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -80,8 +81,7 @@ mod tests {
 
     #[test]
     fn fixture_records_validate() {
-        let path =
-            format!("{}/../../../shared/fixtures/sip/voice-connector-sip-messages.jsonl", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../../fixtures/sip/voice-connector-sip-messages.jsonl", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(path).unwrap();
         let records: Vec<_> =
             text.lines().map(|l| SipLogRecord::from_value(serde_json::from_str(l).unwrap()).unwrap()).collect();

@@ -6,7 +6,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
 fn messages() -> Vec<(String, i64, String)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/sip/voice-connector-sip-messages.jsonl");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/sip/voice-connector-sip-messages.jsonl");
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

@@ -1,7 +1,7 @@
 //! The call tracker: follows each call through its INVITE transactions, provisional and final responses, ACK, CANCEL,
 //! BYE, re-INVITEs and retransmissions, and tells what happened as [`CallFact`]s at the time they happened.
 //!
-//! The counting policy (`../shared/reference/voice-connector.md`, section 4; Amazon does not publish its own):
+//! The counting policy (Amazon does not publish its own; the README's "The counting policy" is the same table):
 //! - a call is attempted when its first initial INVITE (no To-tag) is seen; retransmissions (same Via branch and
 //!   CSeq) and re-INVITEs (To-tag present) are not new attempts;
 //! - direction: outbound when the Request-URI host ends in `.voiceconnector.chime.aws`, otherwise inbound;

@@ -11,7 +11,7 @@ use crate::auth::AuthConfig;
 use crate::ingest::tests::{Harness, harness};
 
 fn capture(name: &str) -> Value {
-    let path = format!("{}/../../../shared/fixtures/real-sdk-js/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../../fixtures/real-sdk-js/{name}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -20,7 +20,7 @@ fn own(rel: &str) -> Vec<u8> {
 }
 
 fn captures() -> Vec<(String, Value)> {
-    let dir = format!("{}/../../../shared/fixtures/real-sdk-js", env!("CARGO_MANIFEST_DIR"));
+    let dir = format!("{}/../../fixtures/real-sdk-js", env!("CARGO_MANIFEST_DIR"));
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

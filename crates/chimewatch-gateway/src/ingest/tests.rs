@@ -53,7 +53,7 @@ pub(crate) fn harness(config: GatewayConfig) -> Harness {
 }
 
 fn fixture_bytes(rel: &str) -> Vec<u8> {
-    let path = format!("{}/../../../shared/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../../fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 

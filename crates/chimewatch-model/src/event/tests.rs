@@ -8,7 +8,7 @@ use serde_json::json;
 const NOW: i64 = 1_795_300_000_000;
 
 fn fixture(rel: &str) -> String {
-    let path = format!("{}/../../../shared/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/../../fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
 }
 

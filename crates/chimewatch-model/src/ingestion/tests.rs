@@ -37,7 +37,7 @@ fn comparable(e: &crate::MeetingEvent) -> (String, BTreeMap<String, Value>) {
 }
 
 fn captures() -> Vec<(String, Value)> {
-    let dir = format!("{}/../../../shared/fixtures/real-sdk-js", env!("CARGO_MANIFEST_DIR"));
+    let dir = format!("{}/../../fixtures/real-sdk-js", env!("CARGO_MANIFEST_DIR"));
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use super::*;
 
 fn fixture_messages() -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/sip/voice-connector-sip-messages.jsonl");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/sip/voice-connector-sip-messages.jsonl");
     std::fs::read_to_string(path)
         .unwrap()
         .lines()

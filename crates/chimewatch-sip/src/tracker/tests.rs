@@ -15,7 +15,7 @@ struct Captured {
 }
 
 fn fixture() -> Vec<Captured> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/sip/voice-connector-sip-messages.jsonl");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/sip/voice-connector-sip-messages.jsonl");
     std::fs::read_to_string(path)
         .unwrap()
         .lines()

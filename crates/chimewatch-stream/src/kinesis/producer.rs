@@ -30,7 +30,8 @@ use crate::in_flight::{InFlight, Permit};
 use crate::ports::{OutRecord, ProduceError, Producer};
 use crate::telemetry::ProducerTelemetry;
 
-/// Kinesis limits (reference/aws-limits.md).
+/// PutRecords limits (Amazon Kinesis Data Streams API Reference, PutRecords: 500 entries, 5 MiB per request, 1 MiB per
+/// record including its partition key).
 const MAX_REQUEST_ENTRIES: usize = 500;
 const MAX_REQUEST_BYTES: usize = 5 << 20;
 const MAX_RECORD_BYTES: usize = 1 << 20;
@@ -155,7 +156,7 @@ impl Producer for KinesisProducer {
         }
         let result = done.await.unwrap_or(Err(ProduceError::ShuttingDown));
         if result.is_ok() {
-            self.telemetry.put_latency.observe(started.elapsed().as_secs_f64());
+            self.telemetry.put_latency.observe(started.elapsed());
         }
         result
     }

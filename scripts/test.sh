@@ -21,7 +21,7 @@ export CHIMEWATCH_TEST_PYTHON="$venv_abs/bin/python"
 
 # Node tools, pinned in package.json: the real Amazon Chime SDK for JavaScript (driven by the real-client test) and
 # kinesalite (the resharding test: unlike moto, it routes records to the child shards after a split).
-node_dir="crates/chimewatch/tests/node"
+node_dir="tests/node"
 node_installed() {
   python3 - "$node_dir" <<'PY'
 import json, sys

@@ -32,6 +32,42 @@ pub struct AggregatorServiceConfig {
     pub retry_max: Duration,
 }
 
+impl AggregatorServiceConfig {
+    /// Checks the settings against what CloudWatch accepts; the error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        for (setting, namespace) in
+            [("aggregator.namespace", &self.namespace), ("aggregator.voice_namespace", &self.voice_namespace)]
+        {
+            if namespace.is_empty() || namespace.len() > 255 || namespace.starts_with("AWS/") {
+                return Err(format!(
+                    "{setting} {namespace:?} is invalid: 1 to 255 characters, not starting with \"AWS/\""
+                ));
+            }
+        }
+        if self.windows.window_ms < 1000 {
+            return Err("aggregator.window_secs must be at least 1".into());
+        }
+        if self.windows.out_of_orderness_ms < 0 || self.windows.idle_timeout_ms < 0 {
+            return Err("aggregator.out_of_orderness_secs and idle_timeout_secs must not be negative".into());
+        }
+        if self.windows.max_series_per_metric == 0 {
+            return Err("aggregator.max_series_per_metric must be at least 1".into());
+        }
+        if let Some(big) = self.catalogue.dimension_sets.iter().find(|s| s.len() > 29) {
+            return Err(format!(
+                "aggregator.dimension_sets: {big:?} has more than 29 dimensions (CloudWatch allows 30 with the metric's own)"
+            ));
+        }
+        if self.sip_policy.failover_ms < 0
+            || self.sip_policy.ring_timeout_ms <= 0
+            || self.sip_policy.call_timeout_ms <= 0
+        {
+            return Err("aggregator.sip: failover_ms must not be negative, and the timeouts must be positive".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for AggregatorServiceConfig {
     fn default() -> Self {
         Self {

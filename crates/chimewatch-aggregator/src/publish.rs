@@ -1,11 +1,10 @@
 //! What the aggregator publishes: closed windows as CloudWatch datums (distributions in chunks of at most 150
 //! values, counts as single values, both at the window's start), and events as the blog sample's log lines.
 
-use chimewatch_metrics::catalogue::Unit as FactUnit;
 use chimewatch_metrics::{ClosedWindow, SeriesValue};
 use chimewatch_model::MeetingEvent;
 use chimewatch_sinks::cloudwatch::MAX_VALUES_PER_DATUM;
-use chimewatch_sinks::{Datum, DatumValue, LogEvent, Unit};
+use chimewatch_sinks::{Datum, DatumValue, LogEvent};
 
 /// The datums of closed windows; windows shorter than a minute are stored at high resolution.
 pub fn datums(windows: &[ClosedWindow], window_ms: i64) -> Vec<Datum> {
@@ -13,10 +12,7 @@ pub fn datums(windows: &[ClosedWindow], window_ms: i64) -> Vec<Datum> {
     let mut out = Vec::new();
     for w in windows {
         for s in &w.series {
-            let unit = match s.unit {
-                FactUnit::Milliseconds => Unit::Milliseconds,
-                FactUnit::Count => Unit::Count,
-            };
+            let unit = s.unit;
             let datum = |value| Datum {
                 name: s.metric.to_owned(),
                 unit,

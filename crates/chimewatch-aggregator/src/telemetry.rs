@@ -1,11 +1,12 @@
-//! The aggregator's self-metrics, named once: on `/metrics`, and published to `ChimeWatch/Pipeline`.
+//! The aggregator's self-metrics, each declared once: on `/metrics`, and in `ChimeWatch/Pipeline`
+//! (`Service=aggregator`).
 
-use chimewatch_sinks::{Sample, SampleKind, Unit};
+use chimewatch_telemetry::{MetricSet, Sample, Unit, cw};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AggregatorTelemetry {
     /// Meeting events aggregated into windows.
     pub events: Counter,
@@ -30,44 +31,83 @@ pub struct AggregatorTelemetry {
     pub open_windows: Gauge,
     /// Log events waiting to be written.
     pub pending_log_events: Gauge,
+    set: MetricSet,
+}
+
+impl Default for AggregatorTelemetry {
+    fn default() -> Self {
+        let set = MetricSet::new("aggregator");
+        let count = |name| cw(name, Unit::Count);
+        Self {
+            events: set.counter("events", "Meeting events aggregated into windows", count("AggregatorEvents")),
+            late_events: set.counter(
+                "late_events",
+                "Events after their window was published",
+                count("AggregatorLateEvents"),
+            ),
+            out_of_range: set.counter(
+                "out_of_range_events",
+                "Events outside CloudWatch's accepted time range",
+                count("AggregatorOutOfRangeEvents"),
+            ),
+            folded: set.counter(
+                "folded",
+                "Facts folded into Other by the cardinality guard",
+                count("AggregatorFolded"),
+            ),
+            sip_records: set.counter(
+                "sip_records",
+                "SIP message log records tracked into calls",
+                count("AggregatorSipRecords"),
+            ),
+            sip_unparsable: set.counter(
+                "sip_unparsable",
+                "SIP records whose message does not parse",
+                count("AggregatorSipUnparsable"),
+            ),
+            calls_tracked: set.gauge("calls_tracked", "Calls the tracker holds", count("AggregatorCallsTracked")),
+            windows_published: set.counter(
+                "windows_published",
+                "Windows published",
+                count("AggregatorWindowsPublished"),
+            ),
+            datums_published: set.counter(
+                "datums_published",
+                "Metric datums published",
+                count("AggregatorDatumsPublished"),
+            ),
+            log_events_written: set.counter(
+                "log_events_written",
+                "Log events written",
+                count("AggregatorLogEventsWritten"),
+            ),
+            publish_failures: set.counter(
+                "publish_failures",
+                "Failed publishes, retried",
+                count("AggregatorPublishFailures"),
+            ),
+            open_windows: set.gauge(
+                "open_windows",
+                "Windows open or waiting to be published",
+                count("AggregatorOpenWindows"),
+            ),
+            pending_log_events: set.gauge(
+                "pending_log_events",
+                "Log events waiting to be written",
+                count("AggregatorPendingLogEvents"),
+            ),
+            set,
+        }
+    }
 }
 
 impl AggregatorTelemetry {
     pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("aggregator");
-        r.register("events", "Meeting events aggregated into windows", self.events.clone());
-        r.register("late_events", "Events after their window was published", self.late_events.clone());
-        r.register("out_of_range_events", "Events outside CloudWatch's accepted time range", self.out_of_range.clone());
-        r.register("folded", "Facts folded into Other by the cardinality guard", self.folded.clone());
-        r.register("sip_records", "SIP message log records tracked into calls", self.sip_records.clone());
-        r.register("sip_unparsable", "SIP records whose message does not parse", self.sip_unparsable.clone());
-        r.register("calls_tracked", "Calls the tracker holds", self.calls_tracked.clone());
-        r.register("windows_published", "Windows published", self.windows_published.clone());
-        r.register("datums_published", "Metric datums published", self.datums_published.clone());
-        r.register("log_events_written", "Log events written", self.log_events_written.clone());
-        r.register("publish_failures", "Failed publishes, retried", self.publish_failures.clone());
-        r.register("open_windows", "Windows open or waiting to be published", self.open_windows.clone());
-        r.register("pending_log_events", "Log events waiting to be written", self.pending_log_events.clone());
+        self.set.register(registry);
     }
 
+    /// The figures reported to CloudWatch (`ChimeWatch/Pipeline`).
     pub fn samples(&self) -> Vec<Sample> {
-        let counter = |name, c: &Counter| Sample { name, unit: Unit::Count, kind: SampleKind::Counter(c.get()) };
-        vec![
-            counter("AggregatorEvents", &self.events),
-            counter("AggregatorLateEvents", &self.late_events),
-            counter("AggregatorOutOfRangeEvents", &self.out_of_range),
-            counter("AggregatorFolded", &self.folded),
-            counter("AggregatorWindowsPublished", &self.windows_published),
-            counter("AggregatorDatumsPublished", &self.datums_published),
-            counter("AggregatorLogEventsWritten", &self.log_events_written),
-            counter("AggregatorPublishFailures", &self.publish_failures),
-            counter("AggregatorSipRecords", &self.sip_records),
-            counter("AggregatorSipUnparsable", &self.sip_unparsable),
-            Sample {
-                name: "AggregatorOpenWindows",
-                unit: Unit::Count,
-                kind: SampleKind::Gauge(self.open_windows.get() as f64),
-            },
-        ]
+        self.set.samples()
     }
 }

@@ -56,6 +56,17 @@ impl ArchiverConfig {
         }
     }
 
+    /// Checks the settings; the error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_file_bytes < 1024 * 1024 {
+            return Err("archive.max_file_mb must be at least 1".into());
+        }
+        if self.max_age.is_zero() {
+            return Err("archive.max_age must be positive".into());
+        }
+        Ok(())
+    }
+
     /// Where the claims of `shard`'s cuts are.
     pub fn claims_prefix(&self, shard: &str) -> String {
         format!("{}{CLAIMS_DIR}/{shard}/", root(&self.prefix))

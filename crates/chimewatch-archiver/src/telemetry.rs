@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chimewatch_sinks::{Sample, SampleKind, Unit};
+use chimewatch_telemetry::{MetricSet, Sample, Unit, cw};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ArchiverTelemetry {
     /// Rows buffered for the archive, both tables.
     pub rows: Counter,
@@ -35,6 +35,54 @@ pub struct ArchiverTelemetry {
     pub commit_latency_ms: Gauge,
     /// Per-shard levels summed into the gauges above (shards report their own, and add the difference).
     levels: Arc<Levels>,
+    set: MetricSet,
+}
+
+impl Default for ArchiverTelemetry {
+    fn default() -> Self {
+        let set = MetricSet::new("archiver");
+        let count = |name| cw(name, Unit::Count);
+        Self {
+            rows: set.counter("rows", "Rows buffered for the archive", count("ArchiverRows")),
+            late_rows: set.counter(
+                "late_rows",
+                "Rows whose event hour had ended before they arrived",
+                count("ArchiverLateRows"),
+            ),
+            objects: set.counter("objects", "Objects committed", count("ArchiverObjects")),
+            bytes: set.counter("bytes", "Bytes of objects committed", cw("ArchiverBytes", Unit::Bytes)),
+            rows_written: set.counter("rows_written", "Rows in objects committed", count("ArchiverRowsWritten")),
+            cuts: set.counter("cuts", "Cuts written and checkpointed", count("ArchiverCuts")),
+            claims_followed: set.counter(
+                "claims_followed",
+                "Cuts that followed an earlier claim for the same rows",
+                count("ArchiverClaimsFollowed"),
+            ),
+            write_failures: set.counter(
+                "write_failures",
+                "Failed writes, redone from the checkpoint",
+                count("ArchiverWriteFailures"),
+            ),
+            open_partitions: set.gauge("open_partitions", "Partition buffers open", count("ArchiverOpenPartitions")),
+            buffered_bytes: set.gauge(
+                "buffered_bytes",
+                "Bytes of rows buffered",
+                cw("ArchiverBufferedBytes", Unit::Bytes),
+            ),
+            rows_per_file: set.gauge(
+                "rows_per_file",
+                "Mean rows per object of the last cut",
+                count("ArchiverRowsPerFile"),
+            ),
+            commit_latency_ms: set.gauge(
+                "commit_latency_milliseconds",
+                "Longest arrival-to-commit time of the last cut",
+                cw("ArchiverCommitLatency", Unit::Milliseconds),
+            ),
+            levels: Arc::default(),
+            set,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -76,43 +124,11 @@ impl Drop for ShardLevels {
 
 impl ArchiverTelemetry {
     pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("archiver");
-        r.register("rows", "Rows buffered for the archive", self.rows.clone());
-        r.register("late_rows", "Rows whose event hour had ended before they arrived", self.late_rows.clone());
-        r.register("objects", "Objects committed", self.objects.clone());
-        r.register("bytes", "Bytes of objects committed", self.bytes.clone());
-        r.register("rows_written", "Rows in objects committed", self.rows_written.clone());
-        r.register("cuts", "Cuts written and checkpointed", self.cuts.clone());
-        r.register(
-            "claims_followed",
-            "Cuts that followed an earlier claim for the same rows",
-            self.claims_followed.clone(),
-        );
-        r.register("write_failures", "Failed writes, redone from the checkpoint", self.write_failures.clone());
-        r.register("open_partitions", "Partition buffers open", self.open_partitions.clone());
-        r.register("buffered_bytes", "Bytes of rows buffered", self.buffered_bytes.clone());
-        r.register("rows_per_file", "Mean rows per object of the last cut", self.rows_per_file.clone());
-        r.register(
-            "commit_latency_milliseconds",
-            "Longest arrival-to-commit time of the last cut",
-            self.commit_latency_ms.clone(),
-        );
+        self.set.register(registry);
     }
 
+    /// The figures reported to CloudWatch (`ChimeWatch/Pipeline`).
     pub fn samples(&self) -> Vec<Sample> {
-        let counter = |name, unit, c: &Counter| Sample { name, unit, kind: SampleKind::Counter(c.get()) };
-        let gauge = |name, unit, g: &Gauge| Sample { name, unit, kind: SampleKind::Gauge(g.get() as f64) };
-        vec![
-            counter("ArchiverRows", Unit::Count, &self.rows),
-            counter("ArchiverLateRows", Unit::Count, &self.late_rows),
-            counter("ArchiverObjects", Unit::Count, &self.objects),
-            counter("ArchiverBytes", Unit::Bytes, &self.bytes),
-            counter("ArchiverRowsWritten", Unit::Count, &self.rows_written),
-            counter("ArchiverWriteFailures", Unit::Count, &self.write_failures),
-            gauge("ArchiverOpenPartitions", Unit::Count, &self.open_partitions),
-            gauge("ArchiverBufferedBytes", Unit::Bytes, &self.buffered_bytes),
-            gauge("ArchiverRowsPerFile", Unit::Count, &self.rows_per_file),
-            gauge("ArchiverCommitLatency", Unit::Milliseconds, &self.commit_latency_ms),
-        ]
+        self.set.samples()
     }
 }

@@ -101,7 +101,7 @@ async fn ingest(
     }
     let duplicates = duplicate.iter().filter(|d| **d).count();
     for (_, e) in &rejected {
-        state.telemetry.rejected.get_or_create(&RejectLabels { kind: "meeting_event", reason: e.kind.as_str() }).inc();
+        state.telemetry.rejected.get(&RejectLabels { kind: "meeting_event", reason: e.kind.as_str() }).inc();
     }
     let accepted = records.len();
     if accepted > 0 {
@@ -110,7 +110,7 @@ async fn ingest(
         state.dedup.remember(&kept_keys, now);
     }
     state.telemetry.duplicates.inc_by(duplicates as u64);
-    state.telemetry.accepted.get_or_create(&KindLabels { kind: "meeting_event" }).inc_by(accepted as u64);
+    state.telemetry.accepted.get(&KindLabels { kind: "meeting_event" }).inc_by(accepted as u64);
     rejected.sort_by_key(|(i, _)| *i);
     let rejected = rejected.into_iter().map(|(index, e)| Rejection { index, error: e.to_string() }).collect();
     Ok(ClientEventsResponse { accepted, duplicates, rejected })

@@ -27,6 +27,31 @@ pub struct GatewayConfig {
     pub max_join_tokens: usize,
 }
 
+impl GatewayConfig {
+    /// Checks the settings against each other and the protocols they serve; the error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_body_bytes == 0 {
+            return Err("gateway.max_body_bytes must be positive".into());
+        }
+        if self.max_events_per_request == 0 {
+            return Err("gateway.max_events_per_request must be positive".into());
+        }
+        if self.limits.max_history_entries == 0 {
+            return Err("limits.max_history_entries must be positive".into());
+        }
+        if self.limits.max_attribute_bytes < 64 {
+            return Err("limits.max_attribute_bytes must be at least 64".into());
+        }
+        if self.auth.token_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err("gateway.token_secret must be at least 16 bytes".into());
+        }
+        if self.dedup_window_ms < 0 || self.join_token_ttl_ms < 0 {
+            return Err("gateway.dedup_window_secs and join_token_ttl_secs must not be negative".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {

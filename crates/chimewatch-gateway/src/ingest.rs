@@ -115,13 +115,13 @@ async fn ingest(
     let config = Arc::clone(&state.config);
     let parsed = parse_off_workers(bytes.len(), move || (route.parse)(&bytes, &config, &principal, now)).await?;
     for (_, e) in &parsed.rejected {
-        state.telemetry.rejected.get_or_create(&RejectLabels { kind: route.kind, reason: e.kind.as_str() }).inc();
+        state.telemetry.rejected.get(&RejectLabels { kind: route.kind, reason: e.kind.as_str() }).inc();
     }
     let accepted = parsed.records.len();
     if accepted > 0 {
         state.producer.put(parsed.records).await?;
     }
-    state.telemetry.accepted.get_or_create(&KindLabels { kind: route.kind }).inc_by(accepted as u64);
+    state.telemetry.accepted.get(&KindLabels { kind: route.kind }).inc_by(accepted as u64);
     let rejected = parsed.rejected.into_iter().map(|(index, e)| Rejection { index, error: e.to_string() }).collect();
     Ok(IngestResponse { accepted, rejected })
 }

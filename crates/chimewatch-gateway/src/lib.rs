@@ -86,11 +86,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sip-messages", post(ingest::sip_messages))
         .route("/v1/client-events", post(client_events::client_events))
         .route("/v1/admin/attendees", post(client_events::register_attendees))
-        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .with_state(state.clone())
+        .merge(telemetry_router(state.registry))
         .layer(cors)
-        .with_state(state)
+}
+
+/// `GET /metrics` (every self-metric of the process, in the OpenMetrics text format) and `GET /healthz`: on the
+/// gateway's port, and on the consumer services' own.
+pub fn telemetry_router(registry: Arc<Registry>) -> Router {
+    Router::new().route("/metrics", get(metrics)).route("/healthz", get(healthz)).with_state(registry)
 }
 
 fn cors_layer(origins: &[String]) -> CorsLayer {
@@ -122,9 +127,9 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     (status, axum::Json(serde_json::json!({"ready": ready})))
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
     let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+    match prometheus_client::encoding::text::encode(&mut text, &registry) {
         Ok(()) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

@@ -1,11 +1,10 @@
-//! The gateway's self-metrics, named once: requests by route and status, events accepted and rejected by reason.
+//! The gateway's self-metrics, each declared once: requests by route and status, events accepted and rejected by
+//! reason, body bytes, duplicates, beacons; on `/metrics` and in `ChimeWatch/Pipeline` (`Service=gateway`).
 
-use chimewatch_model::event::RejectKind;
-use chimewatch_sinks::{Sample, SampleKind, Unit as CwUnit};
+use chimewatch_telemetry::{Labeled, MetricSet, Sample, Total, Unit, cw};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -24,69 +23,61 @@ pub struct RejectLabels {
     pub reason: &'static str,
 }
 
-#[derive(Debug, Clone, Default)]
+static REQUESTS: [Total<RequestLabels>; 3] = [
+    (cw("Requests", Unit::Count), |_| true),
+    (cw("ThrottledResponses", Unit::Count), |l| l.status == 429),
+    (cw("ServerErrors", Unit::Count), |l| l.status >= 500),
+];
+static ACCEPTED: [Total<KindLabels>; 1] = [(cw("EventsAccepted", Unit::Count), |_| true)];
+static REJECTED: [Total<RejectLabels>; 1] = [(cw("EventsRejected", Unit::Count), |_| true)];
+
+#[derive(Debug, Clone)]
 pub struct GatewayTelemetry {
-    pub requests: Family<RequestLabels, Counter>,
+    pub requests: Labeled<RequestLabels, Counter>,
     pub request_bytes: Counter,
-    pub accepted: Family<KindLabels, Counter>,
-    pub rejected: Family<RejectLabels, Counter>,
+    pub accepted: Labeled<KindLabels, Counter>,
+    pub rejected: Labeled<RejectLabels, Counter>,
     /// Events dropped as already delivered (SDK retries and beacon re-sends).
     pub duplicates: Counter,
     /// Page-end beacon posts (`?beacon=1`).
     pub beacons: Counter,
+    set: MetricSet,
+}
+
+impl Default for GatewayTelemetry {
+    fn default() -> Self {
+        let set = MetricSet::new("gateway");
+        Self {
+            requests: set.counter_family("requests", "HTTP requests by route and status", &REQUESTS),
+            request_bytes: set.counter(
+                "request_body_bytes",
+                "Request body bytes read (after inflation)",
+                cw("RequestBodyBytes", Unit::Bytes),
+            ),
+            accepted: set.counter_family("accepted", "Events and SIP records made durable", &ACCEPTED),
+            rejected: set.counter_family("rejected", "Events and SIP records rejected, by reason", &REJECTED),
+            duplicates: set.counter(
+                "duplicates",
+                "Events dropped as already delivered",
+                cw("DuplicatesDropped", Unit::Count),
+            ),
+            beacons: set.counter("beacons", "Page-end beacon posts", cw("BeaconRequests", Unit::Count)),
+            set,
+        }
+    }
 }
 
 impl GatewayTelemetry {
     pub fn register(&self, registry: &mut Registry) {
-        let r = registry.sub_registry_with_prefix("gateway");
-        r.register("requests", "HTTP requests by route and status", self.requests.clone());
-        r.register_with_unit(
-            "request_body",
-            "Request body bytes read (after inflation)",
-            Unit::Bytes,
-            self.request_bytes.clone(),
-        );
-        r.register("accepted", "Events and SIP records made durable", self.accepted.clone());
-        r.register("rejected", "Events and SIP records rejected, by reason", self.rejected.clone());
-        r.register("duplicates", "Events dropped as already delivered", self.duplicates.clone());
-        r.register("beacons", "Page-end beacon posts", self.beacons.clone());
+        self.set.register(registry);
     }
 
     pub fn request(&self, route: &'static str, status: u16) {
-        self.requests.get_or_create(&RequestLabels { route, status }).inc();
+        self.requests.get(&RequestLabels { route, status }).inc();
     }
 
-    /// The figures published to CloudWatch (`ChimeWatch/Pipeline`), totalled over the closed label sets.
+    /// The figures reported to CloudWatch (`ChimeWatch/Pipeline`).
     pub fn samples(&self) -> Vec<Sample> {
-        let accepted = KINDS.iter().map(|&kind| self.accepted.get_or_create(&KindLabels { kind }).get()).sum();
-        let rejected = KINDS
-            .iter()
-            .flat_map(|&kind| RejectKind::ALL.iter().map(move |r| RejectLabels { kind, reason: r.as_str() }))
-            .map(|l| self.rejected.get_or_create(&l).get())
-            .sum();
-        let responses = |pick: fn(u16) -> bool| -> u64 {
-            ROUTES
-                .iter()
-                .flat_map(|&route| {
-                    STATUSES.iter().filter(|s| pick(**s)).map(move |&status| RequestLabels { route, status })
-                })
-                .map(|l| self.requests.get_or_create(&l).get())
-                .sum()
-        };
-        let counter = |name, unit, n| Sample { name, unit, kind: SampleKind::Counter(n) };
-        vec![
-            counter("EventsAccepted", CwUnit::Count, accepted),
-            counter("EventsRejected", CwUnit::Count, rejected),
-            counter("RequestBodyBytes", CwUnit::Bytes, self.request_bytes.get()),
-            counter("Requests", CwUnit::Count, responses(|_| true)),
-            counter("ThrottledResponses", CwUnit::Count, responses(|s| s == 429)),
-            counter("ServerErrors", CwUnit::Count, responses(|s| s >= 500)),
-            counter("DuplicatesDropped", CwUnit::Count, self.duplicates.get()),
-        ]
+        self.set.samples()
     }
 }
-
-/// The closed label sets: what `ingest` records (route and kind names) and every status it can answer.
-pub const ROUTES: [&str; 4] = ["meeting_events", "sip_messages", "client_events", "admin_attendees"];
-pub const KINDS: [&str; 2] = ["meeting_event", "sip_message"];
-pub const STATUSES: [u16; 9] = [200, 400, 401, 403, 413, 415, 429, 500, 503];

@@ -17,14 +17,10 @@ use std::collections::HashMap;
 use chimewatch_model::MeetingEvent;
 use serde_json::Value;
 
+pub use crate::unit::Unit;
+
 /// Dimension value for an attribute the event lacks.
 pub const UNKNOWN: &str = "unknown";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Unit {
-    Milliseconds,
-    Count,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FactValue {

@@ -11,14 +11,17 @@
 //! - [`voice`]: the Voice Connector metrics a tracked call's facts feed (the 15 Amazon ones and more).
 //! - [`aggregate`]: the windowed aggregator: facts into windows, windows closed by the watermark, late events,
 //!   the cardinality guard.
+//! - [`unit`]: the units of every metric chimewatch publishes, its own health figures included.
 
 pub mod aggregate;
 pub mod catalogue;
 pub mod distribution;
+pub mod unit;
 pub mod voice;
 pub mod window;
 
 pub use aggregate::{Aggregator, AggregatorConfig, ClosedWindow, Series, SeriesValue};
 pub use catalogue::{Catalogue, CatalogueConfig, Fact, FactValue};
 pub use distribution::Distribution;
+pub use unit::Unit;
 pub use window::{Watermark, window_start};

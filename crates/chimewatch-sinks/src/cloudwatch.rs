@@ -21,6 +21,11 @@ pub struct CloudWatchSink {
     client: Client,
 }
 
+/// A CloudWatch client from the AWS SDK configuration.
+pub fn client(sdk: &aws_types::SdkConfig) -> Client {
+    Client::new(sdk)
+}
+
 impl CloudWatchSink {
     pub fn new(client: Client) -> Self {
         Self { client }
@@ -60,6 +65,7 @@ fn unit(u: Unit) -> StandardUnit {
         Unit::Count => StandardUnit::Count,
         Unit::Milliseconds => StandardUnit::Milliseconds,
         Unit::Bytes => StandardUnit::Bytes,
+        Unit::Percent => StandardUnit::Percent,
         Unit::None => StandardUnit::None,
     }
 }

@@ -23,6 +23,11 @@ pub struct CloudWatchLogsSink {
     ready: Mutex<HashSet<(String, String)>>,
 }
 
+/// A CloudWatch Logs client from the AWS SDK configuration.
+pub fn client(sdk: &aws_types::SdkConfig) -> Client {
+    Client::new(sdk)
+}
+
 impl CloudWatchLogsSink {
     pub fn new(client: Client, retention_days: Option<i32>) -> Self {
         Self { client, retention_days, emf: false, ready: Mutex::new(HashSet::new()) }

@@ -14,7 +14,7 @@ use rusqlite::{Connection, params};
 
 use crate::logs::{LogEvent, LogSink};
 use crate::logs_filter::Filter;
-use crate::metrics::{Datum, DatumValue, MetricSink, SinkError, Unit};
+use crate::metrics::{Datum, DatumValue, MetricSink, SinkError};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS metric_values (
@@ -109,15 +109,6 @@ pub struct StoredLogEvent {
     pub stream: String,
     pub timestamp_ms: i64,
     pub message: String,
-}
-
-fn unit_name(u: Unit) -> &'static str {
-    match u {
-        Unit::Count => "Count",
-        Unit::Milliseconds => "Milliseconds",
-        Unit::Bytes => "Bytes",
-        Unit::None => "None",
-    }
 }
 
 /// Dimensions as stored and matched: sorted `[name, value]` pairs in JSON.
@@ -279,7 +270,7 @@ impl MetricSink for EmbeddedStore {
                     };
                     for (value, count) in pairs {
                         insert
-                            .execute(params![namespace, d.name, unit_name(d.unit), dims, d.timestamp_ms, value, count])
+                            .execute(params![namespace, d.name, d.unit.as_str(), dims, d.timestamp_ms, value, count])
                             .map_err(store_error(path))?;
                     }
                 }
@@ -316,6 +307,7 @@ impl LogSink for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Unit;
 
     fn datum(name: &str, dims: &[(&str, &str)], t: i64, value: DatumValue) -> Datum {
         Datum {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
 use crate::logs::{LogEvent, LogSink};
-use crate::metrics::{Datum, DatumValue, MetricSink, SinkError, Unit};
+use crate::metrics::{Datum, DatumValue, MetricSink, SinkError};
 
 /// Most values of one EMF distribution.
 pub const MAX_EMF_VALUES: usize = 100;
@@ -26,15 +26,6 @@ impl EmfSink {
     /// `x-amzn-logs-format: json/emf` header (see [`CloudWatchLogsSink::emf`](crate::cloudwatch_logs)).
     pub fn new(logs: Arc<dyn LogSink>, group: impl Into<String>, stream: impl Into<String>) -> Self {
         Self { logs, group: group.into(), stream: stream.into() }
-    }
-}
-
-fn unit(u: Unit) -> &'static str {
-    match u {
-        Unit::Count => "Count",
-        Unit::Milliseconds => "Milliseconds",
-        Unit::Bytes => "Bytes",
-        Unit::None => "None",
     }
 }
 
@@ -66,7 +57,7 @@ pub fn lines(namespace: &str, d: &Datum) -> Vec<String> {
                     "CloudWatchMetrics": [{
                         "Namespace": namespace,
                         "Dimensions": [names],
-                        "Metrics": [{ "Name": d.name, "Unit": unit(d.unit), "StorageResolution": if d.high_resolution { 1 } else { 60 } }],
+                        "Metrics": [{ "Name": d.name, "Unit": d.unit.as_str(), "StorageResolution": if d.high_resolution { 1 } else { 60 } }],
                     }],
                 }),
             );
@@ -95,6 +86,7 @@ impl MetricSink for EmfSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Unit;
 
     #[test]
     fn a_wide_distribution_becomes_lines_of_at_most_100_values_that_add_up() {

@@ -24,4 +24,4 @@ pub mod s3;
 pub use logs::{LogEvent, LogSink};
 pub use metrics::{Datum, DatumValue, MetricSink, SinkError, Unit};
 pub use objects::{LocalObjects, ObjectError, ObjectInfo, ObjectStore};
-pub use pipeline::{PipelineReporter, Sample, SampleKind};
+pub use pipeline::PipelineReporter;

@@ -2,13 +2,7 @@
 
 use async_trait::async_trait;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
-    Count,
-    Milliseconds,
-    Bytes,
-    None,
-}
+pub use chimewatch_metrics::Unit;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DatumValue {

@@ -1,31 +1,19 @@
 //! Publishes a service's self-metrics to a metric sink every interval, so that alarms can watch the pipeline itself.
 //!
 //! Counters are cumulative in the process; each report publishes what they gained since the last successful report.
-//! A failed report is not lost: the next one carries its increments. Gauges publish their current value.
+//! A failed report is not lost: the next one carries its increments, and the latencies recorded since. Gauges
+//! publish their current value.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::metrics::{Datum, DatumValue, MetricSink, Unit};
+use chimewatch_telemetry::{Distribution, Sample, SampleKind, Unit};
+
+use crate::cloudwatch::MAX_VALUES_PER_DATUM;
+use crate::metrics::{Datum, DatumValue, MetricSink};
 
 pub const DEFAULT_NAMESPACE: &str = "ChimeWatch/Pipeline";
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum SampleKind {
-    /// A cumulative count since the process started.
-    Counter(u64),
-    /// A current level.
-    Gauge(f64),
-}
-
-/// One self-metric as a service's telemetry reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: &'static str,
-    pub unit: Unit,
-    pub kind: SampleKind,
-}
 
 type Source = Box<dyn Fn() -> Vec<Sample> + Send + Sync>;
 
@@ -35,6 +23,8 @@ pub struct PipelineReporter {
     service: String,
     sources: Vec<Source>,
     published: HashMap<&'static str, u64>,
+    /// Distributions taken from the sources and not yet published.
+    pending: HashMap<&'static str, (Unit, Distribution)>,
 }
 
 impl std::fmt::Debug for PipelineReporter {
@@ -54,6 +44,7 @@ impl PipelineReporter {
             service: service.into(),
             sources: Vec::new(),
             published: HashMap::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -63,10 +54,20 @@ impl PipelineReporter {
     }
 
     /// The datums of one report at `now_ms`, and the counter values they bring the published totals to.
-    pub fn datums(&self, now_ms: i64) -> (Vec<Datum>, Vec<(&'static str, u64)>) {
+    fn datums(&mut self, now_ms: i64) -> (Vec<Datum>, Vec<(&'static str, u64)>) {
         let mut datums = Vec::new();
         let mut totals = Vec::new();
-        for sample in self.sources.iter().flat_map(|s| s()) {
+        let dimensions = vec![("Service".to_owned(), self.service.clone())];
+        let datum = |name: &str, unit, value| Datum {
+            name: name.to_owned(),
+            unit,
+            value,
+            dimensions: dimensions.clone(),
+            timestamp_ms: now_ms,
+            high_resolution: false,
+        };
+        let samples: Vec<Sample> = self.sources.iter().flat_map(|s| s()).collect();
+        for sample in samples {
             let value = match sample.kind {
                 SampleKind::Counter(total) => {
                     let before = self.published.get(sample.name).copied().unwrap_or(0);
@@ -74,24 +75,33 @@ impl PipelineReporter {
                     total.saturating_sub(before) as f64
                 }
                 SampleKind::Gauge(v) => v,
+                SampleKind::Distribution(recent) => {
+                    self.pending
+                        .entry(sample.name)
+                        .or_insert_with(|| (sample.unit, Distribution::new()))
+                        .1
+                        .merge(&recent);
+                    continue;
+                }
             };
-            datums.push(Datum {
-                name: sample.name.to_owned(),
-                unit: sample.unit,
-                value: DatumValue::Single(value),
-                dimensions: vec![("Service".to_owned(), self.service.clone())],
-                timestamp_ms: now_ms,
-                high_resolution: false,
-            });
+            datums.push(datum(sample.name, sample.unit, DatumValue::Single(value)));
+        }
+        for (name, (unit, distribution)) in &self.pending {
+            for (values, counts) in distribution.chunks(MAX_VALUES_PER_DATUM) {
+                datums.push(datum(name, *unit, DatumValue::Distribution { values, counts }));
+            }
         }
         (datums, totals)
     }
 
-    /// Publishes one report; on failure the increments stay pending for the next.
+    /// Publishes one report; on failure the increments and distributions stay pending for the next.
     pub async fn report(&mut self, now_ms: i64) {
         let (datums, totals) = self.datums(now_ms);
         match self.sink.publish(&self.namespace, datums).await {
-            Ok(()) => self.published.extend(totals),
+            Ok(()) => {
+                self.published.extend(totals);
+                self.pending.clear();
+            }
             Err(e) => {
                 tracing::warn!(namespace = %self.namespace, error = %e, "Could not publish pipeline metrics; the next report carries them.")
             }
@@ -125,8 +135,9 @@ mod tests {
     use super::*;
     use crate::metrics::SinkError;
     use async_trait::async_trait;
+    use chimewatch_telemetry::{MetricSet, cw};
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::Ordering;
 
     #[derive(Debug, Default)]
     struct Recorder {
@@ -153,33 +164,44 @@ mod tests {
     #[tokio::test]
     async fn counters_publish_increments_and_failed_reports_carry_over() {
         let sink = Arc::new(Recorder::default());
-        let counter = Arc::new(AtomicU64::new(0));
-        let c = counter.clone();
-        let mut reporter = PipelineReporter::new(sink.clone(), DEFAULT_NAMESPACE, "gateway").source(move || {
-            vec![
-                Sample {
-                    name: "EventsAccepted",
-                    unit: Unit::Count,
-                    kind: SampleKind::Counter(c.load(Ordering::Relaxed)),
-                },
-                Sample { name: "InFlightBytes", unit: Unit::Bytes, kind: SampleKind::Gauge(7.0) },
-            ]
-        });
-        counter.store(10, Ordering::Relaxed);
+        let set = MetricSet::new("gateway");
+        let accepted = set.counter("accepted", "Events accepted", cw("EventsAccepted", Unit::Count));
+        let in_flight = set.gauge("in_flight_bytes", "Bytes in flight", cw("InFlightBytes", Unit::Bytes));
+        let latency = set.latency("put_latency", "Put latency", "PutLatency");
+        in_flight.set(7);
+        let source = set.clone();
+        let mut reporter =
+            PipelineReporter::new(sink.clone(), DEFAULT_NAMESPACE, "gateway").source(move || source.samples());
+        accepted.inc_by(10);
+        latency.observe(Duration::from_millis(5));
         reporter.report(1).await;
-        counter.store(15, Ordering::Relaxed);
+        accepted.inc_by(5);
+        latency.observe(Duration::from_millis(40));
         sink.fail.store(true, Ordering::Relaxed);
         reporter.report(2).await;
         sink.fail.store(false, Ordering::Relaxed);
-        counter.store(18, Ordering::Relaxed);
+        accepted.inc_by(3);
+        latency.observe(Duration::from_millis(60));
         reporter.report(3).await;
         let published = sink.published.lock().unwrap();
-        assert_eq!(values(&published[0]), [("EventsAccepted".into(), 10.0), ("InFlightBytes".into(), 7.0)]);
+        assert_eq!(values(&published[0])[..2], [("EventsAccepted".into(), 10.0), ("InFlightBytes".into(), 7.0)]);
         assert_eq!(
-            values(&published[1]),
+            values(&published[1])[..2],
             [("EventsAccepted".into(), 8.0), ("InFlightBytes".into(), 7.0)],
             "10 -> 18 after a failed report"
         );
         assert_eq!(published[1][0].dimensions, [("Service".to_owned(), "gateway".to_owned())]);
+        let latencies = |batch: &[Datum]| -> Vec<f64> {
+            batch
+                .iter()
+                .filter(|d| d.name == "PutLatency")
+                .flat_map(|d| match &d.value {
+                    DatumValue::Distribution { values, .. } => values.clone(),
+                    DatumValue::Single(_) => panic!("a latency is a distribution"),
+                })
+                .collect()
+        };
+        assert_eq!(latencies(&published[0]), [5.0]);
+        assert_eq!(latencies(&published[1]), [40.0, 60.0], "the failed report's latencies go out with the next");
     }
 }

@@ -43,6 +43,16 @@ fn read_error(op: &'static str, key: &str, e: impl std::fmt::Display) -> ObjectE
     ObjectError::Store { op, key: key.to_owned(), message: e.to_string() }
 }
 
+/// An S3 client from the AWS SDK configuration, with path-style addressing when an endpoint is set (S3-compatible
+/// stores and emulators on an IP address have no virtual-host buckets).
+pub fn client(sdk: &aws_types::SdkConfig) -> Client {
+    let mut builder = aws_sdk_s3::config::Builder::from(sdk);
+    if sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {
+        builder = builder.force_path_style(true);
+    }
+    Client::from_conf(builder.build())
+}
+
 impl S3Objects {
     pub fn new(client: Client, bucket: impl Into<String>) -> Self {
         Self { client, bucket: bucket.into(), part_bytes: DEFAULT_PART_BYTES }

@@ -12,6 +12,11 @@ pub use reader::{ReadFrom, read_stream};
 pub use shard_map::{ShardMap, ShardRange};
 pub use source::{KinesisSource, KinesisSourceConfig};
 
+/// A Kinesis client from the AWS SDK configuration (region, credentials, `AWS_ENDPOINT_URL*`).
+pub fn client(sdk: &aws_types::SdkConfig) -> aws_sdk_kinesis::Client {
+    aws_sdk_kinesis::Client::new(sdk)
+}
+
 /// Why a Kinesis call failed, in domain terms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KinesisError {

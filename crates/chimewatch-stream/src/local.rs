@@ -47,6 +47,19 @@ pub struct LocalLogConfig {
     pub max_in_flight_bytes: u64,
 }
 
+impl LocalLogConfig {
+    /// Checks the settings; the error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=1024).contains(&self.shards) {
+            return Err(format!("local.shards must be between 1 and 1024, got {}", self.shards));
+        }
+        if self.segment_bytes < 4096 {
+            return Err(format!("local.segment_bytes must be at least 4096, got {}", self.segment_bytes));
+        }
+        Ok(())
+    }
+}
+
 impl Default for LocalLogConfig {
     fn default() -> Self {
         Self {
@@ -260,7 +273,7 @@ impl Producer for LocalLog {
         }
         self.telemetry.records.inc_by(count as u64);
         self.telemetry.bytes.inc_by(bytes as u64);
-        self.telemetry.put_latency.observe(started.elapsed().as_secs_f64());
+        self.telemetry.put_latency.observe(started.elapsed());
         Ok(())
     }
 

@@ -44,6 +44,17 @@ impl WorkerConfig {
         }
     }
 
+    /// Checks the settings; the error names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.worker_id.is_empty() {
+            return Err("consumer.worker_id must not be empty".into());
+        }
+        if self.failover < Duration::from_secs(3) {
+            return Err("consumer.failover_secs must be at least 3 (leases are renewed every third of it)".into());
+        }
+        Ok(())
+    }
+
     /// A worker id unique to this process: host name, process id and a random suffix.
     pub fn default_worker_id() -> String {
         let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "worker".into());

@@ -42,6 +42,11 @@ fn is_conditional_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> boo
     e.as_service_error().and_then(ProvideErrorMetadata::code) == Some("ConditionalCheckFailedException")
 }
 
+/// A DynamoDB client from the AWS SDK configuration.
+pub fn client(sdk: &aws_types::SdkConfig) -> Client {
+    Client::new(sdk)
+}
+
 impl DynamoLeaseStore {
     /// Opens the lease table, creating it (on-demand capacity) when it does not exist.
     pub async fn open(client: Client, table: impl Into<String>) -> Result<Self, LeaseError> {

@@ -169,11 +169,7 @@ async fn dump_decodes_cloudwatch_logs_envelopes_and_names_what_it_cannot() {
     create_stream(&kinesis, &unique("it-envelopes"), 1).await;
     // What a CloudWatch Logs subscription filter puts: gzip JSON envelopes.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(
-        &std::fs::read(crate::harness::shared().join("fixtures/sip/cloudwatch-logs-subscription-envelope.json"))
-            .unwrap(),
-    )
-    .unwrap();
+    gz.write_all(&crate::harness::fixture("sip/cloudwatch-logs-subscription-envelope.json")).unwrap();
     let envelope = gz.finish().unwrap();
     for (key, data) in [("envelope", envelope), ("junk", b"\x00not a record".to_vec())] {
         kinesis

@@ -15,22 +15,13 @@ use prometheus_client::registry::Registry;
 
 use super::aggregator::{self, Parts};
 use super::archiver;
-use crate::cli::UpArgs;
-use crate::config::{self, FileConfig, PipelineConfig};
+use crate::config::{PipelineConfig, UpConfig};
 
 /// The embedded store's file under the data directory.
 pub const STORE_FILE: &str = "embedded.sqlite";
 
-pub async fn run(args: UpArgs, file: &FileConfig) -> anyhow::Result<()> {
-    let data_dir = config::data_dir(args.data.data_dir.as_ref(), file);
-    let local = config::local(&args, file)?;
-    let gateway = config::gateway(&args.serve, file)?;
-    let mut aggregation = config::aggregation(&args.aggregation, file)?;
-    // The embedded store takes any timestamp; CloudWatch's two weeks back and two hours ahead do not apply.
-    aggregation.windows.max_age_ms = i64::MAX / 4;
-    aggregation.windows.max_future_ms = i64::MAX / 4;
-    let listen = config::listen(&args.serve, file);
-    let archiving = config::archiving(&args.archiving, file, data_dir.join("spool"))?;
+pub async fn run(config: UpConfig) -> anyhow::Result<()> {
+    let UpConfig { listen, data_dir, local, gateway, aggregation, archiving } = config;
     let archive_dir = data_dir.join(archiver::ARCHIVE_DIR);
 
     let mut registry = Registry::with_prefix("chimewatch");
@@ -101,7 +92,7 @@ pub async fn run(args: UpArgs, file: &FileConfig) -> anyhow::Result<()> {
     };
     let archiver_worker = archiver::start(archiver_parts, &mut registry, stop.clone());
     let worker = aggregator::start(parts, &mut registry, stop.clone());
-    let served = super::serve_gateway(
+    let served = super::gateway::serve_gateway(
         listen,
         gateway,
         log,

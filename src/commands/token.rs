@@ -6,10 +6,10 @@ use anyhow::{Context, anyhow};
 use chimewatch_gateway::auth::{AttendeeClaims, mint_token};
 
 use crate::cli::MintArgs;
-use crate::config::FileConfig;
+use crate::config::Settings;
 
-pub fn mint(args: MintArgs, file: &FileConfig) -> anyhow::Result<()> {
-    let secret = args.token_secret.or_else(|| file.gateway.token_secret.clone()).context(
+pub fn mint(args: MintArgs, settings: &Settings) -> anyhow::Result<()> {
+    let secret = settings.gateway.token_secret.clone().context(
         "no token secret: pass --token-secret, set CHIMEWATCH_TOKEN_SECRET, or set gateway.token_secret in the config file",
     )?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();

@@ -12,21 +12,21 @@ use chimewatch_stream::local;
 use serde_json::{Value, json};
 
 use crate::cli::DumpArgs;
-use crate::config::{self, FileConfig};
+use crate::config::Settings;
 
-pub async fn run(args: DumpArgs, file: &FileConfig) -> anyhow::Result<()> {
+pub async fn run(args: DumpArgs, settings: &Settings) -> anyhow::Result<()> {
     let follow = args.follow || !args.from_start;
     let mut out = Output::default();
-    match args.stream.clone() {
+    match settings.stream.stream.clone() {
         Some(stream) => {
-            let client = aws_sdk_kinesis::Client::new(&super::aws_config().await);
+            let client = chimewatch_stream::kinesis::client(&super::aws_config().await);
             let from = if args.from_start { ReadFrom::Start } else { ReadFrom::Latest };
             read_stream(&client, &stream, from, follow, |r| out.emit(r))
                 .await
                 .with_context(|| format!("reading stream {stream}"))?;
         }
         None => {
-            let root = config::data_dir(args.data.data_dir.as_ref(), file).join("stream");
+            let root = settings.data_dir().join("stream");
             tokio::task::spawn_blocking(move || dump_local(&root, args.from_start, follow, &mut out)).await??;
         }
     }

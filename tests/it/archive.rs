@@ -177,10 +177,9 @@ async fn a_simulated_day_lands_in_hourly_parquet_files_that_duckdb_queries() {
     assert_eq!(number(&check[0]["misplaced"]), 0.0, "every row in the partition of its event time");
 
     // The README's query, as documented, answers from the archive what the simulated day says.
-    let query = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/duckdb/join-failure-rate.sql"),
-    )
-    .unwrap();
+    let query =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/duckdb/join-failure-rate.sql"))
+            .unwrap();
     let answer = duckdb(work.path(), &query);
     let mut truth: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     for a in &day {

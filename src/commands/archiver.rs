@@ -1,12 +1,11 @@
 //! `chimewatch archiver`: the archiver against Kinesis (DynamoDB leases) into S3; `chimewatch archive compact`; and
 //! the wiring `up` shares with them on embedded backends.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use chimewatch_archiver::compact::{CompactOptions, compact};
-use chimewatch_archiver::{ArchiverConfig, ArchiverTelemetry, Archiving, Table};
+use chimewatch_archiver::{ArchiverConfig, ArchiverTelemetry, Archiving, Format, Table};
 use chimewatch_sinks::cloudwatch::CloudWatchSink;
 use chimewatch_sinks::s3::S3Objects;
 use chimewatch_sinks::{LocalObjects, MetricSink, ObjectStore};
@@ -16,10 +15,9 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use super::consumer;
-use crate::cli::{ArchiverArgs, CompactArgs};
-use crate::config::{self, FileConfig, PipelineConfig};
+use crate::cli::CompactArgs;
+use crate::config::{ArchiverCommandConfig, PipelineConfig, Settings};
 
-const DEFAULT_LISTEN: &str = "127.0.0.1:8082";
 /// `up`'s archive under its data directory.
 pub const ARCHIVE_DIR: &str = "archive";
 
@@ -57,60 +55,34 @@ pub fn start(parts: Parts, registry: &mut Registry, stop: CancellationToken) -> 
     consumer::start(service, consumer_telemetry, stop)
 }
 
-/// The S3 client: path-style addressing when an endpoint is set (S3-compatible stores and emulators on an IP).
-async fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    let mut builder = aws_sdk_s3::config::Builder::from(sdk);
-    if sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {
-        builder = builder.force_path_style(true);
-    }
-    aws_sdk_s3::Client::from_conf(builder.build())
-}
-
-pub async fn run(args: ArchiverArgs, file: &FileConfig) -> anyhow::Result<()> {
-    let Some(stream) = args.stream.clone().or_else(|| file.kinesis.stream.clone()) else {
-        bail!(
-            "no Kinesis stream given: pass --stream NAME, set CHIMEWATCH_STREAM, or set kinesis.stream in the config file"
-        );
-    };
-    let Some(bucket) = args.bucket.clone().or_else(|| file.archiver.bucket.clone()) else {
-        bail!(
-            "no S3 bucket given: pass --bucket NAME, set CHIMEWATCH_ARCHIVE_BUCKET, or set archiver.bucket in the config file"
-        );
-    };
-    let mut archiving = config::archiving(&args.archiving, file, std::env::temp_dir().join("chimewatch-spool"))?;
-    archiving.prefix = args.prefix.clone().or_else(|| file.archiver.prefix.clone()).unwrap_or_default();
-    let (table, worker, dead_letter_stream) =
-        config::consumer(&args.consumer, file, &format!("chimewatch-archiver-{stream}"))?;
-    let pipeline = config::pipeline(&args.pipeline, file)?;
-    let listen: SocketAddr =
-        args.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8082))));
-
+pub async fn run(config: ArchiverCommandConfig) -> anyhow::Result<()> {
+    let (consumer, bucket, archiving) = (config.consumer, config.bucket, config.archiving);
     let sdk = super::aws_config().await;
-    let aws = consumer::aws(&sdk, &stream, &table, dead_letter_stream).await?;
-    let store = S3Objects::new(s3_client(&sdk).await, &bucket);
+    let aws = consumer::aws(&sdk, &consumer).await?;
+    let store = S3Objects::new(chimewatch_sinks::s3::client(&sdk), &bucket);
     store
         .list(&archiving.claims_prefix(""))
         .await
         .with_context(|| format!("listing the archive in bucket {bucket} (does it exist, may this role list it?)"))?;
-    let cloudwatch: Arc<dyn MetricSink> = Arc::new(CloudWatchSink::new(aws_sdk_cloudwatch::Client::new(&sdk)));
+    let cloudwatch: Arc<dyn MetricSink> = Arc::new(CloudWatchSink::new(chimewatch_sinks::cloudwatch::client(&sdk)));
     let location = format!("s3://{bucket}/{}", archiving.prefix.trim_matches('/'));
     let parts = Parts {
         source: aws.source,
         leases: aws.leases,
         store: Arc::new(store),
         dead_letters: aws.dead_letters,
-        worker,
+        worker: consumer.worker,
         config: archiving,
-        reporting: pipeline.map(|p| (cloudwatch, p)),
+        reporting: config.pipeline.map(|p| (cloudwatch, p)),
     };
 
     let stop = super::cancel_on_signal();
     let mut registry = Registry::with_prefix("chimewatch");
     let worker = start(parts, &mut registry, stop.clone());
-    let banner = format!("stream {stream} into {location}, lease table {table}");
+    let banner = format!("stream {} into {location}, lease table {}", consumer.stream, consumer.lease_table);
     consumer::serve_until_signal(
         "archiver",
-        listen,
+        config.listen,
         registry,
         stop,
         worker,
@@ -120,7 +92,7 @@ pub async fn run(args: ArchiverArgs, file: &FileConfig) -> anyhow::Result<()> {
     .await
 }
 
-pub async fn compact_command(args: CompactArgs, file: &FileConfig) -> anyhow::Result<()> {
+pub async fn compact_command(args: CompactArgs, settings: &Settings) -> anyhow::Result<()> {
     let tables = match args.table.as_deref() {
         None => vec![Table::MeetingEvents, Table::SipMessages],
         Some("meeting_events") => vec![Table::MeetingEvents],
@@ -130,28 +102,26 @@ pub async fn compact_command(args: CompactArgs, file: &FileConfig) -> anyhow::Re
     if args.target_mb == 0 {
         bail!("--target-mb must be at least 1");
     }
-    let bucket = args.bucket.clone().or_else(|| file.archiver.bucket.clone());
-    let (store, prefix): (Arc<dyn ObjectStore>, String) = match bucket {
+    let store: Arc<dyn ObjectStore> = match &settings.archiver.bucket {
         Some(bucket) => {
             let sdk = super::aws_config().await;
-            let prefix = args.prefix.clone().or_else(|| file.archiver.prefix.clone()).unwrap_or_default();
-            (Arc::new(S3Objects::new(s3_client(&sdk).await, bucket)), prefix)
+            Arc::new(S3Objects::new(chimewatch_sinks::s3::client(&sdk), bucket))
         }
         None => {
-            let dir = config::data_dir(args.data.data_dir.as_ref(), file).join(ARCHIVE_DIR);
+            let dir = settings.data_dir().join(ARCHIVE_DIR);
             if !dir.is_dir() {
                 bail!("no archive at {} (pass --data-dir of `up`, or --bucket)", dir.display());
             }
-            (Arc::new(LocalObjects::new(dir)), args.prefix.clone().unwrap_or_default())
+            Arc::new(LocalObjects::new(dir))
         }
     };
     let work_dir = std::env::temp_dir();
     let options = CompactOptions {
-        prefix,
+        prefix: settings.archive_prefix(),
         tables,
-        format: config::archive_format(Some(args.format)),
-        target_bytes: args.target_mb * 1024 * 1024,
-        min_age: config::parse_duration(&args.min_age).context("--min-age")?,
+        format: settings.archive.format.map_or(Format::Parquet, Format::from),
+        target_bytes: args.target_mb.saturating_mul(1024 * 1024),
+        min_age: args.min_age,
         partitions: args.partition.clone(),
         work_dir,
         now_ms: chimewatch_stream::system_clock_ms(),

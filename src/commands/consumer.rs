@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use chimewatch_sinks::{MetricSink, PipelineReporter, Sample};
+use chimewatch_sinks::{MetricSink, PipelineReporter};
 use chimewatch_stream::ProducerTelemetry;
 use chimewatch_stream::consumer::{
     ConsumerTelemetry, DeadLetters, ProcessorFactory, ShardSource, Worker, WorkerConfig,
@@ -14,11 +14,12 @@ use chimewatch_stream::consumer::{
 use chimewatch_stream::kinesis::{KinesisProducer, KinesisProducerConfig, KinesisSource, KinesisSourceConfig};
 use chimewatch_stream::lease::LeaseStore;
 use chimewatch_stream::lease::dynamodb::DynamoLeaseStore;
+use chimewatch_telemetry::Sample;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::PipelineConfig;
+use crate::config::{ConsumerConfig, PipelineConfig};
 
 /// What a consumer service reads and where it keeps its leases and dead letters, in AWS.
 pub struct AwsConsumer {
@@ -29,22 +30,18 @@ pub struct AwsConsumer {
 
 /// Connects to the stream (listing its shards, to fail early on a wrong name or missing permission), the lease
 /// table (created when missing) and the dead-letter stream, if one is given.
-pub async fn aws(
-    sdk: &aws_config::SdkConfig,
-    stream: &str,
-    lease_table: &str,
-    dead_letter_stream: Option<String>,
-) -> anyhow::Result<AwsConsumer> {
-    let kinesis = aws_sdk_kinesis::Client::new(sdk);
+pub async fn aws(sdk: &aws_config::SdkConfig, config: &ConsumerConfig) -> anyhow::Result<AwsConsumer> {
+    let (stream, lease_table) = (config.stream.as_str(), config.lease_table.as_str());
+    let kinesis = chimewatch_stream::kinesis::client(sdk);
     let source = KinesisSource::new(kinesis.clone(), KinesisSourceConfig::new(stream));
     source.shards().await.with_context(|| format!("listing the shards of stream {stream}"))?;
-    let leases = DynamoLeaseStore::open(aws_sdk_dynamodb::Client::new(sdk), lease_table)
+    let leases = DynamoLeaseStore::open(chimewatch_stream::lease::dynamodb::client(sdk), lease_table)
         .await
         .with_context(|| format!("opening the lease table {lease_table}"))?;
-    let dead_letters = match dead_letter_stream {
+    let dead_letters = match &config.dead_letter_stream {
         Some(dead) => {
             let producer =
-                KinesisProducer::start(kinesis, KinesisProducerConfig::new(&dead), ProducerTelemetry::default())
+                KinesisProducer::start(kinesis, KinesisProducerConfig::new(dead), ProducerTelemetry::default())
                     .await
                     .with_context(|| format!("starting the dead-letter producer for stream {dead}"))?;
             DeadLetters::to(Arc::new(producer))

@@ -10,18 +10,18 @@ use serde_json::{Map, Value, json};
 
 use super::up::STORE_FILE;
 use crate::cli::{LogsQueryArgs, MetricsQueryArgs};
-use crate::config::{self, FileConfig, parse_duration};
+use crate::config::Settings;
 
-fn open(data_dir: Option<&std::path::PathBuf>, file: &FileConfig) -> anyhow::Result<EmbeddedStore> {
-    let path = config::data_dir(data_dir, file).join(STORE_FILE);
+fn open(settings: &Settings) -> anyhow::Result<EmbeddedStore> {
+    let path = settings.data_dir().join(STORE_FILE);
     if !path.exists() {
         bail!("no embedded store at {}: run `chimewatch up` first (or pass --data-dir)", path.display());
     }
     EmbeddedStore::open(&path).with_context(|| format!("opening {}", path.display()))
 }
 
-pub fn metrics(args: MetricsQueryArgs, file: &FileConfig) -> anyhow::Result<()> {
-    let store = open(args.data.data_dir.as_ref(), file)?;
+pub fn metrics(args: MetricsQueryArgs, settings: &Settings) -> anyhow::Result<()> {
+    let store = open(settings)?;
     let dimensions = args
         .dimensions
         .iter()
@@ -32,21 +32,17 @@ pub fn metrics(args: MetricsQueryArgs, file: &FileConfig) -> anyhow::Result<()> 
         .collect::<anyhow::Result<Vec<_>>>()?;
     let stats =
         args.stats.iter().map(|s| s.parse::<Stat>().map_err(anyhow::Error::msg)).collect::<anyhow::Result<Vec<_>>>()?;
-    let period_ms = parse_duration(&args.period)?.as_millis() as i64;
+    let period_ms = i64::try_from(args.period.as_millis()).unwrap_or(i64::MAX);
     if period_ms == 0 {
         bail!("--period must be at least 1s");
     }
     let now = chimewatch_stream::system_clock_ms();
-    let namespace = args
-        .namespace
-        .clone()
-        .or_else(|| file.aggregator.namespace.clone())
-        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    let namespace = settings.aggregator.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
     let query = MetricQuery {
         namespace,
         name: args.metric.clone(),
         dimensions: dimensions.clone(),
-        since_ms: now - parse_duration(&args.since)?.as_millis() as i64,
+        since_ms: now.saturating_sub(i64::try_from(args.since.as_millis()).unwrap_or(i64::MAX)),
         until_ms: now + 1,
         period_ms,
         stats,
@@ -64,16 +60,12 @@ pub fn metrics(args: MetricsQueryArgs, file: &FileConfig) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub fn logs(args: LogsQueryArgs, file: &FileConfig) -> anyhow::Result<()> {
-    let store = open(args.data.data_dir.as_ref(), file)?;
+pub fn logs(args: LogsQueryArgs, settings: &Settings) -> anyhow::Result<()> {
+    let store = open(settings)?;
     let filter = args.filter.as_deref().map(Filter::parse).transpose().context("--filter")?;
-    let group = args
-        .log_group
-        .clone()
-        .or_else(|| file.aggregator.log_group.clone())
-        .unwrap_or_else(|| DEFAULT_LOG_GROUP.to_owned());
+    let group = settings.aggregator.log_group.clone().unwrap_or_else(|| DEFAULT_LOG_GROUP.to_owned());
     let now = chimewatch_stream::system_clock_ms();
-    let since = now - parse_duration(&args.since)?.as_millis() as i64;
+    let since = now.saturating_sub(i64::try_from(args.since.as_millis()).unwrap_or(i64::MAX));
     // Event time may run a little ahead of this clock (client clocks): CloudWatch accepts up to 2 h ahead.
     let events = store.query_logs(&group, filter.as_ref(), since, now + 2 * 3600 * 1000, args.limit)?;
     let mut out = std::io::stdout().lock();

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -11,13 +11,10 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_chimewatch");
 
+/// A file under the repository's `fixtures/`.
 pub fn fixture(rel: &str) -> Vec<u8> {
-    let path = shared().join("fixtures").join(rel);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel);
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-pub fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
 }
 
 /// A running `chimewatch` server process, killed when dropped.

@@ -25,7 +25,7 @@ use chimewatch_stream::{OutRecord, Producer, ProducerTelemetry};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::harness::{moto_url, shared, unique};
+use crate::harness::{fixture, moto_url, unique};
 use crate::kinesis::{client as kinesis_client, create_stream};
 use crate::leases::client as dynamodb_client;
 
@@ -407,11 +407,11 @@ async fn logs_envelopes_are_decoded_and_undecodable_records_are_dead_lettered_to
 
     let gzip = |path: &str| {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        gz.write_all(&std::fs::read(shared().join(path)).unwrap()).unwrap();
+        gz.write_all(&fixture(path)).unwrap();
         gz.finish().unwrap()
     };
-    let envelope = gzip("fixtures/sip/cloudwatch-logs-subscription-envelope.json");
-    let control = gzip("fixtures/sip/cloudwatch-logs-control-message.json");
+    let envelope = gzip("sip/cloudwatch-logs-subscription-envelope.json");
+    let control = gzip("sip/cloudwatch-logs-control-message.json");
     let put = async |data: Vec<u8>, key: &str| {
         kinesis.put_record().stream_name(&stream).partition_key(key).data(data.into()).send().await.unwrap();
     };
@@ -434,10 +434,8 @@ async fn logs_envelopes_are_decoded_and_undecodable_records_are_dead_lettered_to
     .await;
     worker.stop().await;
 
-    let fixture: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(shared().join("fixtures/sip/cloudwatch-logs-subscription-envelope.json")).unwrap(),
-    )
-    .unwrap();
+    let fixture: serde_json::Value =
+        serde_json::from_slice(&fixture("sip/cloudwatch-logs-subscription-envelope.json")).unwrap();
     let events = fixture["logEvents"].as_array().unwrap();
     let seen = seen.lock().unwrap().clone();
     let sip: Vec<&Seen> = seen.iter().filter(|s| s.key.starts_with("sip:")).collect();

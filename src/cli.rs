@@ -1,0 +1,309 @@
+//! The command line: the commands and the settings each takes. Settings are declared in [`crate::config`] (flag,
+//! environment variable and file key in one field); a command only says which of them it takes, and
+//! [`Command::settings`] hands them to [`crate::config::resolve`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{
+    AggregatorSettings, ArchiveFormat, ArchiveSettings, ArchiverSettings, CloudWatchSettings, ConsumerSettings,
+    DataDir, GatewaySettings, KinesisSettings, LimitsSettings, Listen, LocalSettings, PipelineSettings, Settings,
+    Stream,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chimewatch",
+    version,
+    about = "Observability pipeline for Amazon Chime SDK meetings and Voice Connector calls"
+)]
+pub struct Cli {
+    /// TOML file with settings (flags and CHIMEWATCH_* variables override it).
+    #[arg(long, env = "CHIMEWATCH_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `chimewatch_stream=debug`.
+    #[arg(long, env = "CHIMEWATCH_LOG", default_value = "info", global = true)]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline on embedded backends (no AWS account needed).
+    Up(UpArgs),
+    /// Run the gateway against an Amazon Kinesis stream.
+    Gateway(GatewayArgs),
+    /// Run the aggregator against an Amazon Kinesis stream: windowed metrics into CloudWatch, events into Logs.
+    Aggregator(AggregatorArgs),
+    /// Run the archiver against an Amazon Kinesis stream: Parquet (or gzip NDJSON) files in S3 for analysts.
+    Archiver(ArchiverArgs),
+    /// Work on an archive (S3 or `up`'s local one).
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+    /// Query the metrics of the embedded store (`up`), as JSON lines.
+    #[command(subcommand)]
+    Metrics(MetricsCommand),
+    /// Query the log events of the embedded store (`up`), as JSON lines.
+    #[command(subcommand)]
+    Logs(LogsCommand),
+    /// Inspect a stream.
+    #[command(subcommand)]
+    Stream(StreamCommand),
+    /// Attendee tokens for the gateway's token authentication.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+impl Command {
+    /// The settings given on the command line or in the environment (the rest `None`), to lay over the file.
+    pub fn settings(&self) -> Settings {
+        let mut s = Settings::default();
+        match self {
+            Command::Up(a) => {
+                s.listen = a.listen.clone();
+                s.data_dir = a.data_dir.clone();
+                s.gateway = a.gateway.clone();
+                s.limits = a.limits.clone();
+                s.local = a.local.clone();
+                s.aggregator = a.aggregator.clone();
+                s.archive = a.archive.clone();
+            }
+            Command::Gateway(a) => {
+                s.listen = a.listen.clone();
+                s.stream = a.stream.clone();
+                s.gateway = a.gateway.clone();
+                s.limits = a.limits.clone();
+                s.kinesis = a.kinesis.clone();
+                s.pipeline = a.pipeline.clone();
+            }
+            Command::Aggregator(a) => {
+                s.listen = a.listen.clone();
+                s.stream = a.stream.clone();
+                s.consumer = a.consumer.clone();
+                s.aggregator = a.aggregator.clone();
+                s.cloudwatch = a.cloudwatch.clone();
+                s.pipeline = a.pipeline.clone();
+            }
+            Command::Archiver(a) => {
+                s.listen = a.listen.clone();
+                s.stream = a.stream.clone();
+                s.archiver = a.archiver.clone();
+                s.consumer = a.consumer.clone();
+                s.archive = a.archive.clone();
+                s.pipeline = a.pipeline.clone();
+            }
+            Command::Archive(ArchiveCommand::Compact(a)) => {
+                s.data_dir = a.data_dir.clone();
+                s.archiver = a.archiver.clone();
+                s.archive.format = a.format;
+            }
+            Command::Metrics(MetricsCommand::Query(a)) => {
+                s.data_dir = a.data_dir.clone();
+                s.aggregator.namespace = a.namespace.clone();
+            }
+            Command::Logs(LogsCommand::Query(a)) => {
+                s.data_dir = a.data_dir.clone();
+                s.aggregator.log_group = a.log_group.clone();
+            }
+            Command::Stream(StreamCommand::Dump(a)) => {
+                s.data_dir = a.data_dir.clone();
+                s.stream = a.stream.clone();
+            }
+            Command::Token(TokenCommand::Mint(a)) => s.gateway.token_secret = a.token_secret.clone(),
+        }
+        s
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub listen: Listen,
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    #[command(flatten, next_help_heading = "Gateway")]
+    pub gateway: GatewaySettings,
+    #[command(flatten, next_help_heading = "Event limits")]
+    pub limits: LimitsSettings,
+    #[command(flatten, next_help_heading = "Embedded log")]
+    pub local: LocalSettings,
+    #[command(flatten, next_help_heading = "Aggregator")]
+    pub aggregator: AggregatorSettings,
+    #[command(flatten, next_help_heading = "Archive files")]
+    pub archive: ArchiveSettings,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub listen: Listen,
+    #[command(flatten)]
+    pub stream: Stream,
+    #[command(flatten, next_help_heading = "Gateway")]
+    pub gateway: GatewaySettings,
+    #[command(flatten, next_help_heading = "Event limits")]
+    pub limits: LimitsSettings,
+    #[command(flatten, next_help_heading = "Kinesis producer")]
+    pub kinesis: KinesisSettings,
+    #[command(flatten, next_help_heading = "Pipeline metrics")]
+    pub pipeline: PipelineSettings,
+}
+
+#[derive(Debug, Args)]
+pub struct AggregatorArgs {
+    #[command(flatten)]
+    pub listen: Listen,
+    #[command(flatten)]
+    pub stream: Stream,
+    #[command(flatten, next_help_heading = "Consumer")]
+    pub consumer: ConsumerSettings,
+    #[command(flatten, next_help_heading = "Aggregator")]
+    pub aggregator: AggregatorSettings,
+    #[command(flatten, next_help_heading = "CloudWatch")]
+    pub cloudwatch: CloudWatchSettings,
+    #[command(flatten, next_help_heading = "Pipeline metrics")]
+    pub pipeline: PipelineSettings,
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiverArgs {
+    #[command(flatten)]
+    pub listen: Listen,
+    #[command(flatten)]
+    pub stream: Stream,
+    #[command(flatten)]
+    pub archiver: ArchiverSettings,
+    #[command(flatten, next_help_heading = "Consumer")]
+    pub consumer: ConsumerSettings,
+    #[command(flatten, next_help_heading = "Archive files")]
+    pub archive: ArchiveSettings,
+    #[command(flatten, next_help_heading = "Pipeline metrics")]
+    pub pipeline: PipelineSettings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Merge each partition's small files into large ones (sorted by event time; safe to re-run after a crash).
+    Compact(CompactArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// The local archive of `up` under this data directory (unless --bucket is given).
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    #[command(flatten)]
+    pub archiver: ArchiverSettings,
+    /// Only this table (meeting_events or sip_messages); both by default.
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Only partitions whose path starts with this, e.g. dt=2026-11-21 or dt=2026-11-21/hour=13.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Files of this many MiB or more are left alone; merged files aim at it.
+    #[arg(long, default_value_t = 128)]
+    pub target_mb: u64,
+    /// Only files older than this are merged (the archiver may still rewrite its newest files after a crash).
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub min_age: Duration,
+    /// Format of the files to merge.
+    #[arg(long, env = "CHIMEWATCH_ARCHIVE_FORMAT", value_enum)]
+    pub format: Option<ArchiveFormat>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetricsCommand {
+    /// Statistics of one metric series per period.
+    Query(MetricsQueryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsQueryArgs {
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    /// Metric name, e.g. meetingStartDurationMs.
+    #[arg(long)]
+    pub metric: String,
+    /// The series' dimensions, `name=value`; repeat for each (none = the fleet-wide series).
+    #[arg(long = "dimension")]
+    pub dimensions: Vec<String>,
+    /// Statistics: SampleCount, Sum, Minimum, Maximum, Average, pNN; repeat or comma-separate.
+    #[arg(long = "stat", value_delimiter = ',', default_values_t = ["SampleCount".to_owned(), "p50".to_owned(), "p90".to_owned(), "p99".to_owned()])]
+    pub stats: Vec<String>,
+    /// How far back, e.g. 15m, 1h, 2d.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub since: Duration,
+    /// Period of each point, e.g. 60s, 5m.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub period: Duration,
+    /// CloudWatch namespace (the aggregator's meeting namespace by default).
+    #[arg(long, env = "CHIMEWATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogsCommand {
+    /// Log events matching a Logs Insights filter, oldest first.
+    Query(LogsQueryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LogsQueryArgs {
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    /// A Logs Insights filter, e.g. 'name = "meetingFailed" and attributes.attendeeId = "..."'.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// How far back, e.g. 15m, 1h, 2d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub since: Duration,
+    /// Most events printed.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: usize,
+    /// Log group (the aggregator's event log group by default).
+    #[arg(long, env = "CHIMEWATCH_LOG_GROUP")]
+    pub log_group: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StreamCommand {
+    /// Print the records on a stream as JSON lines, de-aggregated.
+    Dump(DumpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    /// Read this Kinesis stream instead of the embedded log.
+    #[command(flatten)]
+    pub stream: Stream,
+    /// Start at the oldest retained record (and stop at the end unless --follow); otherwise follow new records.
+    #[arg(long)]
+    pub from_start: bool,
+    /// Keep waiting for new records.
+    #[arg(long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint an attendee token, as a customer's backend would when it creates an attendee.
+    Mint(MintArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MintArgs {
+    #[arg(long)]
+    pub meeting_id: String,
+    #[arg(long)]
+    pub attendee_id: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    pub ttl_secs: u64,
+    #[arg(long, env = "CHIMEWATCH_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+}

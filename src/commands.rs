@@ -1,0 +1,93 @@
+//! The commands: each resolves its settings, wires ports to adapters, and runs. No decisions beyond wiring here.
+
+mod aggregator;
+mod archiver;
+mod consumer;
+mod dump;
+mod gateway;
+mod query;
+mod token;
+mod up;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::cli::{ArchiveCommand, Cli, Command, LogsCommand, MetricsCommand, StreamCommand, TokenCommand};
+use crate::config;
+
+/// Resolves the settings once, then runs the command with its finished configuration.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = config::resolve(cli.config.as_deref(), cli.command.settings())?;
+    match cli.command {
+        Command::Up(_) => up::run(settings.up()?).await,
+        Command::Gateway(_) => gateway::run(settings.gateway_command()?).await,
+        Command::Aggregator(_) => aggregator::run(settings.aggregator_command()?).await,
+        Command::Archiver(_) => archiver::run(settings.archiver_command()?).await,
+        Command::Archive(ArchiveCommand::Compact(args)) => archiver::compact_command(args, &settings).await,
+        Command::Metrics(MetricsCommand::Query(args)) => query::metrics(args, &settings),
+        Command::Logs(LogsCommand::Query(args)) => query::logs(args, &settings),
+        Command::Stream(StreamCommand::Dump(args)) => dump::run(args, &settings).await,
+        Command::Token(TokenCommand::Mint(args)) => token::mint(args, &settings),
+    }
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM, for services that stop in several steps.
+fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    });
+    stop
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "Could not listen for Ctrl-C.");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Could not listen for SIGTERM.");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Loads the AWS SDK configuration from the standard environment (region, credentials, `AWS_ENDPOINT_URL*`).
+async fn aws_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
+}
+
+/// Serves `/metrics` and `/healthz` until `shutdown`, for the services without the gateway's HTTP interface.
+async fn serve_metrics(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, chimewatch_gateway::telemetry_router(registry))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving /metrics")
+}

@@ -1,0 +1,88 @@
+//! `chimewatch gateway`: the gateway against an Amazon Kinesis stream; and serving the gateway, which `up` shares.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use chimewatch_gateway::{AppState, GatewayConfig, GatewayTelemetry};
+use chimewatch_sinks::cloudwatch::CloudWatchSink;
+use chimewatch_sinks::{MetricSink, PipelineReporter};
+use chimewatch_stream::kinesis::KinesisProducer;
+use chimewatch_stream::{Producer, ProducerTelemetry};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::config::{GatewayCommandConfig, PipelineConfig};
+
+pub async fn run(config: GatewayCommandConfig) -> anyhow::Result<()> {
+    let sdk = super::aws_config().await;
+    let mut registry = Registry::with_prefix("chimewatch");
+    let telemetry = ProducerTelemetry::default();
+    telemetry.register(&mut registry);
+    let stream = config.producer.stream.clone();
+    let producer = KinesisProducer::start(chimewatch_stream::kinesis::client(&sdk), config.producer, telemetry.clone())
+        .await
+        .with_context(|| format!("starting the Kinesis producer for stream {stream}"))?;
+    let reporting = config.pipeline.map(|p| {
+        let sink: Arc<dyn MetricSink> = Arc::new(CloudWatchSink::new(chimewatch_sinks::cloudwatch::client(&sdk)));
+        (sink, p)
+    });
+    serve_gateway(
+        config.listen,
+        config.gateway,
+        Arc::new(producer),
+        telemetry,
+        registry,
+        reporting,
+        super::shutdown_signal(),
+    )
+    .await
+}
+
+/// Where a service reports its own metrics, and what reports there.
+struct Reporting {
+    reporter: PipelineReporter,
+    interval: std::time::Duration,
+}
+
+/// Binds the listener and serves the gateway until `shutdown`; reports pipeline metrics meanwhile, and once more
+/// after the stream is flushed, so the final counts are published too.
+pub(super) async fn serve_gateway(
+    listen: std::net::SocketAddr,
+    config: GatewayConfig,
+    producer: Arc<dyn Producer>,
+    producer_telemetry: ProducerTelemetry,
+    mut registry: Registry,
+    reporting: Option<(Arc<dyn MetricSink>, PipelineConfig)>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if config.auth.is_anonymous() && !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "The gateway accepts unauthenticated requests on a non-loopback address; set API keys or a token secret.");
+    }
+    let telemetry = Arc::new(GatewayTelemetry::default());
+    telemetry.register(&mut registry);
+    let reporting = reporting.map(|(sink, p)| {
+        let t = telemetry.clone();
+        let reporter = PipelineReporter::new(sink, p.namespace, "gateway")
+            .source(move || t.samples())
+            .source(move || producer_telemetry.samples());
+        Reporting { reporter, interval: p.interval }
+    });
+    let state = AppState::new(config, producer, telemetry, Arc::new(registry));
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "chimewatch gateway listening on http://{addr} (POST /v1/meeting-events, /meetingevents, /v1/sip-messages; GET /metrics)"
+    );
+    let (stopped, stop_reporting) = tokio::sync::oneshot::channel::<()>();
+    let reporter = reporting.map(|r| {
+        tokio::spawn(r.reporter.run(r.interval, chimewatch_stream::system_clock_ms, async move {
+            let _ = stop_reporting.await;
+        }))
+    });
+    let served = chimewatch_gateway::serve(listener, state, shutdown).await.context("serving HTTP");
+    let _ = stopped.send(());
+    if let Some(task) = reporter {
+        let _ = task.await;
+    }
+    served
+}

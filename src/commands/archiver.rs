@@ -124,7 +124,7 @@ pub async fn compact_command(args: CompactArgs, settings: &Settings) -> anyhow::
         min_age: args.min_age,
         partitions: args.partition.clone(),
         work_dir,
-        now_ms: chimewatch_stream::system_clock_ms(),
+        now_ms: chimewatch_stream::system_clock().as_i64(),
     };
     eprintln!("chimewatch archive compact: {}", store.location());
     let report = compact(store.as_ref(), &options, |line| eprintln!("  {line}")).await?;

@@ -89,7 +89,7 @@ pub fn start(
         let reporter = PipelineReporter::new(sink, p.namespace, service.name)
             .source(move || consumer_telemetry.samples())
             .source(samples);
-        tokio::spawn(reporter.run(p.interval, chimewatch_stream::system_clock_ms, stop.clone().cancelled_owned()))
+        tokio::spawn(reporter.run(p.interval, chimewatch_stream::system_clock, stop.clone().cancelled_owned()))
     });
     tokio::spawn(async move {
         worker.run(stop.cancelled_owned()).await;

@@ -48,10 +48,10 @@ fn dump_local(root: &std::path::Path, from_start: bool, follow: bool, out: &mut 
                 any = true;
                 out.emit(Ok(StreamRecord {
                     shard_id: local::shard_id(r.shard),
-                    sequence_number: r.sequence.to_string(),
+                    sequence_number: r.sequence.into(),
                     sub_sequence_number: 0,
                     partition_key: r.partition_key,
-                    arrival_ms: r.timestamp_ms,
+                    arrival: chimewatch_stream::UnixMillis(r.timestamp_ms),
                     data: r.data,
                 }));
             }
@@ -83,12 +83,12 @@ impl Output {
             "sequenceNumber": record.sequence_number,
             "subSequenceNumber": record.sub_sequence_number,
             "partitionKey": record.partition_key,
-            "arrivalMs": record.arrival_ms,
+            "arrivalMs": record.arrival.as_i64(),
         });
         // A CloudWatch Logs envelope holds many SIP records: one line each, numbered by their log event.
         let items = match error {
             Some(e) => vec![(0, Err(e))],
-            None => decode_user_record(&record.data, record.arrival_ms),
+            None => decode_user_record(&record.data, record.arrival.as_i64()),
         };
         let gzip = record.data.starts_with(&GZIP_MAGIC);
         for (log_event, decoded) in items {

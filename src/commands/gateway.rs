@@ -75,7 +75,7 @@ pub(super) async fn serve_gateway(
     );
     let (stopped, stop_reporting) = tokio::sync::oneshot::channel::<()>();
     let reporter = reporting.map(|r| {
-        tokio::spawn(r.reporter.run(r.interval, chimewatch_stream::system_clock_ms, async move {
+        tokio::spawn(r.reporter.run(r.interval, chimewatch_stream::system_clock, async move {
             let _ = stop_reporting.await;
         }))
     });

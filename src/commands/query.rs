@@ -36,7 +36,7 @@ pub fn metrics(args: MetricsQueryArgs, settings: &Settings) -> anyhow::Result<()
     if period_ms == 0 {
         bail!("--period must be at least 1s");
     }
-    let now = chimewatch_stream::system_clock_ms();
+    let now = chimewatch_stream::system_clock().as_i64();
     let namespace = settings.aggregator.namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
     let query = MetricQuery {
         namespace,
@@ -64,7 +64,7 @@ pub fn logs(args: LogsQueryArgs, settings: &Settings) -> anyhow::Result<()> {
     let store = open(settings)?;
     let filter = args.filter.as_deref().map(Filter::parse).transpose().context("--filter")?;
     let group = settings.aggregator.log_group.clone().unwrap_or_else(|| DEFAULT_LOG_GROUP.to_owned());
-    let now = chimewatch_stream::system_clock_ms();
+    let now = chimewatch_stream::system_clock().as_i64();
     let since = now.saturating_sub(i64::try_from(args.since.as_millis()).unwrap_or(i64::MAX));
     // Event time may run a little ahead of this clock (client clocks): CloudWatch accepts up to 2 h ahead.
     let events = store.query_logs(&group, filter.as_ref(), since, now + 2 * 3600 * 1000, args.limit)?;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use chimewatch_metrics::aggregate::{Counters, Placement};
 use chimewatch_metrics::{Aggregator, Catalogue, ClosedWindow, voice};
-use chimewatch_model::Record;
+use chimewatch_model::{Clock, Record, UnixMillis};
 use chimewatch_sinks::{LogEvent, LogSink, MetricSink};
 use chimewatch_sip::{CallTracker, Message};
 use chimewatch_stream::consumer::{Batch, Position, ProcessError, ProcessorFactory, ShardProcessor};
@@ -32,7 +32,7 @@ struct Shared {
     metrics: Arc<dyn MetricSink>,
     logs: Option<Arc<dyn LogSink>>,
     telemetry: AggregatorTelemetry,
-    clock: fn() -> i64,
+    clock: Clock,
     state: Mutex<State>,
     /// One publish at a time, so windows and log events go out in the order they closed.
     publishing: tokio::sync::Mutex<()>,
@@ -92,7 +92,7 @@ impl Aggregation {
         logs: Option<Arc<dyn LogSink>>,
         telemetry: AggregatorTelemetry,
     ) -> Self {
-        Self::with_clock(config, worker_id, metrics, logs, telemetry, chimewatch_stream::system_clock_ms)
+        Self::with_clock(config, worker_id, metrics, logs, telemetry, chimewatch_stream::system_clock)
     }
 
     /// The same, with the processing-time clock given (tests run it on a fake clock).
@@ -102,7 +102,7 @@ impl Aggregation {
         metrics: Arc<dyn MetricSink>,
         logs: Option<Arc<dyn LogSink>>,
         telemetry: AggregatorTelemetry,
-        clock: fn() -> i64,
+        clock: Clock,
     ) -> Self {
         let state = State {
             catalogue: Catalogue::new(config.catalogue.clone()),
@@ -116,7 +116,7 @@ impl Aggregation {
             logs: VecDeque::new(),
             logs_appended: 0,
             logs_written: 0,
-            last_log_write_ms: clock(),
+            last_log_write_ms: clock().as_i64(),
             pending: HashMap::new(),
             failures: 0,
             retry_at_ms: i64::MIN,
@@ -152,7 +152,7 @@ struct ShardAggregation {
 #[async_trait]
 impl ShardProcessor for ShardAggregation {
     async fn process(&mut self, batch: Batch) -> Result<Option<Position>, ProcessError> {
-        let now = (self.shared.clock)();
+        let now = (self.shared.clock)().as_i64();
         self.shared.ingest(&self.shard, batch, now)?;
         // A failed publish is retried on a later call; the checkpoint waits meanwhile.
         let _ = self.shared.publish(now, false).await;
@@ -160,7 +160,7 @@ impl ShardProcessor for ShardAggregation {
     }
 
     async fn flush(&mut self) -> Result<Option<Position>, ProcessError> {
-        let now = (self.shared.clock)();
+        let now = (self.shared.clock)().as_i64();
         {
             let mut guard = self.shared.lock()?;
             let s = &mut *guard;
@@ -225,7 +225,7 @@ impl Shared {
                         s.logs_appended += 1;
                         s.logs.push_back((
                             (group.clone(), shard.to_owned()),
-                            LogEvent { timestamp_ms: r.event_timestamp, message },
+                            LogEvent { timestamp: UnixMillis(r.event_timestamp), message },
                         ));
                     }
                     match Message::parse(r.sip_message.as_bytes()) {

@@ -2,7 +2,7 @@
 //! values, counts as single values, both at the window's start), and events as the blog sample's log lines.
 
 use chimewatch_metrics::{ClosedWindow, SeriesValue};
-use chimewatch_model::MeetingEvent;
+use chimewatch_model::{MeetingEvent, UnixMillis};
 use chimewatch_sinks::cloudwatch::MAX_VALUES_PER_DATUM;
 use chimewatch_sinks::{Datum, DatumValue, LogEvent};
 
@@ -18,7 +18,7 @@ pub fn datums(windows: &[ClosedWindow], window_ms: i64) -> Vec<Datum> {
                 unit,
                 value,
                 dimensions: s.dimensions.clone(),
-                timestamp_ms: w.start_ms,
+                timestamp: UnixMillis(w.start_ms),
                 high_resolution,
             };
             match &s.value {
@@ -37,5 +37,5 @@ pub fn datums(windows: &[ClosedWindow], window_ms: i64) -> Vec<Datum> {
 /// An event as the blog sample logs it: `{"name": ..., "attributes": {...}}` at the event's own time.
 pub fn log_line(event: &MeetingEvent, timestamp_ms: i64) -> LogEvent {
     let message = serde_json::json!({ "name": event.name, "attributes": event.attributes }).to_string();
-    LogEvent { timestamp_ms, message }
+    LogEvent { timestamp: UnixMillis(timestamp_ms), message }
 }

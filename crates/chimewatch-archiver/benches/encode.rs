@@ -9,6 +9,7 @@ use chimewatch_archiver::rows::{MeetingEventRow, Row, Source};
 use chimewatch_archiver::spool::Spool;
 use chimewatch_archiver::{Format, Table};
 use chimewatch_model::{Ingest, MeetingEvent, MeetingEventRecord};
+use chimewatch_stream::SequenceNumber;
 use chimewatch_stream::consumer::Position;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -66,10 +67,10 @@ fn encode(c: &mut Criterion) {
             b.iter(|| {
                 let mut spool = Spool::new(dir.path()).expect("spool");
                 for (i, r) in rows.iter().enumerate() {
-                    let p = Position::parse(&(49_000_000_000 + i as u64).to_string(), 0).expect("position");
+                    let p = Position::new(SequenceNumber::from(49_000_000_000 + i as u64), 0);
                     spool.append(r, p, T0).expect("append");
                 }
-                let through = Position::parse(&(49_000_000_000 + ROWS).to_string(), 0).expect("position");
+                let through = Position::new(SequenceNumber::from(49_000_000_000 + ROWS), 0);
                 let part = spool.take_through(&through).pop().expect("one partition");
                 write_entries(&mut spool, &part.entries, Table::MeetingEvents, format, &out).expect("write")
             })
@@ -79,10 +80,10 @@ fn encode(c: &mut Criterion) {
     for format in [Format::Parquet, Format::NdjsonGzip] {
         let mut spool = Spool::new(dir.path()).expect("spool");
         for (i, r) in rows.iter().enumerate() {
-            spool.append(r, Position::parse(&i.to_string(), 0).expect("position"), T0).expect("append");
+            spool.append(r, Position::new(SequenceNumber::from(i as u64), 0), T0).expect("append");
         }
         let spooled = spool.bytes();
-        let part = spool.take_through(&Position::parse(&ROWS.to_string(), 0).expect("position")).pop().expect("part");
+        let part = spool.take_through(&Position::new(SequenceNumber::from(ROWS), 0)).pop().expect("part");
         write_entries(&mut spool, &part.entries, Table::MeetingEvents, format, &out).expect("write");
         let size = std::fs::metadata(&out).expect("metadata").len();
         println!(

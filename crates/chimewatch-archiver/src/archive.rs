@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chimewatch_model::Record;
+use chimewatch_model::{Clock, Record};
 use chimewatch_sinks::ObjectStore;
+use chimewatch_stream::SequenceNumber;
 use chimewatch_stream::consumer::{Batch, Position, ProcessError, ProcessorFactory, ShardProcessor};
 use serde::{Deserialize, Serialize};
 
@@ -97,7 +98,8 @@ impl ClaimPosition {
     }
 
     fn position(&self) -> Result<Position, ProcessError> {
-        Position::parse(&self.sequence, self.sub_sequence).map_err(|e| ProcessError(e.to_string()))
+        let sequence = SequenceNumber::parse(&self.sequence).map_err(|e| ProcessError(format!("claim: {e}")))?;
+        Ok(Position::new(sequence, self.sub_sequence))
     }
 
     /// The claim's file name: the position of its first row.
@@ -108,7 +110,7 @@ impl ClaimPosition {
     /// The inverse of [`file_name`](Self::file_name).
     pub fn from_file_name(name: &str) -> Option<Position> {
         let (sequence, sub) = name.strip_suffix(".json")?.split_once('-')?;
-        Position::parse(sequence, sub.parse().ok()?).ok()
+        Some(Position::new(SequenceNumber::parse(sequence).ok()?, sub.parse().ok()?))
     }
 }
 
@@ -123,14 +125,14 @@ struct Shared {
     config: ArchiverConfig,
     store: Arc<dyn ObjectStore>,
     telemetry: ArchiverTelemetry,
-    clock: fn() -> i64,
+    clock: Clock,
     /// Bytes of file per byte of spooled row, per table, as the last files came out: to aim cuts at the file size.
     ratio: Mutex<[f64; 2]>,
 }
 
 impl Archiving {
     pub fn new(config: ArchiverConfig, store: Arc<dyn ObjectStore>, telemetry: ArchiverTelemetry) -> Self {
-        Self::with_clock(config, store, telemetry, chimewatch_stream::system_clock_ms)
+        Self::with_clock(config, store, telemetry, chimewatch_stream::system_clock)
     }
 
     /// The same, with the processing-time clock given (tests run it on a fake clock).
@@ -138,7 +140,7 @@ impl Archiving {
         config: ArchiverConfig,
         store: Arc<dyn ObjectStore>,
         telemetry: ArchiverTelemetry,
-        clock: fn() -> i64,
+        clock: Clock,
     ) -> Self {
         // Until a file was written, assume files as large as the spooled rows: the first cut errs small.
         Self { shared: Arc::new(Shared { config, store, telemetry, clock, ratio: Mutex::new([1.0, 1.0]) }) }
@@ -400,7 +402,7 @@ impl ShardArchive {
 #[async_trait]
 impl ShardProcessor for ShardArchive {
     async fn process(&mut self, batch: Batch) -> Result<Option<Position>, ProcessError> {
-        let now = (self.shared.clock)();
+        let now = (self.shared.clock)().as_i64();
         for consumed in &batch.records {
             if let Some(forced) = self.forced_end.clone()
                 && consumed.position > forced
@@ -408,10 +410,10 @@ impl ShardProcessor for ShardArchive {
                 self.cut(forced, now).await?;
             }
             let row = row(&self.shard, consumed);
-            if row.partition() < Partition::of(consumed.arrival_ms) {
+            if row.partition() < Partition::of(consumed.arrival.as_i64()) {
                 self.shared.telemetry.late_rows.inc();
             }
-            self.spool()?.append(&row, consumed.position.clone(), consumed.arrival_ms).map_err(failed)?;
+            self.spool()?.append(&row, consumed.position.clone(), consumed.arrival.as_i64()).map_err(failed)?;
             self.shared.telemetry.rows.inc();
             self.oldest_ms.get_or_insert(now);
         }
@@ -445,7 +447,7 @@ impl ShardProcessor for ShardArchive {
     }
 
     async fn flush(&mut self) -> Result<Option<Position>, ProcessError> {
-        let now = (self.shared.clock)();
+        let now = (self.shared.clock)().as_i64();
         // Each round writes rows, or learns of a claim past what was read (an error: the next owner completes it).
         while self.buffered()
             && let Some(read) = self.last_read.clone()

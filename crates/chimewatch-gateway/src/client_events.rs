@@ -53,7 +53,7 @@ async fn ingest(
     if uri.query().is_some_and(|q| q.split(['&', '?']).any(|p| p == "beacon=1")) {
         state.telemetry.beacons.inc();
     }
-    let now = (state.clock)();
+    let now = (state.clock)().as_i64();
     let config = Arc::clone(&state.config);
     let batch = parse_off_workers(bytes.len(), move || -> Result<ClientBatch, ApiError> {
         let value = parse_strict(utf8(&bytes)?).map_err(syntax_error)?;
@@ -162,7 +162,7 @@ async fn register(state: &AppState, uri: &Uri, headers: &HeaderMap, body: Body) 
         Value::Array(items) => items,
         other => vec![other],
     };
-    let now = (state.clock)();
+    let now = (state.clock)().as_i64();
     let mut entries = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let field = |k: &str| -> Result<&str, ApiError> {

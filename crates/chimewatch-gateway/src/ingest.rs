@@ -111,7 +111,7 @@ async fn ingest(
     body::check_content_type(headers, route.accept)?;
     let bytes = body::read(headers, body, state.config.max_body_bytes).await?;
     state.telemetry.request_bytes.inc_by(bytes.len() as u64);
-    let now = (state.clock)();
+    let now = (state.clock)().as_i64();
     let config = Arc::clone(&state.config);
     let parsed = parse_off_workers(bytes.len(), move || (route.parse)(&bytes, &config, &principal, now)).await?;
     for (_, e) in &parsed.rejected {

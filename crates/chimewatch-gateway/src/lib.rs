@@ -32,7 +32,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use chimewatch_stream::Producer;
+use chimewatch_stream::{Clock, Producer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -52,7 +52,7 @@ pub struct AppState {
     pub dedup: Arc<dedup::Deduplicator>,
     pub join_tokens: Arc<auth::JoinTokenRegistry>,
     /// The server's clock in milliseconds since the epoch; injected so tests can pin it.
-    pub clock: fn() -> i64,
+    pub clock: Clock,
 }
 
 impl AppState {
@@ -72,7 +72,7 @@ impl AppState {
             shutting_down: Arc::new(AtomicBool::new(false)),
             dedup,
             join_tokens,
-            clock: chimewatch_stream::system_clock_ms,
+            clock: chimewatch_stream::system_clock,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`record`]: the versioned, self-describing record format carried on the stream.
 //! - [`partition`]: partition keys and the 128-bit hash keys that pick a shard.
 //! - [`kpl`]: the Kinesis Producer Library aggregation format (encode and de-aggregate).
+//! - [`time`]: [`UnixMillis`], how times cross crate boundaries, and the [`Clock`] the services read.
 //! - [`envelope`]: decoding whatever a Kinesis record holds: chimewatch records, KPL aggregates, CloudWatch Logs
 //!   subscription envelopes of SIP logs; each item a record or the reason it is not one.
 
@@ -22,9 +23,11 @@ pub mod kpl;
 pub mod partition;
 pub mod record;
 pub mod sip;
+pub mod time;
 
 pub use event::{EventError, Limits, MeetingEvent, NormalizedEvent, Truncation};
 pub use json::{BatchError, split_batch};
 pub use partition::{HashKey, partition_key_for};
 pub use record::{DecodeError, Delivery, Ingest, MeetingEventRecord, Record, SipMessageRecord};
 pub use sip::SipLogRecord;
+pub use time::{Clock, UnixMillis};

@@ -74,7 +74,7 @@ fn to_sdk(d: Datum) -> MetricDatum {
     let mut b = MetricDatum::builder()
         .metric_name(d.name)
         .unit(unit(d.unit))
-        .timestamp(DateTime::from_millis(d.timestamp_ms))
+        .timestamp(DateTime::from_millis(d.timestamp.as_i64()))
         .storage_resolution(if d.high_resolution { 1 } else { 60 })
         .set_dimensions(Some(
             d.dimensions
@@ -139,6 +139,7 @@ mod tests {
     use super::*;
     use aws_sdk_cloudwatch::operation::put_metric_data::{PutMetricDataInput, PutMetricDataOutput};
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use chimewatch_model::UnixMillis;
     use std::sync::{Arc, Mutex};
 
     fn datum(i: usize) -> Datum {
@@ -147,7 +148,7 @@ mod tests {
             unit: Unit::Count,
             value: DatumValue::Single(i as f64),
             dimensions: vec![("Service".into(), "gateway".into())],
-            timestamp_ms: 1_763_712_000_000,
+            timestamp: UnixMillis(1_763_712_000_000),
             high_resolution: false,
         }
     }

@@ -104,7 +104,9 @@ impl LogSink for CloudWatchLogsSink {
         for batch in plan_batches(events) {
             let events: Vec<InputLogEvent> = batch
                 .into_iter()
-                .filter_map(|e| InputLogEvent::builder().timestamp(e.timestamp_ms).message(e.message).build().ok())
+                .filter_map(|e| {
+                    InputLogEvent::builder().timestamp(e.timestamp.as_i64()).message(e.message).build().ok()
+                })
                 .collect();
             let request =
                 self.client.put_log_events().log_group_name(group).log_stream_name(stream).set_log_events(Some(events));
@@ -139,6 +141,8 @@ impl LogSink for CloudWatchLogsSink {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use chimewatch_model::UnixMillis;
 
     use aws_sdk_cloudwatchlogs::config::{BehaviorVersion, Credentials, Region};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -189,7 +193,7 @@ mod tests {
     #[tokio::test]
     async fn emf_lines_are_sent_with_the_header_that_has_cloudwatch_extract_them() {
         let (url, heads) = recorder().await;
-        let event = || vec![LogEvent { timestamp_ms: 1, message: "{}".into() }];
+        let event = || vec![LogEvent { timestamp: UnixMillis(1), message: "{}".into() }];
         CloudWatchLogsSink::new(client(&url), Some(30)).emf().put("g", "s", event()).await.unwrap();
         CloudWatchLogsSink::new(client(&url), None).put("g", "s", event()).await.unwrap();
         let heads = heads.lock().unwrap().clone();

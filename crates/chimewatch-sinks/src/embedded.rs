@@ -270,7 +270,15 @@ impl MetricSink for EmbeddedStore {
                     };
                     for (value, count) in pairs {
                         insert
-                            .execute(params![namespace, d.name, d.unit.as_str(), dims, d.timestamp_ms, value, count])
+                            .execute(params![
+                                namespace,
+                                d.name,
+                                d.unit.as_str(),
+                                dims,
+                                d.timestamp.as_i64(),
+                                value,
+                                count
+                            ])
                             .map_err(store_error(path))?;
                     }
                 }
@@ -284,7 +292,7 @@ impl MetricSink for EmbeddedStore {
 #[async_trait]
 impl LogSink for EmbeddedStore {
     async fn put(&self, group: &str, stream: &str, mut events: Vec<LogEvent>) -> Result<(), SinkError> {
-        events.sort_by_key(|e| e.timestamp_ms);
+        events.sort_by_key(|e| e.timestamp);
         let (group, stream) = (group.to_owned(), stream.to_owned());
         self.blocking(move |conn, path| {
             let tx = conn.transaction().map_err(store_error(path))?;
@@ -295,7 +303,9 @@ impl LogSink for EmbeddedStore {
                     )
                     .map_err(store_error(path))?;
                 for e in events {
-                    insert.execute(params![group, stream, e.timestamp_ms, e.message]).map_err(store_error(path))?;
+                    insert
+                        .execute(params![group, stream, e.timestamp.as_i64(), e.message])
+                        .map_err(store_error(path))?;
                 }
             }
             tx.commit().map_err(store_error(path))
@@ -308,6 +318,7 @@ impl LogSink for EmbeddedStore {
 mod tests {
     use super::*;
     use crate::metrics::Unit;
+    use chimewatch_model::UnixMillis;
 
     fn datum(name: &str, dims: &[(&str, &str)], t: i64, value: DatumValue) -> Datum {
         Datum {
@@ -315,7 +326,7 @@ mod tests {
             unit: Unit::Milliseconds,
             value,
             dimensions: dims.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
-            timestamp_ms: t,
+            timestamp: UnixMillis(t),
             high_resolution: false,
         }
     }
@@ -375,9 +386,9 @@ mod tests {
                 "/chimewatch/meeting-events",
                 "w1/shard-0000",
                 vec![
-                    LogEvent { timestamp_ms: 3, message: msg("meetingFailed", "a-1") },
-                    LogEvent { timestamp_ms: 1, message: msg("meetingStartRequested", "a-1") },
-                    LogEvent { timestamp_ms: 2, message: msg("meetingFailed", "a-2") },
+                    LogEvent { timestamp: UnixMillis(3), message: msg("meetingFailed", "a-1") },
+                    LogEvent { timestamp: UnixMillis(1), message: msg("meetingStartRequested", "a-1") },
+                    LogEvent { timestamp: UnixMillis(2), message: msg("meetingFailed", "a-2") },
                 ],
             )
             .await

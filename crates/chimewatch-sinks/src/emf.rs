@@ -53,7 +53,7 @@ pub fn lines(namespace: &str, d: &Datum) -> Vec<String> {
             line.insert(
                 "_aws".into(),
                 json!({
-                    "Timestamp": d.timestamp_ms,
+                    "Timestamp": d.timestamp.as_i64(),
                     "CloudWatchMetrics": [{
                         "Namespace": namespace,
                         "Dimensions": [names],
@@ -75,9 +75,7 @@ impl MetricSink for EmfSink {
     async fn publish(&self, namespace: &str, datums: Vec<Datum>) -> Result<(), SinkError> {
         let events: Vec<LogEvent> = datums
             .iter()
-            .flat_map(|d| {
-                lines(namespace, d).into_iter().map(|message| LogEvent { timestamp_ms: d.timestamp_ms, message })
-            })
+            .flat_map(|d| lines(namespace, d).into_iter().map(|message| LogEvent { timestamp: d.timestamp, message }))
             .collect();
         self.logs.put(&self.group, &self.stream, events).await
     }
@@ -87,6 +85,7 @@ impl MetricSink for EmfSink {
 mod tests {
     use super::*;
     use crate::metrics::Unit;
+    use chimewatch_model::UnixMillis;
 
     #[test]
     fn a_wide_distribution_becomes_lines_of_at_most_100_values_that_add_up() {
@@ -96,7 +95,7 @@ mod tests {
             unit: Unit::Milliseconds,
             value: DatumValue::Distribution { values: values.clone(), counts: vec![2.0; 250] },
             dimensions: vec![("sdkName".into(), "amazon-chime-sdk-js".into())],
-            timestamp_ms: 1_763_712_000_000,
+            timestamp: UnixMillis(1_763_712_000_000),
             high_resolution: false,
         };
         let lines: Vec<Value> =
@@ -127,7 +126,7 @@ mod tests {
             unit: Unit::Count,
             value: DatumValue::Single(7.0),
             dimensions: vec![],
-            timestamp_ms: 0,
+            timestamp: UnixMillis(0),
             high_resolution: true,
         };
         let line: Value = serde_json::from_str(&lines("N", &d)[0]).unwrap();

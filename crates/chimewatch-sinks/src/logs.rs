@@ -3,6 +3,7 @@
 //! batch, and a batch spanning at most 24 hours.
 
 use async_trait::async_trait;
+use chimewatch_model::UnixMillis;
 
 use crate::metrics::SinkError;
 
@@ -13,8 +14,7 @@ pub const MAX_BATCH_SPAN_MS: i64 = 24 * 3600 * 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEvent {
-    /// Milliseconds since the epoch.
-    pub timestamp_ms: i64,
+    pub timestamp: UnixMillis,
     pub message: String,
 }
 
@@ -26,7 +26,7 @@ pub trait LogSink: Send + Sync + std::fmt::Debug {
 
 /// Sorts the events by time and splits them into batches PutLogEvents accepts.
 pub fn plan_batches(mut events: Vec<LogEvent>) -> Vec<Vec<LogEvent>> {
-    events.sort_by_key(|e| e.timestamp_ms);
+    events.sort_by_key(|e| e.timestamp);
     let mut batches = Vec::new();
     let mut current: Vec<LogEvent> = Vec::new();
     let mut bytes = 0;
@@ -34,7 +34,7 @@ pub fn plan_batches(mut events: Vec<LogEvent>) -> Vec<Vec<LogEvent>> {
         let size = e.message.len() + EVENT_OVERHEAD_BYTES;
         let full = current.len() == MAX_BATCH_EVENTS
             || bytes + size > MAX_BATCH_BYTES
-            || current.first().is_some_and(|first| e.timestamp_ms - first.timestamp_ms > MAX_BATCH_SPAN_MS);
+            || current.first().is_some_and(|first| e.timestamp.as_i64() - first.timestamp.as_i64() > MAX_BATCH_SPAN_MS);
         if full && !current.is_empty() {
             batches.push(std::mem::take(&mut current));
             bytes = 0;
@@ -55,7 +55,7 @@ mod tests {
     use super::*;
 
     fn event(t: i64, len: usize) -> LogEvent {
-        LogEvent { timestamp_ms: t, message: "x".repeat(len) }
+        LogEvent { timestamp: UnixMillis(t), message: "x".repeat(len) }
     }
 
     #[test]
@@ -63,7 +63,7 @@ mod tests {
         let events: Vec<LogEvent> = (0..25_000).rev().map(|i| event(i, 10)).collect();
         let batches = plan_batches(events);
         assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [10_000, 10_000, 5_000]);
-        assert!(batches.iter().flatten().map(|e| e.timestamp_ms).collect::<Vec<_>>().is_sorted());
+        assert!(batches.iter().flatten().map(|e| e.timestamp.as_i64()).collect::<Vec<_>>().is_sorted());
 
         let big = plan_batches((0..40).map(|i| event(i, 100_000)).collect());
         assert!(big.iter().all(|b| b.iter().map(|e| e.message.len() + 26).sum::<usize>() <= MAX_BATCH_BYTES));
@@ -82,11 +82,11 @@ mod tests {
             let batches = plan_batches(input.clone());
             let flat: Vec<&LogEvent> = batches.iter().flatten().collect();
             prop_assert_eq!(flat.len(), input.len());
-            prop_assert!(flat.windows(2).all(|w| w[0].timestamp_ms <= w[1].timestamp_ms));
+            prop_assert!(flat.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
             for b in &batches {
                 prop_assert!(!b.is_empty() && b.len() <= MAX_BATCH_EVENTS);
                 prop_assert!(b.iter().map(|e| e.message.len() + 26).sum::<usize>() <= MAX_BATCH_BYTES);
-                prop_assert!(b.last().unwrap().timestamp_ms - b[0].timestamp_ms <= MAX_BATCH_SPAN_MS);
+                prop_assert!(b.last().unwrap().timestamp.as_i64() - b[0].timestamp.as_i64() <= MAX_BATCH_SPAN_MS);
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The metric sink port: what the services publish, in domain terms (no SDK types).
 
 use async_trait::async_trait;
+use chimewatch_model::UnixMillis;
 
 pub use chimewatch_metrics::Unit;
 
@@ -21,8 +22,7 @@ pub struct Datum {
     pub unit: Unit,
     pub value: DatumValue,
     pub dimensions: Vec<(String, String)>,
-    /// Milliseconds since the epoch.
-    pub timestamp_ms: i64,
+    pub timestamp: UnixMillis,
     /// Stored at 1-second resolution (CloudWatch high-resolution metrics) rather than 1 minute.
     pub high_resolution: bool,
 }

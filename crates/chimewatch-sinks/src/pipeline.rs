@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chimewatch_model::{Clock, UnixMillis};
 use chimewatch_telemetry::{Distribution, Sample, SampleKind, Unit};
 
 use crate::cloudwatch::MAX_VALUES_PER_DATUM;
@@ -53,8 +54,8 @@ impl PipelineReporter {
         self
     }
 
-    /// The datums of one report at `now_ms`, and the counter values they bring the published totals to.
-    fn datums(&mut self, now_ms: i64) -> (Vec<Datum>, Vec<(&'static str, u64)>) {
+    /// The datums of one report at `now`, and the counter values they bring the published totals to.
+    fn datums(&mut self, now: UnixMillis) -> (Vec<Datum>, Vec<(&'static str, u64)>) {
         let mut datums = Vec::new();
         let mut totals = Vec::new();
         let dimensions = vec![("Service".to_owned(), self.service.clone())];
@@ -63,7 +64,7 @@ impl PipelineReporter {
             unit,
             value,
             dimensions: dimensions.clone(),
-            timestamp_ms: now_ms,
+            timestamp: now,
             high_resolution: false,
         };
         let samples: Vec<Sample> = self.sources.iter().flat_map(|s| s()).collect();
@@ -95,8 +96,8 @@ impl PipelineReporter {
     }
 
     /// Publishes one report; on failure the increments and distributions stay pending for the next.
-    pub async fn report(&mut self, now_ms: i64) {
-        let (datums, totals) = self.datums(now_ms);
+    pub async fn report(&mut self, now: UnixMillis) {
+        let (datums, totals) = self.datums(now);
         match self.sink.publish(&self.namespace, datums).await {
             Ok(()) => {
                 self.published.extend(totals);
@@ -109,12 +110,7 @@ impl PipelineReporter {
     }
 
     /// Reports every `interval` until `shutdown` resolves, then reports once more.
-    pub async fn run(
-        mut self,
-        interval: Duration,
-        clock: fn() -> i64,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) {
+    pub async fn run(mut self, interval: Duration, clock: Clock, shutdown: impl std::future::Future<Output = ()>) {
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await;
         tokio::pin!(shutdown);
@@ -174,15 +170,15 @@ mod tests {
             PipelineReporter::new(sink.clone(), DEFAULT_NAMESPACE, "gateway").source(move || source.samples());
         accepted.inc_by(10);
         latency.observe(Duration::from_millis(5));
-        reporter.report(1).await;
+        reporter.report(UnixMillis(1)).await;
         accepted.inc_by(5);
         latency.observe(Duration::from_millis(40));
         sink.fail.store(true, Ordering::Relaxed);
-        reporter.report(2).await;
+        reporter.report(UnixMillis(2)).await;
         sink.fail.store(false, Ordering::Relaxed);
         accepted.inc_by(3);
         latency.observe(Duration::from_millis(60));
-        reporter.report(3).await;
+        reporter.report(UnixMillis(3)).await;
         let published = sink.published.lock().unwrap();
         assert_eq!(values(&published[0])[..2], [("EventsAccepted".into(), 10.0), ("InFlightBytes".into(), 7.0)]);
         assert_eq!(

@@ -34,6 +34,7 @@ pub use telemetry::ConsumerTelemetry;
 pub use worker::{Worker, WorkerConfig};
 
 use crate::lease::{Checkpoint, LeaseError};
+pub use crate::ports::SequenceNumber;
 use crate::ports::StreamRecord;
 
 /// A shard as the stream lists it.
@@ -42,48 +43,10 @@ pub struct ShardInfo {
     pub shard_id: String,
     pub parents: Vec<String>,
     /// Set once the shard was closed by a split or merge: the last sequence number it holds.
-    pub ending_sequence: Option<String>,
+    pub ending_sequence: Option<SequenceNumber>,
     /// The hash keys the shard covers (Kinesis); a KPL aggregate's user records outside it are skipped, because
     /// the producer put them again on the right shard (the KCL does the same).
     pub hash_range: Option<(u128, u128)>,
-}
-
-/// A stream sequence number: a decimal of any length (Kinesis uses 56 digits and allows up to 129), compared as
-/// the number it is, never as text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SequenceNumber(String);
-
-impl SequenceNumber {
-    pub fn parse(text: &str) -> Result<Self, ConsumeError> {
-        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ConsumeError::Source(format!("sequence number {text:?} is not a decimal")));
-        }
-        let digits = text.trim_start_matches('0');
-        Ok(Self(if digits.is_empty() { "0".into() } else { digits.into() }))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Ord for SequenceNumber {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        // Without leading zeros, a longer decimal is a larger number.
-        self.0.len().cmp(&other.0.len()).then_with(|| self.0.cmp(&other.0))
-    }
-}
-
-impl PartialOrd for SequenceNumber {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl std::fmt::Display for SequenceNumber {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// Where a user record sits in its shard; positions order as the shard does.
@@ -96,12 +59,17 @@ pub struct Position {
 }
 
 impl Position {
-    pub fn parse(sequence: &str, sub_sequence: u64) -> Result<Self, ConsumeError> {
-        Ok(Self { sequence: SequenceNumber::parse(sequence)?, sub_sequence })
+    pub fn new(sequence: SequenceNumber, sub_sequence: u64) -> Self {
+        Self { sequence, sub_sequence }
+    }
+
+    /// A position from its sequence number's text.
+    pub fn parse(sequence: &str, sub_sequence: u64) -> Result<Self, crate::InvalidSequenceNumber> {
+        Ok(Self::new(SequenceNumber::parse(sequence)?, sub_sequence))
     }
 
     pub fn checkpoint(&self) -> Checkpoint {
-        Checkpoint::At { sequence: self.sequence.to_string(), sub_sequence: self.sub_sequence }
+        Checkpoint::At { sequence: self.sequence.clone(), sub_sequence: self.sub_sequence }
     }
 }
 
@@ -141,8 +109,8 @@ pub struct Consumed {
     /// Index within a CloudWatch Logs envelope's `logEvents` (0 otherwise).
     pub log_event: usize,
     pub partition_key: String,
-    /// When the stream accepted the record, in milliseconds since the epoch.
-    pub arrival_ms: i64,
+    /// When the stream accepted the record.
+    pub arrival: chimewatch_model::UnixMillis,
     pub record: Record,
 }
 
@@ -193,6 +161,12 @@ pub enum ConsumeError {
     Process { shard_id: String, source: ProcessError },
     #[error("dead-lettering a record of shard {shard_id}: {reason}")]
     DeadLetter { shard_id: String, reason: String },
+}
+
+impl From<crate::InvalidSequenceNumber> for ConsumeError {
+    fn from(e: crate::InvalidSequenceNumber) -> Self {
+        ConsumeError::Source(e.to_string())
+    }
 }
 
 #[cfg(test)]

@@ -26,15 +26,41 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 
+use crate::SequenceNumber;
+
 /// How far a shard has been processed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Checkpoint {
     /// Nothing processed yet: start at the oldest record.
     TrimHorizon,
     /// Processed up to and including this record (the sub-sequence numbers a KPL aggregate's user records).
-    At { sequence: String, sub_sequence: u64 },
+    At { sequence: SequenceNumber, sub_sequence: u64 },
     /// The shard is closed and fully processed: its children may start.
     ShardEnd,
+}
+
+impl Checkpoint {
+    /// The KCL's text form of the checkpoint (`TRIM_HORIZON`, `SHARD_END` or the sequence number), with the
+    /// sub-sequence number kept beside it.
+    pub fn to_text(&self) -> (String, u64) {
+        match self {
+            Checkpoint::TrimHorizon => ("TRIM_HORIZON".to_owned(), 0),
+            Checkpoint::ShardEnd => ("SHARD_END".to_owned(), 0),
+            Checkpoint::At { sequence, sub_sequence } => (sequence.to_string(), *sub_sequence),
+        }
+    }
+
+    /// Reads what [`Checkpoint::to_text`] wrote.
+    pub fn from_text(text: &str, sub_sequence: u64) -> Result<Self, LeaseError> {
+        Ok(match text {
+            "TRIM_HORIZON" => Checkpoint::TrimHorizon,
+            "SHARD_END" => Checkpoint::ShardEnd,
+            sequence => Checkpoint::At {
+                sequence: SequenceNumber::parse(sequence).map_err(|e| LeaseError::Store(format!("checkpoint: {e}")))?,
+                sub_sequence,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

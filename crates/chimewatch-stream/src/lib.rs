@@ -19,11 +19,13 @@ pub mod local;
 pub mod ports;
 pub mod telemetry;
 
-pub use ports::{OutRecord, ProduceError, Producer, StreamRecord};
+pub use chimewatch_model::{Clock, UnixMillis};
+pub use ports::{InvalidSequenceNumber, OutRecord, ProduceError, Producer, SequenceNumber, StreamRecord};
 pub use telemetry::ProducerTelemetry;
 
-/// Milliseconds since the epoch by the system clock: what record arrival times and event times are compared with.
-/// The one place the services read the wall clock; the sans-IO crates take `now` as an argument instead.
-pub fn system_clock_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+/// The system clock: what record arrival times and event times are compared with. The one place the services read
+/// the wall clock; the sans-IO crates take `now` as an argument instead.
+pub fn system_clock() -> UnixMillis {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    UnixMillis(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
 }

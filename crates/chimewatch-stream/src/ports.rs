@@ -1,9 +1,10 @@
-//! The producer port: what the gateway needs from a stream, in domain terms (no SDK types).
+//! The producer port and the types every port of the stream speaks, in domain terms (no SDK types).
 
 use std::fmt::Debug;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chimewatch_model::UnixMillis;
 
 /// A record to put on the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,17 +20,66 @@ impl OutRecord {
     }
 }
 
+/// A stream sequence number: a decimal of any length (Kinesis uses 56 digits and allows up to 129), compared as
+/// the number it is, never as text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct SequenceNumber(String);
+
+impl SequenceNumber {
+    pub fn parse(text: &str) -> Result<Self, InvalidSequenceNumber> {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidSequenceNumber(text.to_owned()));
+        }
+        let digits = text.trim_start_matches('0');
+        Ok(Self(if digits.is_empty() { "0".into() } else { digits.into() }))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Ord for SequenceNumber {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // Without leading zeros, a longer decimal is a larger number.
+        self.0.len().cmp(&other.0.len()).then_with(|| self.0.cmp(&other.0))
+    }
+}
+
+impl PartialOrd for SequenceNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for SequenceNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<u64> for SequenceNumber {
+    /// The embedded log's sequence numbers are byte offsets.
+    fn from(offset: u64) -> Self {
+        Self(offset.to_string())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("sequence number {0:?} is not a decimal")]
+pub struct InvalidSequenceNumber(pub String);
+
 /// A user record read back from a stream (after de-aggregation), with where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamRecord {
     pub shard_id: String,
-    /// The stream's sequence number, a decimal string (compare as numbers, never as strings).
-    pub sequence_number: String,
+    pub sequence_number: SequenceNumber,
     /// Position within a KPL aggregate; 0 for a plain record.
     pub sub_sequence_number: u64,
     pub partition_key: String,
-    /// When the stream accepted the record, in milliseconds since the epoch.
-    pub arrival_ms: i64,
+    /// When the stream accepted the record.
+    pub arrival: UnixMillis,
     pub data: Vec<u8>,
 }
 

@@ -18,8 +18,8 @@ thread_local! {
     static NOW: Cell<i64> = const { Cell::new(T0) };
 }
 
-fn now() -> i64 {
-    NOW.with(Cell::get)
+fn now() -> chimewatch_model::UnixMillis {
+    chimewatch_model::UnixMillis(NOW.with(Cell::get))
 }
 
 fn set_now(t: i64) {
@@ -99,7 +99,7 @@ fn batch(shard: &str, seq: u64, records: Vec<Record>) -> Batch {
             position: Position::parse(&(seq + i as u64).to_string(), 0).unwrap(),
             log_event: 0,
             partition_key: "m/a".into(),
-            arrival_ms: T0,
+            arrival: chimewatch_model::UnixMillis(T0),
             record,
         })
         .collect();
@@ -156,7 +156,7 @@ async fn windows_are_published_when_the_watermark_passes_and_only_then_checkpoin
         })
         .cloned()
         .unwrap();
-    assert_eq!(datum.timestamp_ms, T0);
+    assert_eq!(datum.timestamp.as_i64(), T0);
     // Bucket midpoints: within 0.4 % of each value (exact below 256).
     assert_eq!(datum.value, DatumValue::Distribution { values: vec![702.0, 902.0, 1_100.0], counts: vec![1.0; 3] });
     let streams: HashSet<String> = sink.logs.lock().unwrap().iter().map(|(_, s, _)| s.clone()).collect();
@@ -168,7 +168,7 @@ async fn windows_are_published_when_the_watermark_passes_and_only_then_checkpoin
         (line["name"].as_str(), line["attributes"]["meetingStartDurationMs"].as_u64()),
         (Some("meetingStartSucceeded"), Some(900))
     );
-    assert_eq!(first.timestamp_ms, T0 + 1_000);
+    assert_eq!(first.timestamp.as_i64(), T0 + 1_000);
     assert_eq!(telemetry.windows_published.get(), 1);
 }
 
@@ -184,7 +184,7 @@ async fn a_failed_publish_is_retried_and_the_checkpoint_waits_for_it() {
     // Backing off: calls before the retry time publish nothing.
     let mut durable = None;
     for i in 0..20 {
-        set_now(now() + 100 * i);
+        set_now(now().as_i64() + 100 * i);
         if let Some(p) = s1.process(batch("s1", 10 + i as u64, vec![])).await.unwrap() {
             durable = Some(p);
         }
@@ -227,7 +227,7 @@ async fn late_events_add_values_to_their_minute() {
         .lock()
         .unwrap()
         .iter()
-        .filter(|d| d.name == "meetingStartDurationMs" && d.timestamp_ms == T0 && d.dimensions.is_empty())
+        .filter(|d| d.name == "meetingStartDurationMs" && d.timestamp.as_i64() == T0 && d.dimensions.is_empty())
         .cloned()
         .collect();
     assert_eq!(late.len(), 2, "a second datum for the same minute: {late:?}");

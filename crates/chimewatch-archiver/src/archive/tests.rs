@@ -23,8 +23,8 @@ thread_local! {
     static NOW: Cell<i64> = const { Cell::new(T0) };
 }
 
-fn now() -> i64 {
-    NOW.with(Cell::get)
+fn now() -> chimewatch_model::UnixMillis {
+    chimewatch_model::UnixMillis(NOW.with(Cell::get))
 }
 
 fn advance(ms: i64) {
@@ -129,7 +129,7 @@ fn batch(from: u64, to: u64) -> Batch {
             position: position(i),
             log_event: 0,
             partition_key: format!("m{i}"),
-            arrival_ms: T0 + i as i64,
+            arrival: chimewatch_model::UnixMillis(T0 + i as i64),
             record: record(i),
         })
         .collect();

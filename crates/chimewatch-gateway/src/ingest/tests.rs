@@ -48,7 +48,7 @@ pub(crate) fn harness(config: GatewayConfig) -> Harness {
     let mut registry = Registry::default();
     telemetry.register(&mut registry);
     let mut state = AppState::new(config, producer.clone(), telemetry, std::sync::Arc::new(registry));
-    state.clock = || 1_795_300_000_000;
+    state.clock = || chimewatch_stream::UnixMillis(1_795_300_000_000);
     Harness { state, producer }
 }
 

@@ -15,12 +15,13 @@ use crate::ports::{OutRecord, Producer};
 #[serde(rename_all = "camelCase")]
 pub struct DeadLetter {
     pub shard_id: String,
-    pub sequence_number: String,
+    pub sequence_number: crate::SequenceNumber,
     pub sub_sequence_number: u64,
     /// Index within a CloudWatch Logs envelope's `logEvents`, when the record was one.
     pub log_event: usize,
     pub partition_key: String,
-    pub arrival_ms: i64,
+    #[serde(rename = "arrival_ms")]
+    pub arrival: chimewatch_model::UnixMillis,
     pub reason: String,
     /// The user record as read (after de-aggregation when that worked), base64.
     pub data: String,

@@ -4,15 +4,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use chimewatch_model::{envelope, kpl};
+use chimewatch_model::{Clock, envelope, kpl};
 use tokio_util::sync::CancellationToken;
 
 use super::dead_letter::{DeadLetter, encode_data};
 use super::telemetry::ConsumerTelemetry;
-use super::{
-    Batch, ConsumeError, Consumed, DeadLetters, Position, RawBatch, SequenceNumber, ShardInfo, ShardProcessor,
-    ShardSource,
-};
+use super::{Batch, ConsumeError, Consumed, DeadLetters, Position, RawBatch, ShardInfo, ShardProcessor, ShardSource};
 use crate::lease::{Checkpoint, LeaseStore};
 
 /// The lease counter a worker holds for a shard; renewals and checkpoints take turns on it, since each write is
@@ -43,7 +40,7 @@ pub(crate) struct ShardTask {
     pub dead_letters: DeadLetters,
     pub telemetry: ConsumerTelemetry,
     pub stop: CancellationToken,
-    pub clock: fn() -> i64,
+    pub clock: Clock,
 }
 
 impl ShardTask {
@@ -59,7 +56,7 @@ impl ShardTask {
 
     pub async fn run(mut self, from: Checkpoint) -> Result<Exit, ConsumeError> {
         let skip_through = match &from {
-            Checkpoint::At { sequence, sub_sequence } => Some(Position::parse(sequence, *sub_sequence)?),
+            Checkpoint::At { sequence, sub_sequence } => Some(Position::new(sequence.clone(), *sub_sequence)),
             Checkpoint::TrimHorizon => None,
             // A finished shard has nothing left; the planner does not hand these out.
             Checkpoint::ShardEnd => return Ok(Exit::Ended),
@@ -82,7 +79,8 @@ impl ShardTask {
             let caught_up = raw.records.is_empty() && raw.millis_behind_latest.is_none_or(|m| m == 0);
             let info = self.info();
             let range = info.hash_range;
-            let (batch, letters) = decode(&self.shard_id, range, raw, skip_through.as_ref(), now, &self.telemetry)?;
+            let (batch, letters) =
+                decode(&self.shard_id, range, raw, skip_through.as_ref(), now.as_i64(), &self.telemetry)?;
             if !letters.is_empty() {
                 let shard_id = self.shard_id.clone();
                 self.dead_letters
@@ -102,8 +100,8 @@ impl ShardTask {
             self.advance(&mut checkpointed, durable).await?;
 
             // The end: a null iterator, or (moto) a shard ListShards shows closed, read through its last number.
-            let ending = info.ending_sequence.as_deref().and_then(|e| SequenceNumber::parse(e).ok());
-            let past_end = ending.is_some_and(|e| last_read.as_ref().is_some_and(|p| p.sequence >= e) || caught_up);
+            let ending = info.ending_sequence.as_ref();
+            let past_end = ending.is_some_and(|e| last_read.as_ref().is_some_and(|p| &p.sequence >= e) || caught_up);
             if end_of_shard || past_end {
                 let durable = self.flush().await?;
                 self.advance(&mut checkpointed, durable).await?;
@@ -153,7 +151,7 @@ fn decode(
     now_ms: i64,
     telemetry: &ConsumerTelemetry,
 ) -> Result<(Batch, Vec<DeadLetter>), ConsumeError> {
-    let iterator_age = raw.records.last().map_or(0, |r| (now_ms - r.arrival_ms).max(0));
+    let iterator_age = raw.records.last().map_or(0, |r| (now_ms - r.arrival.as_i64()).max(0));
     telemetry.lag(shard_id, raw.millis_behind_latest, iterator_age);
     telemetry.read_throttles.inc_by(raw.throttled_reads);
     telemetry.bytes.inc_by(raw.records.iter().map(|r| r.data.len() as u64).sum());
@@ -168,14 +166,14 @@ fn decode(
             sub_sequence_number: sub,
             log_event,
             partition_key: r.partition_key.clone(),
-            arrival_ms: r.arrival_ms,
+            arrival: r.arrival,
             reason,
             data: encode_data(data),
         };
         let users = match kpl::deaggregate(&r.data, &r.partition_key) {
             Ok(users) => users,
             Err(e) => {
-                let position = Position::parse(&r.sequence_number, 0)?;
+                let position = Position::new(r.sequence_number.clone(), 0);
                 if skip_through.is_none_or(|s| &position > s) {
                     letters.push(letter(0, 0, format!("KPL aggregate: {e}"), &r.data));
                     end = Some(position);
@@ -185,7 +183,7 @@ fn decode(
         };
         let aggregated = kpl::is_aggregated(&r.data);
         for (sub, user) in users.into_iter().enumerate() {
-            let position = Position::parse(&r.sequence_number, sub as u64)?;
+            let position = Position::new(r.sequence_number.clone(), sub as u64);
             if skip_through.is_some_and(|s| &position <= s) {
                 continue;
             }
@@ -195,13 +193,13 @@ fn decode(
                 tracing::debug!(shard = shard_id, sequence = %r.sequence_number, sub_sequence = sub, "Skipped a user record outside the shard's hash range (its producer puts it again on the right shard).");
                 continue;
             }
-            for (log_event, decoded) in envelope::decode_user_record(&user.data, r.arrival_ms) {
+            for (log_event, decoded) in envelope::decode_user_record(&user.data, r.arrival.as_i64()) {
                 match decoded {
                     Ok(record) => records.push(Consumed {
                         position: position.clone(),
                         log_event,
                         partition_key: user.partition_key.clone(),
-                        arrival_ms: r.arrival_ms,
+                        arrival: r.arrival,
                         record,
                     }),
                     Err(reason) => letters.push(letter(sub as u64, log_event, reason, &user.data)),

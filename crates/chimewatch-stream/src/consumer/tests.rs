@@ -52,10 +52,10 @@ impl FakeStream {
         assert!(info.ending_sequence.is_none(), "put on closed shard {shard}");
         records.push(StreamRecord {
             shard_id: shard.into(),
-            sequence_number: next.to_string(),
+            sequence_number: SequenceNumber::parse(&next.to_string()).unwrap(),
             sub_sequence_number: 0,
             partition_key: key.into(),
-            arrival_ms: 1_000,
+            arrival: crate::UnixMillis(1_000),
             data,
         });
         *next
@@ -68,7 +68,7 @@ impl FakeStream {
     fn close(&self, shard: &str) {
         let mut shards = self.shards.lock().unwrap();
         let (info, records) = shards.get_mut(shard).unwrap();
-        info.ending_sequence = Some(records.last().map_or("0".into(), |r| r.sequence_number.clone()));
+        info.ending_sequence = Some(records.last().map_or(SequenceNumber::from(0), |r| r.sequence_number.clone()));
     }
 }
 
@@ -278,7 +278,7 @@ impl Harness {
 }
 
 fn checkpoint_at(sequence: u128) -> Checkpoint {
-    Checkpoint::At { sequence: sequence.to_string(), sub_sequence: 0 }
+    Checkpoint::At { sequence: SequenceNumber::parse(&sequence.to_string()).unwrap(), sub_sequence: 0 }
 }
 
 #[tokio::test(start_paused = true)]
@@ -526,6 +526,6 @@ fn sequence_numbers_compare_as_numbers_of_any_length() {
             && SequenceNumber::parse("12a").is_err()
             && SequenceNumber::parse("-1").is_err()
     );
-    let p = |s: &str, sub| Position::parse(s, sub).unwrap();
+    let p = |s: &str, sub| Position::new(SequenceNumber::parse(s).unwrap(), sub);
     assert!(p("10", 0) > p("9", 7) && p("10", 1) > p("10", 0));
 }

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use chimewatch_model::Clock;
 use tokio::time::Instant;
 
 use tokio::task::JoinHandle;
@@ -88,7 +89,7 @@ pub struct Worker {
     factory: Arc<dyn ProcessorFactory>,
     dead_letters: DeadLetters,
     telemetry: ConsumerTelemetry,
-    clock: fn() -> i64,
+    clock: Clock,
 }
 
 impl Worker {
@@ -100,7 +101,7 @@ impl Worker {
         dead_letters: DeadLetters,
         telemetry: ConsumerTelemetry,
     ) -> Self {
-        Self { config, source, store, factory, dead_letters, telemetry, clock: crate::system_clock_ms }
+        Self { config, source, store, factory, dead_letters, telemetry, clock: crate::system_clock }
     }
 
     /// Runs until `shutdown` resolves, then flushes and checkpoints every held shard and releases its lease.

@@ -10,7 +10,8 @@ use chimewatch_model::kpl;
 use super::KinesisError;
 use super::errors::classify;
 use super::shard_map::list_shards;
-use crate::ports::StreamRecord;
+use crate::UnixMillis;
+use crate::ports::{SequenceNumber, StreamRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadFrom {
@@ -62,10 +63,13 @@ pub async fn read_stream(
             for record in out.records() {
                 let outer = StreamRecord {
                     shard_id: shard_id.clone(),
-                    sequence_number: record.sequence_number().to_owned(),
+                    sequence_number: SequenceNumber::parse(record.sequence_number())
+                        .map_err(|e| KinesisError::Fatal { operation: "GetRecords", message: e.to_string() })?,
                     sub_sequence_number: 0,
                     partition_key: record.partition_key().unwrap_or_default().to_owned(),
-                    arrival_ms: record.approximate_arrival_timestamp().map_or(0, |t| t.to_millis().unwrap_or(0)),
+                    arrival: UnixMillis(
+                        record.approximate_arrival_timestamp().map_or(0, |t| t.to_millis().unwrap_or(0)),
+                    ),
                     data: record.data().as_ref().to_vec(),
                 };
                 match kpl::deaggregate(&outer.data, &outer.partition_key) {

@@ -8,6 +8,7 @@ use chimewatch_model::HashKey;
 
 use super::KinesisError;
 use super::errors::classify;
+use crate::SequenceNumber;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardRange {
@@ -16,7 +17,7 @@ pub struct ShardRange {
     pub end: u128,
     pub parents: Vec<String>,
     /// Set once the shard is closed by a split or merge.
-    pub ending_sequence_number: Option<String>,
+    pub ending_sequence_number: Option<SequenceNumber>,
 }
 
 impl ShardRange {
@@ -36,7 +37,7 @@ impl ShardRange {
             ending_sequence_number: shard
                 .sequence_number_range()
                 .and_then(|r| r.ending_sequence_number())
-                .map(str::to_owned),
+                .and_then(|e| SequenceNumber::parse(e).ok()),
         })
     }
 }
@@ -104,7 +105,7 @@ mod tests {
             start,
             end,
             parents: vec![],
-            ending_sequence_number: closed.then(|| "9".into()),
+            ending_sequence_number: closed.then(|| SequenceNumber::from(9)),
         }
     }
 

@@ -13,9 +13,10 @@ use tokio::time::Instant;
 use super::KinesisError;
 use super::errors::classify;
 use super::shard_map::list_shards;
+use crate::UnixMillis;
 use crate::consumer::{ConsumeError, RawBatch, ShardCursor, ShardInfo, ShardSource};
 use crate::lease::Checkpoint;
-use crate::ports::StreamRecord;
+use crate::ports::{SequenceNumber, StreamRecord};
 
 #[derive(Debug, Clone)]
 pub struct KinesisSourceConfig {
@@ -104,7 +105,7 @@ struct KinesisCursor {
     shard_id: String,
     start: Checkpoint,
     /// The last record returned: an expired iterator is renewed after it.
-    last_sequence: Option<String>,
+    last_sequence: Option<SequenceNumber>,
     iterator: Option<String>,
     ended: bool,
     /// Not before: the shard's call and byte rates.
@@ -115,12 +116,12 @@ impl KinesisCursor {
     async fn fresh_iterator(&self) -> Result<String, ConsumeError> {
         let request = self.client.get_shard_iterator().stream_name(&self.config.stream).shard_id(&self.shard_id);
         let request = match (&self.last_sequence, &self.start) {
-            (Some(seq), _) => {
-                request.shard_iterator_type(ShardIteratorType::AfterSequenceNumber).starting_sequence_number(seq)
-            }
-            (None, Checkpoint::At { sequence, .. }) => {
-                request.shard_iterator_type(ShardIteratorType::AtSequenceNumber).starting_sequence_number(sequence)
-            }
+            (Some(seq), _) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq.as_str()),
+            (None, Checkpoint::At { sequence, .. }) => request
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(sequence.as_str()),
             (None, Checkpoint::TrimHorizon | Checkpoint::ShardEnd) => {
                 request.shard_iterator_type(ShardIteratorType::TrimHorizon)
             }
@@ -187,16 +188,16 @@ impl ShardCursor for KinesisCursor {
             .map(|r| {
                 let partition_key = r.partition_key().unwrap_or_default().to_owned();
                 bytes += r.data().as_ref().len() + partition_key.len();
-                StreamRecord {
+                Ok(StreamRecord {
                     shard_id: self.shard_id.clone(),
-                    sequence_number: r.sequence_number().to_owned(),
+                    sequence_number: SequenceNumber::parse(r.sequence_number())?,
                     sub_sequence_number: 0,
                     partition_key,
-                    arrival_ms: r.approximate_arrival_timestamp().map_or(0, |t| t.to_millis().unwrap_or(0)),
+                    arrival: UnixMillis(r.approximate_arrival_timestamp().map_or(0, |t| t.to_millis().unwrap_or(0))),
                     data: r.data().as_ref().to_vec(),
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_, ConsumeError>>()?;
         if let Some(last) = records.last() {
             self.last_sequence = Some(last.sequence_number.clone());
         }

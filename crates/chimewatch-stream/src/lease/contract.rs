@@ -47,8 +47,10 @@ pub async fn check(store: &dyn LeaseStore, prefix: &str) {
         "renew is conditional on the owner"
     );
 
-    let at =
-        Checkpoint::At { sequence: "49590338271490256608559692538361571095921575989136588898".into(), sub_sequence: 3 };
+    let at = Checkpoint::At {
+        sequence: crate::SequenceNumber::parse("49590338271490256608559692538361571095921575989136588898").unwrap(),
+        sub_sequence: 3,
+    };
     store.checkpoint(&a, "w1", 2, at.clone()).await.unwrap();
     // w2 takes the lease; w1, unaware, is fenced.
     let stolen = store.take(&a, 2, "w2").await.unwrap();

@@ -118,11 +118,7 @@ fn to_item(lease: &Lease) -> HashMap<String, AttributeValue> {
     if let Some(owner) = &lease.owner {
         item.insert(OWNER.to_owned(), s(owner));
     }
-    let (checkpoint, sub) = match &lease.checkpoint {
-        Checkpoint::TrimHorizon => ("TRIM_HORIZON".to_owned(), 0),
-        Checkpoint::ShardEnd => ("SHARD_END".to_owned(), 0),
-        Checkpoint::At { sequence, sub_sequence } => (sequence.clone(), *sub_sequence),
-    };
+    let (checkpoint, sub) = lease.checkpoint.to_text();
     item.insert(CHECKPOINT.to_owned(), AttributeValue::S(checkpoint));
     item.insert(SUB_SEQUENCE.to_owned(), n(sub));
     item.insert(PARENTS.to_owned(), AttributeValue::L(lease.parents.iter().map(|p| s(p)).collect()));
@@ -133,10 +129,9 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Lease, LeaseError
     let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
     let number = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<u64>().ok());
     let shard_id = text(KEY).ok_or_else(|| LeaseError::Store(format!("lease item without {KEY}: {item:?}")))?;
-    let checkpoint = match text(CHECKPOINT).as_deref() {
-        None | Some("TRIM_HORIZON") => Checkpoint::TrimHorizon,
-        Some("SHARD_END") => Checkpoint::ShardEnd,
-        Some(seq) => Checkpoint::At { sequence: seq.to_owned(), sub_sequence: number(SUB_SEQUENCE).unwrap_or(0) },
+    let checkpoint = match text(CHECKPOINT) {
+        None => Checkpoint::TrimHorizon,
+        Some(text) => Checkpoint::from_text(&text, number(SUB_SEQUENCE).unwrap_or(0))?,
     };
     let parents = item
         .get(PARENTS)

@@ -83,22 +83,15 @@ impl FileLeaseStore {
 
 impl From<Saved> for Lease {
     fn from(s: Saved) -> Self {
-        let checkpoint = match s.checkpoint.as_str() {
-            "TRIM_HORIZON" => Checkpoint::TrimHorizon,
-            "SHARD_END" => Checkpoint::ShardEnd,
-            _ => Checkpoint::At { sequence: s.checkpoint, sub_sequence: s.sub_sequence },
-        };
+        // A checkpoint this store wrote always reads back; one edited into garbage starts the shard over.
+        let checkpoint = Checkpoint::from_text(&s.checkpoint, s.sub_sequence).unwrap_or(Checkpoint::TrimHorizon);
         Lease { shard_id: s.shard_id, owner: None, counter: s.counter, checkpoint, parents: s.parents }
     }
 }
 
 impl From<&Lease> for Saved {
     fn from(l: &Lease) -> Self {
-        let (checkpoint, sub_sequence) = match &l.checkpoint {
-            Checkpoint::TrimHorizon => ("TRIM_HORIZON".to_owned(), 0),
-            Checkpoint::ShardEnd => ("SHARD_END".to_owned(), 0),
-            Checkpoint::At { sequence, sub_sequence } => (sequence.clone(), *sub_sequence),
-        };
+        let (checkpoint, sub_sequence) = l.checkpoint.to_text();
         Saved { shard_id: l.shard_id.clone(), counter: l.counter, checkpoint, sub_sequence, parents: l.parents.clone() }
     }
 }

@@ -113,7 +113,7 @@ async fn a_worker_that_lost_its_lease_is_fenced() {
     b.round(&store, 20_000).await; // a paused (GC, network): b takes the lease
     assert_eq!(owners(&store).await["s1"].as_deref(), Some("b"));
     // a wakes up and tries to checkpoint and renew with what it last saw: both fail.
-    let checkpoint = Checkpoint::At { sequence: "42".into(), sub_sequence: 0 };
+    let checkpoint = Checkpoint::At { sequence: crate::SequenceNumber::from(42), sub_sequence: 0 };
     assert!(matches!(store.checkpoint("s1", "a", a_counter, checkpoint).await, Err(LeaseError::Conflict { .. })));
     assert!(matches!(store.renew("s1", "a", a_counter).await, Err(LeaseError::Conflict { .. })));
     a.round(&store, 20_001).await;

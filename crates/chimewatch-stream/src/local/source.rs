@@ -59,8 +59,9 @@ impl ShardSource for LocalSource {
         let offset = match from {
             Checkpoint::TrimHorizon | Checkpoint::ShardEnd => 0,
             Checkpoint::At { sequence, .. } => sequence
+                .as_str()
                 .parse()
-                .map_err(|_| ConsumeError::Source(format!("{sequence:?} is not an embedded log offset")))?,
+                .map_err(|_| ConsumeError::Source(format!("{sequence} is not an embedded log offset")))?,
         };
         let reader = self.log.reader(number, offset).map_err(|e| ConsumeError::Source(e.to_string()))?;
         Ok(Box::new(LocalCursor {
@@ -108,17 +109,17 @@ impl ShardCursor for LocalCursor {
             .into_iter()
             .map(|r| StreamRecord {
                 shard_id: id.clone(),
-                sequence_number: r.sequence.to_string(),
+                sequence_number: r.sequence.into(),
                 sub_sequence_number: 0,
                 partition_key: r.partition_key,
-                arrival_ms: r.timestamp_ms,
+                arrival: crate::UnixMillis(r.timestamp_ms),
                 data: r.data,
             })
             .collect();
         // The log keeps no clock of its newest record: when behind, the age of the last record read stands in.
         let millis_behind_latest = match (behind, newest_read) {
             (false, _) => Some(0),
-            (true, Some(t)) => Some((crate::system_clock_ms() - t).max(0)),
+            (true, Some(t)) => Some((crate::system_clock().as_i64() - t).max(0)),
             (true, None) => None,
         };
         Ok(RawBatch { records, millis_behind_latest, end_of_shard: false, throttled_reads: 0 })

@@ -137,7 +137,7 @@ impl ShardWriter {
     }
 
     fn append(&mut self, batch: &[AppendJob], buf: &mut Vec<u8>) -> io::Result<()> {
-        let timestamp_ms = crate::system_clock_ms();
+        let timestamp_ms = crate::system_clock().as_i64();
         buf.clear();
         let mut pending_len = 0u64;
         for record in batch.iter().flat_map(|j| &j.records) {

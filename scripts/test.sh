@@ -78,8 +78,37 @@ echo "    moto at $moto_url, CloudWatch (CBOR) at $bridge_url, kinesalite at $ki
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
-echo "==> cargo clippy"
+echo "==> cargo clippy (the sans-IO crates also under clippy.sans-io.toml: no clocks, files, sockets)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# The house's tools, pinned; installed from crates.io when missing.
+cargo_tool() {
+  local tool="$1" version="$2"
+  if ! "cargo-$tool" --version 2>/dev/null | grep -q " $version\b"; then
+    echo "==> installing cargo-$tool $version"
+    cargo install --locked --quiet "cargo-$tool@$version"
+  fi
+}
+cargo_tool deny 0.20.2
+cargo_tool machete 0.9.2
+
+echo "==> the sans-IO crates depend on no runtime, network or storage crate"
+for crate in chimewatch-model chimewatch-sip chimewatch-metrics; do
+  if cargo tree --locked -p "$crate" -e normal --prefix none | grep -E '^(tokio|hyper|axum|reqwest|rusqlite|aws-[a-z-]+) '; then
+    echo "$crate depends on the crates above; it must stay sans-IO (ARCHITECTURE.md)" >&2
+    exit 1
+  fi
+done
+echo "==> cargo deny: licenses, sources, and which crates may use the AWS SDKs and SQLite"
+cargo deny --locked check bans licenses sources
+# The advisory database is fetched from github.com, which not every machine reaches.
+if git ls-remote --exit-code https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then
+  cargo deny --locked check advisories
+else
+  echo "    (advisories not checked: github.com, where the RustSec database lives, is unreachable from here)"
+fi
+echo "==> cargo machete: no unused dependencies"
+cargo machete
 echo "==> cargo test"
 cargo test --workspace --locked 2>&1 | tee "$workdir/test.log"
 # cargo's last lines are the (empty) doc-test summaries; close with the total over every test binary.

@@ -11,6 +11,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const NOW: i64 = 1_795_300_000_000;
 
+#[allow(clippy::disallowed_methods)] // Benchmarks read their fixtures; the code under test reads nothing.
 fn fixture(rel: &str) -> String {
     std::fs::read_to_string(format!("{}/../../fixtures/{rel}", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
 }

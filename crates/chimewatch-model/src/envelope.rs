@@ -126,6 +126,7 @@ mod tests {
     use super::*;
     use crate::kpl::Aggregator;
 
+    #[allow(clippy::disallowed_methods)] // Tests read their fixtures; the code under test reads nothing.
     fn fixture(rel: &str) -> Vec<u8> {
         std::fs::read(format!("{}/../../fixtures/sip/{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }

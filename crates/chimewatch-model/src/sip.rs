@@ -81,8 +81,7 @@ mod tests {
 
     #[test]
     fn fixture_records_validate() {
-        let path = format!("{}/../../fixtures/sip/voice-connector-sip-messages.jsonl", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(path).unwrap();
+        let text = include_str!("../../../fixtures/sip/voice-connector-sip-messages.jsonl");
         let records: Vec<_> =
             text.lines().map(|l| SipLogRecord::from_value(serde_json::from_str(l).unwrap()).unwrap()).collect();
         assert_eq!(records.len(), 20);

@@ -6,9 +6,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
 fn messages() -> Vec<(String, i64, String)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/sip/voice-connector-sip-messages.jsonl");
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    include_str!("../../../fixtures/sip/voice-connector-sip-messages.jsonl")
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .map(|r| {

@@ -7,6 +7,7 @@ use serde_json::json;
 
 const NOW: i64 = 1_795_300_000_000;
 
+#[allow(clippy::disallowed_methods)] // Tests read their fixtures; the code under test reads nothing.
 fn fixture(rel: &str) -> String {
     let path = format!("{}/../../fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))

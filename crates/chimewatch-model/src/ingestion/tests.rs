@@ -10,6 +10,7 @@ use crate::json::parse_strict;
 
 const NOW: i64 = 1_795_300_000_000;
 
+#[allow(clippy::disallowed_methods)] // Tests read their fixtures; the code under test reads nothing.
 fn own(rel: &str) -> Value {
     let path = format!("{}/../../fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
@@ -36,6 +37,7 @@ fn comparable(e: &crate::MeetingEvent) -> (String, BTreeMap<String, Value>) {
     (e.name.clone(), attrs)
 }
 
+#[allow(clippy::disallowed_methods)] // Tests read their fixtures; the code under test reads nothing.
 fn captures() -> Vec<(String, Value)> {
     let dir = format!("{}/../../fixtures/real-sdk-js", env!("CARGO_MANIFEST_DIR"));
     let mut files: Vec<_> = std::fs::read_dir(dir)

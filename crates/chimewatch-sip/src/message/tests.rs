@@ -6,9 +6,7 @@ use proptest::prelude::*;
 use super::*;
 
 fn fixture_messages() -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/sip/voice-connector-sip-messages.jsonl");
-    std::fs::read_to_string(path)
-        .unwrap()
+    include_str!("../../../../fixtures/sip/voice-connector-sip-messages.jsonl")
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["sip_message"].as_str().unwrap().to_owned())
         .collect()

@@ -15,9 +15,7 @@ struct Captured {
 }
 
 fn fixture() -> Vec<Captured> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/sip/voice-connector-sip-messages.jsonl");
-    std::fs::read_to_string(path)
-        .unwrap()
+    include_str!("../../../../fixtures/sip/voice-connector-sip-messages.jsonl")
         .lines()
         .map(|l| {
             let r: serde_json::Value = serde_json::from_str(l).unwrap();

@@ -1,4 +1,4 @@
-"""Test-only bridge: lets the current AWS SDK for Rust talk CloudWatch to moto, as a strict CloudWatch for PutMetricData.
+"""Test-only bridge: lets the current AWS SDK for Rust talk CloudWatch to moto, and is strict about PutMetricData.
 
 aws-sdk-cloudwatch (1.100 and later) speaks only Smithy RPC v2 CBOR; moto understands CloudWatch's awsJson 1.0.
 This server takes `POST /service/GraniteServiceVersion20100801/operation/<Op>` with a CBOR body (gunzipped first when
@@ -19,8 +19,8 @@ MissingParameter or RequestEntityTooLarge. A refused request is neither forwarde
 moto cannot compute percentiles, so the bridge also keeps every PutMetricData request it forwarded (as JSON):
 `GET /captured?namespace=NS` returns them, for tests to check the published Values/Counts themselves.
 `GET /rejected?namespace=NS` returns the PutMetricData requests it refused, each as
-`{"Namespace", "status", "code", "message", "request"}` (NaN and infinities in `request` as the strings "NaN",
-"Infinity", "-Infinity"), for tests to check that a request was sent and refused.
+`{"Namespace", "status", "code", "message", "request"}` (`request` null for an undecodable body; NaN and infinities
+in it as the strings "NaN", "Infinity", "-Infinity"), for tests to check that a request was sent and refused.
 """
 
 import base64
@@ -152,7 +152,7 @@ def too_many(collection, limit):
     return "InvalidParameterValue", f"The collection {collection} must not have a size greater than {limit}."
 
 
-def text_problem(value, max_len, *, ascii_only=False, printable=False, not_blank=False, no_leading_colon=False):
+def text_problem(value, max_len, *, ascii_only=False, no_control=False, not_blank=False, no_leading_colon=False):
     """Why a string parameter breaks its constraints, or None."""
     if not isinstance(value, str):
         return "It must be a string."
@@ -160,7 +160,7 @@ def text_problem(value, max_len, *, ascii_only=False, printable=False, not_blank
         return f"It must be 1 to {max_len} characters long (it has {len(value)})."
     if ascii_only and not value.isascii():
         return "It must contain only ASCII characters."
-    if printable and any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+    if no_control and any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         return "ASCII control characters are not supported."
     if not_blank and not value.strip():
         return "It must include at least one non-whitespace character."
@@ -192,8 +192,9 @@ def validate_put_metric_data(request, size, now):
     """The first rule of PutMetricData that `request` (the decoded body, timestamps as epoch seconds, `size` bytes
     once gunzipped) breaks at time `now`, as (error code, message); None if it keeps them all.
 
-    Every rule is from the Amazon CloudWatch API Reference, PutMetricData (the action and its MetricDatum, Dimension
-    and StatisticSet data types); members are numbered from 1 in messages, as CloudWatch numbers them.
+    Each rule cites the Amazon CloudWatch API Reference, PutMetricData (the action and its MetricDatum, Dimension and
+    StatisticSet data types); the three the reference implies rather than states (one of Value/Values/StatisticValues,
+    no repeated dimension name, no negative count) say so. Members are numbered from 1, as CloudWatch numbers them.
     """
     # Amazon CloudWatch API Reference, PutMetricData: "Each PutMetricData request is limited to 1 MB in size for HTTP
     # POST requests. You can send a payload compressed by gzip." Counted here on the body once gunzipped; CloudWatch
@@ -206,7 +207,7 @@ def validate_put_metric_data(request, size, now):
     namespace = request.get("Namespace")
     if namespace is None:
         return missing("Namespace")
-    why = text_problem(namespace, 255, ascii_only=True, printable=True, no_leading_colon=True)
+    why = text_problem(namespace, 255, ascii_only=True, no_control=True, no_leading_colon=True)
     if why:
         return invalid("Namespace", namespace, why)
     if namespace.startswith("AWS/"):
@@ -260,12 +261,14 @@ def validate_put_metric_data(request, size, now):
                     if value is None:
                         return missing(f"{dim}.{field}")
                     why = text_problem(
-                        value, max_len, ascii_only=True, printable=True, not_blank=True, no_leading_colon=field == "Name"
+                        value, max_len, ascii_only=True, no_control=True, not_blank=True,
+                        no_leading_colon=field == "Name",
                     )
                     if why:
                         return invalid(f"{dim}.{field}", value, why)
                 if dimension["Name"] in seen:
-                    return invalid(f"{dim}.Name", dimension["Name"], "A dimension name may appear only once in a datum.")
+                    why = "A dimension name may appear only once in a datum."
+                    return invalid(f"{dim}.Name", dimension["Name"], why)
                 seen.add(dimension["Name"])
 
         # Amazon CloudWatch API Reference, PutMetricData: "You can specify time stamps that are as much as two weeks
@@ -286,7 +289,8 @@ def validate_put_metric_data(request, size, now):
         if len(given) > 1:
             return (
                 "InvalidParameterCombination",
-                f"The parameters {at}.{given[0]} and {at}.{given[1]} are mutually exclusive and you have specified both.",
+                f"The parameters {at}.{given[0]} and {at}.{given[1]} are mutually exclusive "
+                "and you have specified both.",
             )
 
         # Amazon CloudWatch API Reference, PutMetricData: "CloudWatch rejects values that are either too small or too

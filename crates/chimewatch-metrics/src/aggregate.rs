@@ -6,8 +6,11 @@
 //! values for the same minute (CloudWatch merges values of one metric and timestamp). Events older than CloudWatch
 //! accepts, or too far in the future, are counted and left out (they still reach the logs and the archive).
 //!
-//! The cardinality guard caps the distinct dimension combinations of a metric in a window: beyond the cap, values
-//! fold into `Other` (and are counted), because every combination is a billed CloudWatch metric.
+//! Every dimension value goes through [`dimension::value`](crate::dimension::value) first, so no value a client sent
+//! can make CloudWatch refuse a request. The cardinality guard then caps the distinct dimension combinations of a
+//! metric over a rolling day of processing time: beyond the cap, values fold into `Other` (and are counted), because
+//! every combination seen in a month is a billed CloudWatch metric, and values that rotate (a session id in a
+//! status, say) must not mint one per window.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -29,7 +32,7 @@ pub struct AggregatorConfig {
     pub max_age_ms: i64,
     /// Furthest in the future CloudWatch accepts (two hours).
     pub max_future_ms: i64,
-    /// Distinct dimension combinations per metric per window before values fold into `Other`.
+    /// Distinct dimension combinations per metric within a rolling day before values fold into `Other`.
     pub max_series_per_metric: usize,
 }
 
@@ -86,7 +89,50 @@ type SeriesKey = (&'static str, Vec<(String, String)>);
 struct Window {
     id: u64,
     series: HashMap<SeriesKey, (Unit, SeriesValue)>,
-    distinct: HashMap<&'static str, usize>,
+}
+
+/// A day of processing time: how long a dimension combination counts against its metric's cap after it was last seen.
+const BUDGET_SPAN_MS: i64 = 24 * 3600 * 1000;
+
+/// The cardinality guard: the dimension combinations of each metric seen within the last day, and when each was
+/// last seen. Memory is bounded by the cap times the number of metrics.
+/// When each dimension combination of a metric was last seen.
+type LastSeen = HashMap<Vec<(String, String)>, i64>;
+
+#[derive(Debug, Default)]
+struct SeriesBudget {
+    seen: HashMap<&'static str, LastSeen>,
+    pruned_ms: i64,
+}
+
+impl SeriesBudget {
+    /// Whether the combination may be its own series at `now_ms` (it is already one, or the metric is under `cap`).
+    fn admit(&mut self, metric: &'static str, dims: &[(String, String)], cap: usize, now_ms: i64) -> bool {
+        if now_ms - self.pruned_ms >= 60_000 {
+            for combos in self.seen.values_mut() {
+                combos.retain(|_, last| now_ms - *last < BUDGET_SPAN_MS);
+            }
+            self.pruned_ms = now_ms;
+        }
+        let combos = self.seen.entry(metric).or_default();
+        if let Some(last) = combos.get_mut(dims) {
+            *last = (*last).max(now_ms);
+            return true;
+        }
+        if combos.len() >= cap {
+            return false;
+        }
+        combos.insert(dims.to_vec(), now_ms);
+        true
+    }
+}
+
+/// A value as the rule of [`crate::dimension`] makes it, reusing the string when it already complies.
+fn dimension_value(v: String) -> String {
+    match crate::dimension::value(&v) {
+        std::borrow::Cow::Borrowed(same) if same.len() == v.len() => v,
+        other => other.into_owned(),
+    }
 }
 
 /// Counters of what did not go the usual way.
@@ -109,6 +155,7 @@ pub struct Aggregator {
     closed_through: i64,
     next_id: u64,
     counters: Counters,
+    budget: SeriesBudget,
 }
 
 impl Aggregator {
@@ -122,6 +169,7 @@ impl Aggregator {
             closed_through: i64::MIN,
             next_id: 1,
             counters: Counters::default(),
+            budget: SeriesBudget::default(),
         }
     }
 
@@ -154,19 +202,15 @@ impl Aggregator {
         let window = windows.entry(start).or_insert_with(|| {
             let id = *next_id;
             *next_id += 1;
-            Window { id, series: HashMap::new(), distinct: HashMap::new() }
+            Window { id, series: HashMap::new() }
         });
         let cap = self.config.max_series_per_metric;
         for fact in facts {
-            let mut key: SeriesKey = (fact.metric, fact.dimensions);
-            if !window.series.contains_key(&key) {
-                let distinct = window.distinct.entry(fact.metric).or_default();
-                if *distinct >= cap {
-                    self.counters.folded += 1;
-                    key.1.iter_mut().for_each(|(_, v)| *v = OTHER.to_owned());
-                } else {
-                    *distinct += 1;
-                }
+            let dimensions = fact.dimensions.into_iter().map(|(k, v)| (k, dimension_value(v))).collect();
+            let mut key: SeriesKey = (fact.metric, dimensions);
+            if !self.budget.admit(fact.metric, &key.1, cap, now_ms) {
+                self.counters.folded += 1;
+                key.1.iter_mut().for_each(|(_, v)| *v = OTHER.to_owned());
             }
             let (_, value) = window.series.entry(key).or_insert_with(|| {
                 let empty = match fact.value {

@@ -11,10 +11,12 @@
 //! - [`voice`]: the Voice Connector metrics a tracked call's facts feed (the 15 Amazon ones and more).
 //! - [`aggregate`]: the windowed aggregator: facts into windows, windows closed by the watermark, late events,
 //!   the cardinality guard.
+//! - [`dimension`]: the one rule that turns any dimension value into one CloudWatch accepts.
 //! - [`unit`]: the units of every metric chimewatch publishes, its own health figures included.
 
 pub mod aggregate;
 pub mod catalogue;
+pub mod dimension;
 pub mod distribution;
 pub mod unit;
 pub mod voice;

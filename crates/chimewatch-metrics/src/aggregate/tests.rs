@@ -113,6 +113,36 @@ fn the_cardinality_guard_folds_new_dimension_values_into_other() {
     assert_eq!(a.counters().folded, 3);
 }
 
+#[test]
+fn the_cap_holds_over_a_rolling_day_not_per_window() {
+    let mut a = Aggregator::new(AggregatorConfig { max_series_per_metric: 2, max_age_ms: i64::MAX / 4, ..config() });
+    let status = |s: &str| vec![count("meetingFailed", &[("meetingStatus", s)])];
+    let values = |closed: Vec<ClosedWindow>| -> Vec<String> {
+        closed.iter().flat_map(|w| w.series.iter().map(|s| s.dimensions[0].1.clone())).collect()
+    };
+    // Rotating values, one per window: only the first two become series while they were seen within a day.
+    for (i, s) in ["A", "B", "C", "D"].iter().enumerate() {
+        let t = T0 + i as i64 * MIN;
+        a.add("s1", t, status(s), t);
+    }
+    assert_eq!(values(a.close_all()), ["A", "B", "Other", "Other"]);
+    // A day after A and B were last seen, their places are free again.
+    let day = T0 + 24 * 3600 * 1000 + 5 * MIN;
+    a.add("s1", day, status("C"), day);
+    assert_eq!(values(a.close_all()), ["C"]);
+}
+
+#[test]
+fn dimension_values_are_made_valid_before_they_name_a_series() {
+    let mut a = Aggregator::new(config());
+    for sdk in ["café\u{7} ", "   ", &"s".repeat(2000)] {
+        a.add("s1", T0, vec![count("meetingStartRequested", &[("sdkName", sdk)])], T0);
+    }
+    for s in &a.close_all()[0].series {
+        assert!(crate::dimension::check_value(&s.dimensions[0].1).is_ok(), "{:?}", s.dimensions);
+    }
+}
+
 proptest! {
     #[test]
     fn every_accepted_event_is_published_in_exactly_one_closed_window(

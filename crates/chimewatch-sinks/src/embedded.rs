@@ -2,6 +2,9 @@
 //! CloudWatch would (the same datums, values with counts, the same log events) and answers the queries the CLI
 //! offers: statistics and any percentile per period from the stored distributions, and log events matching a
 //! Logs Insights `filter`. Writes commit durably (WAL, synchronous FULL) before they are acknowledged.
+//!
+//! It refuses what CloudWatch refuses ([`check_datum`], [`check_event`]), so `up` shows what AWS would do with the
+//! same data; only the time range is not enforced, so that captures and fixtures of any date can be replayed.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -12,9 +15,9 @@ use chimewatch_metrics::distribution::percentile;
 use chimewatch_metrics::window_start;
 use rusqlite::{Connection, params};
 
-use crate::logs::{LogEvent, LogSink};
+use crate::logs::{LogEvent, LogSink, check_event};
 use crate::logs_filter::Filter;
-use crate::metrics::{Datum, DatumValue, MetricSink, SinkError};
+use crate::metrics::{Datum, DatumValue, MetricSink, Outcome, SinkError, check_datum, check_namespace};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS metric_values (
@@ -249,68 +252,99 @@ fn statistic(stat: Stat, values: &[(f64, f64)]) -> f64 {
     }
 }
 
+/// The outcome of a write of `n` items of which `rejected` were refused: the rest taken, or none on `result`'s error.
+fn settle(n: usize, rejected: Vec<(usize, String)>, result: Result<(), SinkError>) -> Outcome {
+    match result {
+        Ok(()) => Outcome { rejected, ..Outcome::default() },
+        Err(e) => {
+            let unsent = (0..n).filter(|i| !rejected.iter().any(|(r, _)| r == i)).collect();
+            Outcome { rejected, unsent, error: Some(e) }
+        }
+    }
+}
+
 #[async_trait]
 impl MetricSink for EmbeddedStore {
-    async fn publish(&self, namespace: &str, datums: Vec<Datum>) -> Result<(), SinkError> {
+    async fn publish(&self, namespace: &str, datums: &[Datum]) -> Outcome {
+        let mut rejected = Vec::new();
+        let mut taken = Vec::new();
+        for (i, d) in datums.iter().enumerate() {
+            match check_namespace(namespace).and_then(|()| check_datum(d, None)) {
+                Ok(()) => taken.push(d.clone()),
+                Err(reason) => rejected.push((i, reason)),
+            }
+        }
         let namespace = namespace.to_owned();
-        self.blocking(move |conn, path| {
-            let tx = conn.transaction().map_err(store_error(path))?;
-            {
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT INTO metric_values (namespace, name, unit, dimensions, timestamp_ms, value, count)
+        let result = self
+            .blocking(move |conn, path| {
+                let tx = conn.transaction().map_err(store_error(path))?;
+                {
+                    let mut insert = tx
+                        .prepare_cached(
+                            "INSERT INTO metric_values (namespace, name, unit, dimensions, timestamp_ms, value, count)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    )
-                    .map_err(store_error(path))?;
-                for d in datums {
-                    let dims = dimension_key(&d.dimensions);
-                    let pairs: Vec<(f64, f64)> = match d.value {
-                        DatumValue::Single(v) => vec![(v, 1.0)],
-                        DatumValue::Distribution { values, counts } => values.into_iter().zip(counts).collect(),
-                    };
-                    for (value, count) in pairs {
-                        insert
-                            .execute(params![
-                                namespace,
-                                d.name,
-                                d.unit.as_str(),
-                                dims,
-                                d.timestamp.as_i64(),
-                                value,
-                                count
-                            ])
-                            .map_err(store_error(path))?;
+                        )
+                        .map_err(store_error(path))?;
+                    for d in taken {
+                        let dims = dimension_key(&d.dimensions);
+                        let pairs: Vec<(f64, f64)> = match d.value {
+                            DatumValue::Single(v) => vec![(v, 1.0)],
+                            DatumValue::Distribution { values, counts } => values.into_iter().zip(counts).collect(),
+                        };
+                        for (value, count) in pairs {
+                            insert
+                                .execute(params![
+                                    namespace,
+                                    d.name,
+                                    d.unit.as_str(),
+                                    dims,
+                                    d.timestamp.as_i64(),
+                                    value,
+                                    count
+                                ])
+                                .map_err(store_error(path))?;
+                        }
                     }
                 }
-            }
-            tx.commit().map_err(store_error(path))
-        })
-        .await
+                tx.commit().map_err(store_error(path))
+            })
+            .await;
+        settle(datums.len(), rejected, result)
     }
 }
 
 #[async_trait]
 impl LogSink for EmbeddedStore {
-    async fn put(&self, group: &str, stream: &str, mut events: Vec<LogEvent>) -> Result<(), SinkError> {
-        events.sort_by_key(|e| e.timestamp);
-        let (group, stream) = (group.to_owned(), stream.to_owned());
-        self.blocking(move |conn, path| {
-            let tx = conn.transaction().map_err(store_error(path))?;
-            {
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT INTO log_events (log_group, log_stream, timestamp_ms, message) VALUES (?1, ?2, ?3, ?4)",
-                    )
-                    .map_err(store_error(path))?;
-                for e in events {
-                    insert
-                        .execute(params![group, stream, e.timestamp.as_i64(), e.message])
-                        .map_err(store_error(path))?;
-                }
+    async fn put(&self, group: &str, stream: &str, events: &[LogEvent]) -> Outcome {
+        let mut rejected = Vec::new();
+        let mut taken = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            match check_event(e, None) {
+                Ok(()) => taken.push(e.clone()),
+                Err(reason) => rejected.push((i, reason)),
             }
-            tx.commit().map_err(store_error(path))
-        })
-        .await
+        }
+        taken.sort_by_key(|e| e.timestamp);
+        let (group, stream) = (group.to_owned(), stream.to_owned());
+        let result = self
+            .blocking(move |conn, path| {
+                let tx = conn.transaction().map_err(store_error(path))?;
+                {
+                    let mut insert = tx
+                        .prepare_cached(
+                            "INSERT INTO log_events (log_group, log_stream, timestamp_ms, message) VALUES (?1, ?2, ?3, ?4)",
+                        )
+                        .map_err(store_error(path))?;
+                    for e in taken {
+                        insert
+                            .execute(params![group, stream, e.timestamp.as_i64(), e.message])
+                            .map_err(store_error(path))?;
+                    }
+                }
+                tx.commit().map_err(store_error(path))
+            })
+            .await;
+        settle(events.len(), rejected, result)
     }
 }
 
@@ -337,19 +371,14 @@ mod tests {
         let store = EmbeddedStore::open(dir.path().join("store/embedded.sqlite")).unwrap();
         let js = [("sdkName", "amazon-chime-sdk-js")];
         let dist = |values: Vec<f64>, counts: Vec<f64>| DatumValue::Distribution { values, counts };
-        store
-            .publish(
-                "AmazonChimeSDKMeetingEvents",
-                vec![
-                    datum("meetingStartDurationMs", &js, 60_000, dist(vec![100.0, 200.0], vec![3.0, 1.0])),
-                    // A second datum for the same minute (a late value, or a 150-value chunk) merges.
-                    datum("meetingStartDurationMs", &js, 60_000, dist(vec![1_000.0], vec![1.0])),
-                    datum("meetingStartDurationMs", &js, 120_000, DatumValue::Single(50.0)),
-                    datum("meetingStartDurationMs", &[], 60_000, DatumValue::Single(7.0)),
-                ],
-            )
-            .await
-            .unwrap();
+        let datums = [
+            datum("meetingStartDurationMs", &js, 60_000, dist(vec![100.0, 200.0], vec![3.0, 1.0])),
+            // A second datum for the same minute (a late value, or a 150-value chunk) merges.
+            datum("meetingStartDurationMs", &js, 60_000, dist(vec![1_000.0], vec![1.0])),
+            datum("meetingStartDurationMs", &js, 120_000, DatumValue::Single(50.0)),
+            datum("meetingStartDurationMs", &[], 60_000, DatumValue::Single(7.0)),
+        ];
+        assert_eq!(store.publish("AmazonChimeSDKMeetingEvents", &datums).await, Outcome::default());
         let q = MetricQuery {
             namespace: "AmazonChimeSDKMeetingEvents".into(),
             name: "meetingStartDurationMs".into(),
@@ -381,24 +410,45 @@ mod tests {
         let msg = |name: &str, attendee: &str| {
             serde_json::json!({ "name": name, "attributes": { "attendeeId": attendee } }).to_string()
         };
-        store
-            .put(
-                "/chimewatch/meeting-events",
-                "w1/shard-0000",
-                vec![
-                    LogEvent { timestamp: UnixMillis(3), message: msg("meetingFailed", "a-1") },
-                    LogEvent { timestamp: UnixMillis(1), message: msg("meetingStartRequested", "a-1") },
-                    LogEvent { timestamp: UnixMillis(2), message: msg("meetingFailed", "a-2") },
-                ],
-            )
-            .await
-            .unwrap();
+        let events = [
+            LogEvent { timestamp: UnixMillis(3), message: msg("meetingFailed", "a-1") },
+            LogEvent { timestamp: UnixMillis(1), message: msg("meetingStartRequested", "a-1") },
+            LogEvent { timestamp: UnixMillis(2), message: msg("meetingFailed", "a-2") },
+        ];
+        assert_eq!(store.put("/chimewatch/meeting-events", "w1/shard-0000", &events).await, Outcome::default());
         let f = Filter::parse(r#"name = "meetingFailed" and attributes.attendeeId = "a-1""#).unwrap();
         let found = store.query_logs("/chimewatch/meeting-events", Some(&f), 0, 10, 100).unwrap();
         assert_eq!(found.iter().map(|e| e.timestamp_ms).collect::<Vec<_>>(), [3]);
         let all = store.query_logs("/chimewatch/meeting-events", None, 0, 10, 2).unwrap();
         assert_eq!(all.iter().map(|e| e.timestamp_ms).collect::<Vec<_>>(), [1, 2], "oldest first, up to the limit");
         assert!(store.query_logs("/other", None, 0, 10, 100).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn it_refuses_what_cloudwatch_refuses_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("embedded.sqlite")).unwrap();
+        let datums = [
+            datum("meetingFailed", &[("meetingStatus", "   ")], 60_000, DatumValue::Single(1.0)),
+            datum("meetingFailed", &[("meetingStatus", "caf\u{e9}")], 60_000, DatumValue::Single(1.0)),
+            datum("meetingFailed", &[("meetingStatus", &"x".repeat(2000))], 60_000, DatumValue::Single(1.0)),
+            datum("meetingFailed", &[("meetingStatus", "TaskFailed")], 60_000, DatumValue::Single(1.0)),
+        ];
+        let outcome = store.publish("AmazonChimeSDKMeetingEvents", &datums).await;
+        assert_eq!(outcome.rejected.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1, 2]);
+        assert!(outcome.is_settled());
+        let q = MetricQuery {
+            namespace: "AmazonChimeSDKMeetingEvents".into(),
+            name: "meetingFailed".into(),
+            dimensions: vec![("meetingStatus".into(), "TaskFailed".into())],
+            since_ms: 0,
+            until_ms: 600_000,
+            period_ms: 60_000,
+            stats: vec![Stat::Sum],
+        };
+        assert_eq!(store.query_metrics(&q).unwrap()[0].stats[0].1, 1.0);
+        let empty = store.put("g", "s", &[LogEvent { timestamp: UnixMillis(1), message: String::new() }]).await;
+        assert_eq!(empty.rejected.len(), 1);
     }
 
     #[test]

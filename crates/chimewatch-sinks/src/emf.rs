@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value, json};
 
 use crate::logs::{LogEvent, LogSink};
-use crate::metrics::{Datum, DatumValue, MetricSink, SinkError};
+use crate::metrics::{Datum, DatumValue, MetricSink, Outcome, check_datum, check_namespace};
 
 /// Most values of one EMF distribution.
 pub const MAX_EMF_VALUES: usize = 100;
@@ -72,12 +72,38 @@ pub fn lines(namespace: &str, d: &Datum) -> Vec<String> {
 
 #[async_trait]
 impl MetricSink for EmfSink {
-    async fn publish(&self, namespace: &str, datums: Vec<Datum>) -> Result<(), SinkError> {
-        let events: Vec<LogEvent> = datums
-            .iter()
-            .flat_map(|d| lines(namespace, d).into_iter().map(|message| LogEvent { timestamp: d.timestamp, message }))
-            .collect();
-        self.logs.put(&self.group, &self.stream, events).await
+    /// CloudWatch drops EMF metrics it would refuse through PutMetricData without a word, so the same rules apply
+    /// here first; a datum is taken when all its lines were, and rejected or unsent with the first of its lines.
+    async fn publish(&self, namespace: &str, datums: &[Datum]) -> Outcome {
+        let mut outcome = Outcome::default();
+        let mut events = Vec::new();
+        let mut owner = Vec::new();
+        for (i, d) in datums.iter().enumerate() {
+            if let Err(reason) = check_namespace(namespace).and_then(|()| check_datum(d, None)) {
+                outcome.rejected.push((i, reason));
+                continue;
+            }
+            for message in lines(namespace, d) {
+                events.push(LogEvent { timestamp: d.timestamp, message });
+                owner.push(i);
+            }
+        }
+        let lines = self.logs.put(&self.group, &self.stream, &events).await;
+        let mut settled = vec![false; datums.len()];
+        for (line, reason) in lines.rejected {
+            if !std::mem::replace(&mut settled[owner[line]], true) {
+                outcome.rejected.push((owner[line], reason));
+            }
+        }
+        for line in lines.unsent {
+            if !std::mem::replace(&mut settled[owner[line]], true) {
+                outcome.unsent.push(owner[line]);
+            }
+        }
+        outcome.error = lines.error;
+        outcome.rejected.sort_by_key(|(i, _)| *i);
+        outcome.unsent.sort_unstable();
+        outcome
     }
 }
 

@@ -22,6 +22,6 @@ pub mod pipeline;
 pub mod s3;
 
 pub use logs::{LogEvent, LogSink};
-pub use metrics::{Datum, DatumValue, MetricSink, SinkError, Unit};
+pub use metrics::{Datum, DatumValue, MetricSink, Outcome, SinkError, Unit};
 pub use objects::{LocalObjects, ObjectError, ObjectInfo, ObjectStore};
 pub use pipeline::PipelineReporter;

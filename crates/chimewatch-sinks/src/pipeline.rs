@@ -98,12 +98,20 @@ impl PipelineReporter {
     /// Publishes one report; on failure the increments and distributions stay pending for the next.
     pub async fn report(&mut self, now: UnixMillis) {
         let (datums, totals) = self.datums(now);
-        match self.sink.publish(&self.namespace, datums).await {
-            Ok(()) => {
+        let outcome = self.sink.publish(&self.namespace, &datums).await;
+        for (i, reason) in &outcome.rejected {
+            // The figures' names and dimensions are chimewatch's own; a refusal is a bug, not a client's doing.
+            tracing::error!(namespace = %self.namespace, metric = %datums[*i].name, %reason, "A pipeline metric was refused.");
+        }
+        match outcome.error {
+            None => {
                 self.published.extend(totals);
                 self.pending.clear();
             }
-            Err(e) => {
+            Some(e) => {
+                // Counters and distributions are published as a whole or carried whole: some datums of a failed
+                // report may have gone out, and the next report publishes them again (a pipeline figure may be
+                // counted twice across an outage, never lost).
                 tracing::warn!(namespace = %self.namespace, error = %e, "Could not publish pipeline metrics; the next report carries them.")
             }
         }
@@ -129,7 +137,7 @@ impl PipelineReporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::SinkError;
+    use crate::metrics::{Outcome, SinkError};
     use async_trait::async_trait;
     use chimewatch_telemetry::{MetricSet, cw};
     use std::sync::Mutex;
@@ -143,13 +151,16 @@ mod tests {
 
     #[async_trait]
     impl MetricSink for Recorder {
-        async fn publish(&self, namespace: &str, datums: Vec<Datum>) -> Result<(), SinkError> {
+        async fn publish(&self, namespace: &str, datums: &[Datum]) -> Outcome {
             assert_eq!(namespace, DEFAULT_NAMESPACE);
             if self.fail.load(Ordering::Relaxed) {
-                return Err(SinkError::Transient { operation: "test", message: "down".into() });
+                return Outcome::failed(
+                    datums.len(),
+                    SinkError::Transient { operation: "test", message: "down".into() },
+                );
             }
-            self.published.lock().unwrap().push(datums);
-            Ok(())
+            self.published.lock().unwrap().push(datums.to_vec());
+            Outcome::default()
         }
     }
 

@@ -30,6 +30,9 @@ pub struct AggregatorServiceConfig {
     /// First wait after a failed publish; doubles per failure up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
+    /// Datums waiting to be published, and log events waiting to be written, beyond which shards stop reading.
+    pub max_pending_datums: usize,
+    pub max_pending_log_events: usize,
 }
 
 impl AggregatorServiceConfig {
@@ -82,6 +85,8 @@ impl Default for AggregatorServiceConfig {
             log_flush_events: 5_000,
             retry_base: Duration::from_millis(500),
             retry_max: Duration::from_secs(60),
+            max_pending_datums: 20_000,
+            max_pending_log_events: 50_000,
         }
     }
 }

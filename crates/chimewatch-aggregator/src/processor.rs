@@ -2,8 +2,15 @@
 //! closed windows, the log events waiting to be written, and per shard the batches not yet durable.
 //!
 //! A batch is durable once every window its events went into was published and every log event it produced was
-//! written; a shard's checkpoint is the end of its last durable batch. A failed publish puts the windows and log
-//! events back and retries with backoff: nothing is dropped, and the checkpoint waits.
+//! written; a shard's checkpoint is the end of its last durable batch.
+//!
+//! What a sink refuses for its content (a datum or log event CloudWatch would not take) is dead-lettered with the
+//! reason and counted, and counts as settled: it never holds back the rest. What a sink could not send (throttling,
+//! an outage) goes back to the front of the queue and is retried with backoff: nothing is dropped, and the checkpoint
+//! waits. Past a bound of datums or log events waiting, a shard stops reading (backpressure) until they drain.
+//!
+//! A publish runs in a task of its own, so that aborting a shard's task (its lease moved) cannot cut a publish in
+//! half and lose what it had taken.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,13 +19,23 @@ use async_trait::async_trait;
 use chimewatch_metrics::aggregate::{Counters, Placement};
 use chimewatch_metrics::{Aggregator, Catalogue, ClosedWindow, voice};
 use chimewatch_model::{Clock, Record, UnixMillis};
-use chimewatch_sinks::{LogEvent, LogSink, MetricSink};
+use chimewatch_sinks::{Datum, LogEvent, LogSink, MetricSink};
 use chimewatch_sip::{CallTracker, Message};
-use chimewatch_stream::consumer::{Batch, Position, ProcessError, ProcessorFactory, ShardProcessor};
+use chimewatch_stream::consumer::{
+    Batch, DeadData, DeadLetters, Position, ProcessError, ProcessorFactory, Refused, ShardProcessor,
+};
 
 use crate::config::AggregatorServiceConfig;
 use crate::publish::{datums, log_line};
 use crate::telemetry::AggregatorTelemetry;
+
+/// Where the aggregator's results go: metrics, logs (`None` writes none), and what those refuse.
+#[derive(Debug, Clone)]
+pub struct Sinks {
+    pub metrics: Arc<dyn MetricSink>,
+    pub logs: Option<Arc<dyn LogSink>>,
+    pub dead_letters: DeadLetters,
+}
 
 /// The aggregator as a processor factory for the consumer runtime.
 #[derive(Debug, Clone)]
@@ -31,6 +48,7 @@ struct Shared {
     worker_id: String,
     metrics: Arc<dyn MetricSink>,
     logs: Option<Arc<dyn LogSink>>,
+    dead_letters: DeadLetters,
     telemetry: AggregatorTelemetry,
     clock: Clock,
     state: Mutex<State>,
@@ -61,6 +79,20 @@ enum Family {
     Voice,
 }
 
+/// A datum of a closed window, waiting to be published.
+struct Outgoing {
+    family: Family,
+    window: u64,
+    datum: Datum,
+}
+
+/// A log event waiting to be written, numbered in the order it was produced.
+struct Pending {
+    key: LogKey,
+    seq: u64,
+    event: LogEvent,
+}
+
 struct State {
     catalogue: Catalogue,
     windows: Aggregator,
@@ -69,13 +101,16 @@ struct State {
     tracker: CallTracker,
     voice: Aggregator,
     voice_counted: Counters,
-    outbox: Vec<(Family, ClosedWindow)>,
-    /// Windows handed out by the aggregator and not yet published.
+    /// Datums of closed windows not yet published, oldest first.
+    outbox: VecDeque<Outgoing>,
+    /// Windows handed out by the aggregator and not yet published: open, or with datums in the outbox.
     unpublished: HashSet<u64>,
-    /// Log events waiting, each with its (log group, shard).
-    logs: VecDeque<(LogKey, LogEvent)>,
+    /// Per closed window, its datums not yet settled.
+    remaining: HashMap<u64, usize>,
+    /// Log events waiting, in order.
+    logs: VecDeque<Pending>,
     logs_appended: u64,
-    /// Every log event up to this sequence number was written.
+    /// Every log event up to this number was written (or refused and dead-lettered).
     logs_written: u64,
     last_log_write_ms: i64,
     pending: HashMap<String, VecDeque<PendingBatch>>,
@@ -85,25 +120,25 @@ struct State {
 }
 
 impl Aggregation {
+    /// The aggregator of one worker: publishes to `metrics` and `logs`, and dead-letters what they refuse.
     pub fn new(
         config: AggregatorServiceConfig,
         worker_id: impl Into<String>,
-        metrics: Arc<dyn MetricSink>,
-        logs: Option<Arc<dyn LogSink>>,
+        sinks: Sinks,
         telemetry: AggregatorTelemetry,
     ) -> Self {
-        Self::with_clock(config, worker_id, metrics, logs, telemetry, chimewatch_stream::system_clock)
+        Self::with_clock(config, worker_id, sinks, telemetry, chimewatch_stream::system_clock)
     }
 
     /// The same, with the processing-time clock given (tests run it on a fake clock).
     pub fn with_clock(
         config: AggregatorServiceConfig,
         worker_id: impl Into<String>,
-        metrics: Arc<dyn MetricSink>,
-        logs: Option<Arc<dyn LogSink>>,
+        sinks: Sinks,
         telemetry: AggregatorTelemetry,
         clock: Clock,
     ) -> Self {
+        let Sinks { metrics, logs, dead_letters } = sinks;
         let state = State {
             catalogue: Catalogue::new(config.catalogue.clone()),
             windows: Aggregator::new(config.windows.clone()),
@@ -111,8 +146,9 @@ impl Aggregation {
             tracker: CallTracker::new(config.sip_policy.clone()),
             voice: Aggregator::new(config.windows.clone()),
             voice_counted: Counters::default(),
-            outbox: Vec::new(),
+            outbox: VecDeque::new(),
             unpublished: HashSet::new(),
+            remaining: HashMap::new(),
             logs: VecDeque::new(),
             logs_appended: 0,
             logs_written: 0,
@@ -129,6 +165,7 @@ impl Aggregation {
                 worker_id: worker_id.into(),
                 metrics,
                 logs,
+                dead_letters,
                 telemetry,
                 clock,
                 state: Mutex::new(state),
@@ -155,7 +192,17 @@ impl ShardProcessor for ShardAggregation {
         let now = (self.shared.clock)().as_i64();
         self.shared.ingest(&self.shard, batch, now)?;
         // A failed publish is retried on a later call; the checkpoint waits meanwhile.
-        let _ = self.shared.publish(now, false).await;
+        let _ = Shared::publish(&self.shared, now, false).await;
+        // Backpressure: past the bounds, this shard reads nothing more until what waits has drained.
+        let mut waited = false;
+        while self.shared.over_bounds()? {
+            if !std::mem::replace(&mut waited, true) {
+                self.shared.telemetry.backpressure_waits.inc();
+                tracing::warn!(shard = %self.shard, "The aggregator holds as much as it may; the shard stops reading until it is published.");
+            }
+            tokio::time::sleep(self.shared.backoff()?).await;
+            let _ = Shared::publish(&self.shared, (self.shared.clock)().as_i64(), true).await;
+        }
         self.shared.durable(&self.shard)
     }
 
@@ -169,11 +216,11 @@ impl ShardProcessor for ShardAggregation {
                 s.voice.add(&self.shard, o.at_ms, voice::facts(&o), now);
             }
             let closed = s.windows.close_all();
-            s.outbox.extend(closed.into_iter().map(|w| (Family::Meetings, w)));
+            s.enqueue(Family::Meetings, closed, self.shared.config.windows.window_ms);
             let closed = s.voice.close_all();
-            s.outbox.extend(closed.into_iter().map(|w| (Family::Voice, w)));
+            s.enqueue(Family::Voice, closed, self.shared.config.windows.window_ms);
         }
-        self.shared.publish(now, true).await.map_err(ProcessError)?;
+        Shared::publish(&self.shared, now, true).await.map_err(ProcessError)?;
         self.shared.durable(&self.shard)
     }
 }
@@ -191,6 +238,37 @@ impl Drop for ShardAggregation {
 }
 
 impl State {
+    /// Queues the datums of closed windows; a window without any is published at once.
+    fn enqueue(&mut self, family: Family, closed: Vec<ClosedWindow>, window_ms: i64) {
+        for w in closed {
+            let datums = datums(std::slice::from_ref(&w), window_ms);
+            if datums.is_empty() {
+                self.unpublished.remove(&w.id);
+                continue;
+            }
+            *self.remaining.entry(w.id).or_default() += datums.len();
+            self.outbox.extend(datums.into_iter().map(|datum| Outgoing { family, window: w.id, datum }));
+        }
+    }
+
+    /// A datum of `window` was published or refused (and dead-lettered): once all were, the window was published,
+    /// and this says so.
+    fn settle(&mut self, window: u64) -> bool {
+        let Some(left) = self.remaining.get_mut(&window) else { return false };
+        *left = left.saturating_sub(1);
+        if *left > 0 {
+            return false;
+        }
+        self.remaining.remove(&window);
+        self.unpublished.remove(&window);
+        true
+    }
+
+    fn push_log(&mut self, key: LogKey, event: LogEvent) {
+        self.logs_appended += 1;
+        self.logs.push_back(Pending { key, seq: self.logs_appended, event });
+    }
+
     /// Remembers the window an event went into, for the batch (`touched`) and until it is published.
     fn track(&mut self, placed: Placement, touched: &mut Vec<u64>) {
         if let Placement::Window(id) = placed {
@@ -222,11 +300,8 @@ impl Shared {
                     if let (Some(_), Some(group)) = (&self.logs, &self.config.sip_log_group) {
                         // The record as Voice Connector logs it, at its capture time.
                         let message = serde_json::to_string(r).unwrap_or_default();
-                        s.logs_appended += 1;
-                        s.logs.push_back((
-                            (group.clone(), shard.to_owned()),
-                            LogEvent { timestamp: UnixMillis(r.event_timestamp), message },
-                        ));
+                        let event = LogEvent { timestamp: UnixMillis(r.event_timestamp), message };
+                        s.push_log((group.clone(), shard.to_owned()), event);
                     }
                     match Message::parse(r.sip_message.as_bytes()) {
                         Ok(m) => {
@@ -259,8 +334,7 @@ impl Shared {
             s.track(placed, &mut touched);
             self.telemetry.events.inc();
             if let (Some(_), Some(group)) = (&self.logs, &self.config.log_group) {
-                s.logs_appended += 1;
-                s.logs.push_back(((group.clone(), shard.to_owned()), log_line(&e.event, event_ms)));
+                s.push_log((group.clone(), shard.to_owned()), log_line(&e.event, event_ms));
             }
         }
         if newest_sip > i64::MIN {
@@ -282,10 +356,11 @@ impl Shared {
             s.catalogue.prune(newest);
             s.last_prune_ms = newest;
         }
+        let window_ms = self.config.windows.window_ms;
         let closed = s.windows.close(now);
-        s.outbox.extend(closed.into_iter().map(|w| (Family::Meetings, w)));
+        s.enqueue(Family::Meetings, closed, window_ms);
         let closed = s.voice.close(now);
-        s.outbox.extend(closed.into_iter().map(|w| (Family::Voice, w)));
+        s.enqueue(Family::Voice, closed, window_ms);
         let counters = s.windows.counters();
         self.telemetry.late_events.inc_by(counters.late_events - s.counted.late_events);
         self.telemetry
@@ -302,116 +377,165 @@ impl Shared {
     }
 
     fn gauges(&self, s: &State) {
-        self.telemetry.open_windows.set((s.windows.open_windows() + s.voice.open_windows() + s.outbox.len()) as i64);
+        self.telemetry.open_windows.set((s.windows.open_windows() + s.voice.open_windows() + s.remaining.len()) as i64);
+        self.telemetry.pending_datums.set(s.outbox.len() as i64);
         self.telemetry.pending_log_events.set(s.logs.len() as i64);
     }
 
-    /// Publishes closed windows, and the waiting log events when due (or `force`d); on failure puts them back.
-    async fn publish(&self, now: i64, force: bool) -> Result<(), String> {
+    /// Whether more waits to be published than the bounds allow.
+    fn over_bounds(&self) -> Result<bool, ProcessError> {
+        let s = self.lock()?;
+        Ok(s.outbox.len() > self.config.max_pending_datums || s.logs.len() > self.config.max_pending_log_events)
+    }
+
+    /// How long to wait before the next try after the failures so far.
+    fn backoff(&self) -> Result<std::time::Duration, ProcessError> {
+        let failures = self.lock()?.failures;
+        Ok(self.config.retry_base.saturating_mul(1 << failures.min(16)).min(self.config.retry_max))
+    }
+
+    /// Publishes the waiting datums, and the waiting log events when due (or `force`d). It runs as a task of its
+    /// own: a caller that is aborted mid-publish leaves it to finish and to put back what it could not send.
+    async fn publish(shared: &Arc<Self>, now: i64, force: bool) -> Result<(), String> {
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move { shared.publish_now(now, force).await })
+            .await
+            .map_err(|e| format!("the publish task failed: {e}"))?
+    }
+
+    async fn publish_now(&self, now: i64, force: bool) -> Result<(), String> {
         let _turn = self.publishing.lock().await;
-        let (windows, logs, log_seq) = {
+        let (datums, logs) = {
             let mut s = self.lock().map_err(|e| e.0)?;
+            // Nothing to do: no request, and the retry clock untouched.
+            if s.outbox.is_empty() && s.logs.is_empty() {
+                return Ok(());
+            }
             if !force && now < s.retry_at_ms {
                 return Ok(());
             }
-            let windows = std::mem::take(&mut s.outbox);
             let due = force
                 || s.logs.len() >= self.config.log_flush_events
                 || now - s.last_log_write_ms >= self.config.log_flush_interval.as_millis() as i64;
-            let logs: Vec<(LogKey, LogEvent)> = if due { s.logs.drain(..).collect() } else { Vec::new() };
-            (windows, logs, s.logs_appended)
+            let logs: Vec<Pending> = if due { s.logs.drain(..).collect() } else { Vec::new() };
+            (s.outbox.drain(..).collect::<Vec<_>>(), logs)
         };
-        // Each namespace's windows go in one publish; a family that fails goes back to the outbox alone, so what was
-        // published is not published again.
-        let mut unpublished: Vec<(Family, ClosedWindow)> = Vec::new();
-        let mut error = None;
-        let (meetings, calls): (Vec<_>, Vec<_>) = windows.into_iter().partition(|(f, _)| *f == Family::Meetings);
-        for (family, namespace, these) in
-            [(Family::Meetings, &self.config.namespace, meetings), (Family::Voice, &self.config.voice_namespace, calls)]
-        {
-            let these: Vec<ClosedWindow> = these.into_iter().map(|(_, w)| w).collect();
-            if these.is_empty() {
+        let mut errors: Vec<String> = Vec::new();
+        let mut refused: Vec<Refused> = Vec::new();
+        let mut settled: Vec<u64> = Vec::new();
+        let mut unsent: Vec<Outgoing> = Vec::new();
+        let (meetings, calls): (Vec<Outgoing>, Vec<Outgoing>) =
+            datums.into_iter().partition(|o| o.family == Family::Meetings);
+        for (namespace, batch) in [(&self.config.namespace, meetings), (&self.config.voice_namespace, calls)] {
+            if batch.is_empty() {
                 continue;
             }
-            if error.is_some() {
-                unpublished.extend(these.into_iter().map(|w| (family, w)));
-                continue;
+            let plain: Vec<Datum> = batch.iter().map(|o| o.datum.clone()).collect();
+            let outcome = self.metrics.publish(namespace, &plain).await;
+            if let Some(e) = &outcome.error {
+                errors.push(format!("publishing metrics to {namespace}: {e}"));
             }
-            let datums = datums(&these, self.config.windows.window_ms);
-            let count = datums.len() as u64;
-            match self.metrics.publish(namespace, datums).await {
-                Ok(()) => {
-                    let mut s = self.lock().map_err(|e| e.0)?;
-                    for w in &these {
-                        s.unpublished.remove(&w.id);
-                    }
-                    self.telemetry.windows_published.inc_by(these.len() as u64);
-                    self.telemetry.datums_published.inc_by(count);
-                }
-                Err(e) => {
-                    error = Some(format!("publishing metrics to {namespace}: {e}"));
-                    unpublished.extend(these.into_iter().map(|w| (family, w)));
+            let mut back = vec![false; batch.len()];
+            outcome.unsent.iter().for_each(|&i| back[i] = true);
+            for (i, reason) in outcome.rejected {
+                refused.push(Refused {
+                    kind: "metricDatum",
+                    destination: namespace.clone(),
+                    reason,
+                    item: DeadData::of(format!("{:?}", batch[i].datum).as_bytes()),
+                });
+            }
+            let published = back.iter().filter(|b| !**b).count() as u64;
+            self.telemetry.datums_published.inc_by(published);
+            for (o, back) in batch.into_iter().zip(back) {
+                if back {
+                    unsent.push(o);
+                } else {
+                    settled.push(o.window);
                 }
             }
         }
-        if let Some(e) = error {
-            let mut s = self.lock().map_err(|e| e.0)?;
-            let later = std::mem::replace(&mut s.outbox, unpublished);
-            s.outbox.extend(later);
-            // The log events taken with them go back ahead of anything newer, in their order.
-            let newer: Vec<(LogKey, LogEvent)> = s.logs.drain(..).collect();
-            s.logs.extend(logs);
-            s.logs.extend(newer);
-            self.failed(&mut s, now, &e);
-            return Err(e);
-        }
+        let mut unwritten: Vec<Pending> = Vec::new();
+        let mut wrote_logs = false;
         if let (Some(sink), false) = (&self.logs, logs.is_empty()) {
-            let mut by_stream: Vec<(LogKey, Vec<LogEvent>)> = Vec::new();
-            for (key, event) in logs {
-                match by_stream.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, events)) => events.push(event),
-                    None => by_stream.push((key, vec![event])),
+            wrote_logs = true;
+            let mut by_stream: Vec<(LogKey, Vec<Pending>)> = Vec::new();
+            for p in logs {
+                match by_stream.iter_mut().find(|(k, _)| *k == p.key) {
+                    Some((_, events)) => events.push(p),
+                    None => by_stream.push((p.key.clone(), vec![p])),
                 }
             }
-            let mut unwritten: Vec<(LogKey, LogEvent)> = Vec::new();
-            let mut error = None;
-            for (key, events) in by_stream {
-                if error.is_some() {
-                    unwritten.extend(events.into_iter().map(|e| (key.clone(), e)));
-                    continue;
+            for ((group, shard), pending) in by_stream {
+                let stream = format!("{shard}/{}", self.worker_id);
+                let events: Vec<LogEvent> = pending.iter().map(|p| p.event.clone()).collect();
+                let outcome = sink.put(&group, &stream, &events).await;
+                if let Some(e) = &outcome.error {
+                    errors.push(format!("writing log events to {group}: {e}"));
                 }
-                let stream = format!("{}/{}", key.1, self.worker_id);
-                let n = events.len() as u64;
-                match sink.put(&key.0, &stream, events.clone()).await {
-                    Ok(()) => {
-                        self.telemetry.log_events_written.inc_by(n);
-                    }
-                    Err(e) => {
-                        error = Some(e.to_string());
-                        unwritten.extend(events.into_iter().map(|e| (key.clone(), e)));
-                    }
+                let mut back = vec![false; pending.len()];
+                outcome.unsent.iter().for_each(|&i| back[i] = true);
+                for (i, reason) in outcome.rejected {
+                    refused.push(Refused {
+                        kind: "logEvent",
+                        destination: format!("{group}/{stream}"),
+                        reason,
+                        item: DeadData::of(
+                            serde_json::json!({ "timestampMs": events[i].timestamp, "message": events[i].message })
+                                .to_string()
+                                .as_bytes(),
+                        ),
+                    });
                 }
+                self.telemetry.log_events_written.inc_by(back.iter().filter(|b| !**b).count() as u64);
+                unwritten.extend(pending.into_iter().zip(back).filter(|(_, b)| *b).map(|(p, _)| p));
             }
-            let mut s = self.lock().map_err(|e| e.0)?;
-            if let Some(e) = error {
-                // Back in front of what arrived since, in their order.
-                let newer: Vec<(LogKey, LogEvent)> = s.logs.drain(..).collect();
-                s.logs.extend(unwritten);
-                s.logs.extend(newer);
-                self.failed(&mut s, now, &format!("writing log events: {e}"));
-                return Err(e);
-            }
-            s.logs_written = log_seq;
-            s.last_log_write_ms = now;
-        } else if self.logs.is_none() {
-            let mut s = self.lock().map_err(|e| e.0)?;
-            s.logs_written = log_seq;
         }
+        // What was refused is dead-lettered before it counts as settled: until then it holds its window open.
+        let (datums_refused, events_refused) = (
+            refused.iter().filter(|r| r.kind == "metricDatum").count() as u64,
+            refused.iter().filter(|r| r.kind == "logEvent").count() as u64,
+        );
+        if let Err(e) = self.dead_letters.refused(refused).await {
+            // Nothing refused is settled; it is published (and refused) again on the next try.
+            errors.push(format!("dead-lettering what the sinks refused: {e}"));
+            let mut s = self.lock().map_err(|e| e.0)?;
+            let newer: Vec<Outgoing> = s.outbox.drain(..).collect();
+            s.outbox.extend(unsent);
+            s.outbox.extend(newer);
+            let newer: Vec<Pending> = s.logs.drain(..).collect();
+            s.logs.extend(unwritten);
+            s.logs.extend(newer);
+            let message = errors.join("; ");
+            self.failed(&mut s, now, &message);
+            return Err(message);
+        }
+        self.telemetry.datums_rejected.inc_by(datums_refused);
+        self.telemetry.log_events_rejected.inc_by(events_refused);
         let mut s = self.lock().map_err(|e| e.0)?;
-        s.failures = 0;
-        s.retry_at_ms = i64::MIN;
-        self.gauges(&s);
-        Ok(())
+        let completed = settled.into_iter().filter(|w| s.settle(*w)).count();
+        self.telemetry.windows_published.inc_by(completed as u64);
+        // What was not sent goes back in front of what arrived since, in its order.
+        let newer: Vec<Outgoing> = s.outbox.drain(..).collect();
+        s.outbox.extend(unsent);
+        s.outbox.extend(newer);
+        let newer: Vec<Pending> = s.logs.drain(..).collect();
+        s.logs.extend(unwritten);
+        s.logs.extend(newer);
+        if wrote_logs || self.logs.is_none() {
+            s.logs_written = s.logs.front().map_or(s.logs_appended, |p| p.seq - 1);
+            s.last_log_write_ms = now;
+        }
+        if errors.is_empty() {
+            s.failures = 0;
+            s.retry_at_ms = i64::MIN;
+            self.gauges(&s);
+            Ok(())
+        } else {
+            let message = errors.join("; ");
+            self.failed(&mut s, now, &message);
+            Err(message)
+        }
     }
 
     fn failed(&self, s: &mut State, now: i64, what: &str) {

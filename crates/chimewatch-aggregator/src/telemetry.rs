@@ -31,6 +31,13 @@ pub struct AggregatorTelemetry {
     pub open_windows: Gauge,
     /// Log events waiting to be written.
     pub pending_log_events: Gauge,
+    /// Datums of closed windows waiting to be published.
+    pub pending_datums: Gauge,
+    /// Datums and log events the sinks refused for their content, dead-lettered.
+    pub datums_rejected: Counter,
+    pub log_events_rejected: Counter,
+    /// Times a shard stopped reading because too much waited to be published.
+    pub backpressure_waits: Counter,
     set: MetricSet,
 }
 
@@ -95,6 +102,26 @@ impl Default for AggregatorTelemetry {
                 "pending_log_events",
                 "Log events waiting to be written",
                 count("AggregatorPendingLogEvents"),
+            ),
+            pending_datums: set.gauge(
+                "pending_datums",
+                "Datums waiting to be published",
+                count("AggregatorPendingDatums"),
+            ),
+            datums_rejected: set.counter(
+                "datums_rejected",
+                "Datums the metric sink refused for their content, dead-lettered",
+                count("AggregatorDatumsRejected"),
+            ),
+            log_events_rejected: set.counter(
+                "log_events_rejected",
+                "Log events the log sink refused for their content, dead-lettered",
+                count("AggregatorLogEventsRejected"),
+            ),
+            backpressure_waits: set.counter(
+                "backpressure_waits",
+                "Times a shard stopped reading until what waited was published",
+                count("AggregatorBackpressureWaits"),
             ),
             set,
         }

@@ -29,7 +29,7 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 use chimewatch_model::Record;
 
-pub use dead_letter::{DeadLetter, DeadLetters};
+pub use dead_letter::{DeadData, DeadLetter, DeadLetters, MAX_DEAD_DATA, Refused};
 pub use telemetry::ConsumerTelemetry;
 pub use worker::{Worker, WorkerConfig};
 

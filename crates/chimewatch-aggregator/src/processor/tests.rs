@@ -1,14 +1,16 @@
 //! Service tests of the aggregator's processors with in-memory sinks and a fake clock: windows published when the
 //! watermark passes them, log lines per shard stream, checkpoints only after publication, retries after failures,
-//! late values, and a flush that publishes everything.
+//! late values, a flush that publishes everything, refusals dead-lettered without holding back the rest, publishes
+//! that survive an aborted shard task, and backpressure.
 
 use std::cell::Cell;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chimewatch_model::{Ingest, MeetingEvent, MeetingEventRecord};
-use chimewatch_sinks::{Datum, DatumValue, SinkError};
+use chimewatch_sinks::{Datum, DatumValue, Outcome, SinkError};
 use chimewatch_stream::consumer::Consumed;
+use chimewatch_stream::{OutRecord, ProduceError, Producer};
 
 use super::*;
 
@@ -26,12 +28,32 @@ fn set_now(t: i64) {
     NOW.with(|n| n.set(t));
 }
 
-/// A sink that keeps what it gets, and fails while `failures` is above zero.
+/// A sink that keeps what it gets, fails while `failures` is above zero, refuses datums of the metric named in
+/// `refuse`, and holds each publish until `gate` lets it through when `gated` is set.
 #[derive(Debug, Default)]
 struct Sink {
     datums: Mutex<Vec<Datum>>,
     logs: Mutex<Vec<(String, String, LogEvent)>>,
     failures: AtomicUsize,
+    refuse: Mutex<Option<&'static str>>,
+    gated: std::sync::atomic::AtomicBool,
+    gate: tokio::sync::Notify,
+}
+
+/// A dead-letter destination that keeps the letters.
+#[derive(Debug, Default)]
+struct Letters(Mutex<Vec<serde_json::Value>>);
+
+#[async_trait]
+impl Producer for Letters {
+    async fn put(&self, records: Vec<OutRecord>) -> Result<(), ProduceError> {
+        self.0.lock().unwrap().extend(records.iter().map(|r| serde_json::from_slice(&r.data).unwrap()));
+        Ok(())
+    }
+    fn is_ready(&self) -> bool {
+        true
+    }
+    async fn close(&self) {}
 }
 
 impl Sink {
@@ -60,19 +82,34 @@ impl Sink {
 
 #[async_trait]
 impl MetricSink for Sink {
-    async fn publish(&self, _namespace: &str, datums: Vec<Datum>) -> Result<(), SinkError> {
-        self.fail()?;
-        self.datums.lock().unwrap().extend(datums);
-        Ok(())
+    async fn publish(&self, _namespace: &str, datums: &[Datum]) -> Outcome {
+        if self.gated.load(Ordering::SeqCst) {
+            self.gate.notified().await;
+        }
+        if let Err(e) = self.fail() {
+            return Outcome::failed(datums.len(), e);
+        }
+        let refuse = *self.refuse.lock().unwrap();
+        let mut outcome = Outcome::default();
+        for (i, d) in datums.iter().enumerate() {
+            if Some(d.name.as_str()) == refuse {
+                outcome.rejected.push((i, format!("InvalidParameterValue: {} is refused", d.name)));
+            } else {
+                self.datums.lock().unwrap().push(d.clone());
+            }
+        }
+        outcome
     }
 }
 
 #[async_trait]
 impl LogSink for Sink {
-    async fn put(&self, group: &str, stream: &str, events: Vec<LogEvent>) -> Result<(), SinkError> {
-        self.fail()?;
-        self.logs.lock().unwrap().extend(events.into_iter().map(|e| (group.to_owned(), stream.to_owned(), e)));
-        Ok(())
+    async fn put(&self, group: &str, stream: &str, events: &[LogEvent]) -> Outcome {
+        if let Err(e) = self.fail() {
+            return Outcome::failed(events.len(), e);
+        }
+        self.logs.lock().unwrap().extend(events.iter().map(|e| (group.to_owned(), stream.to_owned(), e.clone())));
+        Outcome::default()
     }
 }
 
@@ -111,17 +148,33 @@ fn start(duration: u64, t: i64) -> Record {
     record("meetingStartSucceeded", t, serde_json::json!({ "meetingStartDurationMs": duration }))
 }
 
-fn setup(sink: &Arc<Sink>) -> (Aggregation, AggregatorTelemetry) {
-    set_now(T0 + 30_000);
-    let telemetry = AggregatorTelemetry::default();
-    let config = AggregatorServiceConfig {
+fn config() -> AggregatorServiceConfig {
+    AggregatorServiceConfig {
         windows: chimewatch_metrics::AggregatorConfig { out_of_orderness_ms: 5_000, ..Default::default() },
         log_flush_interval: std::time::Duration::ZERO,
         retry_base: std::time::Duration::from_millis(100),
         ..AggregatorServiceConfig::default()
+    }
+}
+
+fn setup_with(
+    sink: &Arc<Sink>,
+    config: AggregatorServiceConfig,
+    letters: &Arc<Letters>,
+) -> (Aggregation, AggregatorTelemetry) {
+    set_now(T0 + 30_000);
+    let telemetry = AggregatorTelemetry::default();
+    let sinks = Sinks {
+        metrics: sink.clone(),
+        logs: Some(sink.clone()),
+        dead_letters: chimewatch_stream::consumer::DeadLetters::to(letters.clone()),
     };
-    let agg = Aggregation::with_clock(config, "w1", sink.clone(), Some(sink.clone()), telemetry.clone(), now);
+    let agg = Aggregation::with_clock(config, "w1", sinks, telemetry.clone(), now);
     (agg, telemetry)
+}
+
+fn setup(sink: &Arc<Sink>) -> (Aggregation, AggregatorTelemetry) {
+    setup_with(sink, config(), &Arc::default())
 }
 
 fn pos(seq: u64) -> Option<Position> {
@@ -247,4 +300,67 @@ async fn sip_records_pass_by_and_still_move_the_checkpoint() {
     let record = Record::sip_message(sip, Ingest::SipPost, T0);
     assert_eq!(s1.process(batch("s1", 1, vec![record])).await, Ok(pos(1)));
     assert_eq!(telemetry.sip_records.get(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_datum_is_dead_lettered_and_counted_and_holds_nothing_back() {
+    let sink = Arc::new(Sink::default());
+    let letters = Arc::new(Letters::default());
+    let (agg, telemetry) = setup_with(&sink, config(), &letters);
+    *sink.refuse.lock().unwrap() = Some("meetingStartSucceeded");
+    let mut s1 = agg.create("s1");
+    s1.process(batch("s1", 1, vec![start(900, T0 + 1_000)])).await.unwrap();
+    assert_eq!(s1.flush().await, Ok(pos(1)), "the checkpoint passes what was refused");
+    assert_eq!(sink.total("meetingStartDurationMs"), 1.0, "the rest was published");
+    assert_eq!(sink.total("meetingStartSucceeded"), 0.0);
+    let letters = letters.0.lock().unwrap().clone();
+    assert_eq!(letters.len() as u64, telemetry.datums_rejected.get());
+    assert_eq!(letters.len(), 2, "the fleet-wide and the per-SDK count: {letters:?}");
+    assert_eq!(letters[0]["kind"], "metricDatum");
+    assert_eq!(letters[0]["destination"], "AmazonChimeSDKMeetingEvents");
+    assert!(letters[0]["reason"].as_str().unwrap().contains("InvalidParameterValue"), "{letters:?}");
+    assert_eq!(telemetry.publish_failures.get(), 0, "a refusal is not a failure to retry");
+}
+
+#[tokio::test]
+async fn a_publish_cut_off_by_an_aborted_shard_task_still_completes() {
+    let sink = Arc::new(Sink::default());
+    let (agg, _) = setup(&sink);
+    let mut s1 = agg.create("s1");
+    s1.process(batch("s1", 1, vec![start(900, T0 + 1_000)])).await.unwrap();
+    sink.gated.store(true, Ordering::SeqCst);
+    // The lease moves while the shard's task waits on CloudWatch: the task is aborted mid-publish.
+    let task = tokio::spawn(async move { s1.process(batch("s1", 2, vec![start(800, T0 + 80_000)])).await });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!task.is_finished(), "the publish is held at the gate");
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    sink.gated.store(false, Ordering::SeqCst);
+    sink.gate.notify_waiters();
+    for _ in 0..200 {
+        if sink.total("meetingStartDurationMs") > 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(sink.total("meetingStartDurationMs"), 1.0, "the window the aborted task was publishing was published");
+    // Nothing was lost to the abort: the next processor of the shard flushes the rest.
+    agg.create("s1").flush().await.unwrap();
+    assert_eq!(sink.total("meetingStartDurationMs"), 2.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_its_bounds_a_shard_stops_reading_until_the_sink_takes_what_waits() {
+    let sink = Arc::new(Sink::default());
+    let config = AggregatorServiceConfig { max_pending_log_events: 3, ..config() };
+    let (agg, telemetry) = setup_with(&sink, config, &Arc::default());
+    let mut s1 = agg.create("s1");
+    sink.failures.store(6, Ordering::SeqCst);
+    let events: Vec<Record> = (0..5).map(|i| start(900, T0 + 1_000 + i)).collect();
+    // The call returns only once the sink took the log events: the shard read nothing more meanwhile.
+    s1.process(batch("s1", 1, events)).await.unwrap();
+    assert_eq!(sink.failures.load(Ordering::SeqCst), 0);
+    assert_eq!(sink.logs.lock().unwrap().len(), 5);
+    assert_eq!(telemetry.backpressure_waits.get(), 1);
+    assert!(telemetry.publish_failures.get() >= 1);
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use chimewatch_model::{Clock, envelope, kpl};
 use tokio_util::sync::CancellationToken;
 
-use super::dead_letter::{DeadLetter, encode_data};
+use super::dead_letter::{DeadData, DeadLetter};
 use super::telemetry::ConsumerTelemetry;
 use super::{Batch, ConsumeError, Consumed, DeadLetters, Position, RawBatch, ShardInfo, ShardProcessor, ShardSource};
 use crate::lease::{Checkpoint, LeaseStore};
@@ -168,7 +168,7 @@ fn decode(
             partition_key: r.partition_key.clone(),
             arrival: r.arrival,
             reason,
-            data: encode_data(data),
+            data: DeadData::of(data),
         };
         let users = match kpl::deaggregate(&r.data, &r.partition_key) {
             Ok(users) => users,
@@ -193,6 +193,8 @@ fn decode(
                 tracing::debug!(shard = shard_id, sequence = %r.sequence_number, sub_sequence = sub, "Skipped a user record outside the shard's hash range (its producer puts it again on the right shard).");
                 continue;
             }
+            // Decoded again only when one of its log events is bad, so that its dead letter carries that event.
+            let mut envelope: Option<Option<envelope::LogsEnvelope>> = None;
             for (log_event, decoded) in envelope::decode_user_record(&user.data, r.arrival.as_i64()) {
                 match decoded {
                     Ok(record) => records.push(Consumed {
@@ -202,7 +204,17 @@ fn decode(
                         arrival: r.arrival,
                         record,
                     }),
-                    Err(reason) => letters.push(letter(sub as u64, log_event, reason, &user.data)),
+                    Err(reason) => {
+                        let part = match user.data.starts_with(&envelope::GZIP_MAGIC) {
+                            true => envelope
+                                .get_or_insert_with(|| envelope::decode_logs_envelope(&user.data).ok())
+                                .as_ref()
+                                .and_then(|e| e.log_events.get(log_event))
+                                .map(|e| e.message.as_bytes()),
+                            false => None,
+                        };
+                        letters.push(letter(sub as u64, log_event, reason, part.unwrap_or(&user.data)));
+                    }
                 }
             }
         }

@@ -33,13 +33,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole pipeline on embedded backends (no AWS account needed).
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Run the gateway against an Amazon Kinesis stream.
-    Gateway(GatewayArgs),
+    Gateway(Box<GatewayArgs>),
     /// Run the aggregator against an Amazon Kinesis stream: windowed metrics into CloudWatch, events into Logs.
-    Aggregator(AggregatorArgs),
+    Aggregator(Box<AggregatorArgs>),
     /// Run the archiver against an Amazon Kinesis stream: Parquet (or gzip NDJSON) files in S3 for analysts.
-    Archiver(ArchiverArgs),
+    Archiver(Box<ArchiverArgs>),
     /// Work on an archive (S3 or `up`'s local one).
     #[command(subcommand)]
     Archive(ArchiveCommand),
@@ -304,6 +304,9 @@ pub struct MintArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 86_400)]
     pub ttl_secs: u64,
+    /// The attendee's ExternalUserId: events its device re-sends from the same person's earlier sessions pass.
+    #[arg(long)]
+    pub external_user_id: Option<String>,
     #[arg(long, env = "CHIMEWATCH_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
 }

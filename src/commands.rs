@@ -80,14 +80,15 @@ async fn aws_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
 }
 
-/// Serves `/metrics` and `/healthz` until `shutdown`, for the services without the gateway's HTTP interface.
+/// Serves `/metrics` and `/healthz` until `shutdown`: for the services without the gateway's HTTP interface, and
+/// for a gateway whose figures have a listener of their own.
 async fn serve_metrics(
     listener: TcpListener,
     registry: Arc<Registry>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, chimewatch_gateway::telemetry_router(registry))
-        .with_graceful_shutdown(shutdown)
+    let router = chimewatch_gateway::telemetry_router(registry);
+    chimewatch_gateway::serve_router(listener, router, None, std::time::Duration::from_secs(10), shutdown)
         .await
         .context("serving /metrics")
 }

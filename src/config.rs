@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -80,9 +81,12 @@ pub struct GatewaySettings {
     /// API keys accepted by the gateway (comma-separated). Prefer the environment or the config file for secrets.
     #[arg(long, env = "CHIMEWATCH_API_KEYS", value_delimiter = ',', hide_env_values = true)]
     pub api_keys: Option<Vec<String>>,
-    /// HMAC secret of attendee tokens (HS256 JWTs with meetingId, attendeeId and exp claims).
+    /// HMAC secret of attendee tokens (HS256 JWTs with meetingId, attendeeId and exp claims), at least 32 bytes.
     #[arg(long, env = "CHIMEWATCH_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
+    /// Earlier token secrets still accepted while their tokens live (comma-separated): rotation without downtime.
+    #[arg(long, env = "CHIMEWATCH_PREVIOUS_TOKEN_SECRETS", value_delimiter = ',', hide_env_values = true)]
+    pub previous_token_secrets: Option<Vec<String>>,
     /// Seconds an event delivered with the SDK ingestion protocol is remembered to drop its duplicates.
     #[arg(long, env = "CHIMEWATCH_DEDUP_WINDOW_SECS")]
     pub dedup_window_secs: Option<u64>,
@@ -92,6 +96,26 @@ pub struct GatewaySettings {
     /// Seconds a JoinToken registered at /v1/admin/attendees is accepted, unless the registration says otherwise.
     #[arg(long, env = "CHIMEWATCH_JOIN_TOKEN_TTL_SECS")]
     pub join_token_ttl_secs: Option<u64>,
+    /// Most requests handled at once; beyond, clients get 503 with Retry-After.
+    #[arg(long, env = "CHIMEWATCH_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
+    /// Longest a client may take to send its request headers (e.g. 10s).
+    #[arg(long, env = "CHIMEWATCH_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub header_read_timeout: Option<Duration>,
+    /// Longest a client may take to send its request body (e.g. 30s); beyond, 408.
+    #[arg(long, env = "CHIMEWATCH_BODY_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub body_read_timeout: Option<Duration>,
+    /// PEM certificate chain to serve TLS with (with --tls-key).
+    #[arg(long, env = "CHIMEWATCH_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of the TLS certificate.
+    #[arg(long, env = "CHIMEWATCH_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve /metrics and /healthz on this address instead of the ingest port (keep the figures off the internet).
+    #[arg(long, env = "CHIMEWATCH_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
@@ -446,11 +470,20 @@ impl Settings {
             cors_origins: g.cors_origins.clone().unwrap_or(defaults.cors_origins.clone()),
             auth: AuthConfig {
                 api_keys: g.api_keys.iter().flatten().filter(|k| !k.is_empty()).cloned().collect(),
-                token_secret: g.token_secret.clone().filter(|s| !s.is_empty()).map(String::into_bytes),
+                token_secrets: g
+                    .token_secret
+                    .iter()
+                    .chain(g.previous_token_secrets.iter().flatten())
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.clone().into_bytes())
+                    .collect(),
             },
             dedup_window_ms: g.dedup_window_secs.map_or(defaults.dedup_window_ms, secs_to_ms),
             dedup_max_keys: g.dedup_max_keys.unwrap_or(defaults.dedup_max_keys),
             join_token_ttl_ms: g.join_token_ttl_secs.map_or(defaults.join_token_ttl_ms, secs_to_ms),
+            max_concurrent_requests: g.max_concurrent_requests.unwrap_or(defaults.max_concurrent_requests),
+            header_read_timeout: g.header_read_timeout.unwrap_or(defaults.header_read_timeout),
+            body_read_timeout: g.body_read_timeout.unwrap_or(defaults.body_read_timeout),
             ..defaults
         };
         valid(config.validate())?;
@@ -603,10 +636,19 @@ pub const GATEWAY_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std:
 pub const AGGREGATOR_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8081);
 pub const ARCHIVER_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8082);
 
+/// How the gateway is reached: TLS or not, and where `/metrics` is.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    pub listen: SocketAddr,
+    pub tls: Option<Arc<chimewatch_gateway::tls::ServerConfig>>,
+    /// `/metrics` on a listener of its own; `None` serves it on the ingest port.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
 /// `chimewatch up`, finished.
 #[derive(Debug)]
 pub struct UpConfig {
-    pub listen: SocketAddr,
+    pub serving: Serving,
     pub data_dir: PathBuf,
     pub local: LocalLogConfig,
     pub gateway: GatewayConfig,
@@ -617,7 +659,7 @@ pub struct UpConfig {
 /// `chimewatch gateway`, finished.
 #[derive(Debug)]
 pub struct GatewayCommandConfig {
-    pub listen: SocketAddr,
+    pub serving: Serving,
     pub producer: KinesisProducerConfig,
     pub gateway: GatewayConfig,
     pub pipeline: Option<PipelineConfig>,
@@ -644,6 +686,17 @@ pub struct ArchiverCommandConfig {
 }
 
 impl Settings {
+    /// Where and how the gateway serves.
+    pub fn serving(&self) -> anyhow::Result<Serving> {
+        let g = &self.gateway;
+        let tls = match (&g.tls_cert, &g.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(chimewatch_gateway::tls::server_config(cert, key)?),
+            _ => bail!("invalid setting: gateway.tls_cert and gateway.tls_key go together"),
+        };
+        Ok(Serving { listen: self.listen(GATEWAY_LISTEN), tls, metrics_listen: g.metrics_listen })
+    }
+
     pub fn up(&self) -> anyhow::Result<UpConfig> {
         let data_dir = self.data_dir();
         let mut aggregation = self.aggregation()?;
@@ -651,10 +704,16 @@ impl Settings {
         // that old captures and fixtures can be replayed.
         aggregation.windows.max_age_ms = i64::MAX / 4;
         aggregation.windows.max_future_ms = i64::MAX / 4;
+        let serving = self.serving()?;
+        let mut gateway = self.gateway()?;
+        // On loopback, `up` is a developer's: let any local page post to it unless origins were configured.
+        if self.gateway.cors_origins.is_none() && serving.listen.ip().is_loopback() {
+            gateway.cors_origins = vec!["*".into()];
+        }
         Ok(UpConfig {
-            listen: self.listen(GATEWAY_LISTEN),
+            serving,
             local: self.local()?,
-            gateway: self.gateway()?,
+            gateway,
             aggregation,
             archiving: self.archiving(data_dir.join("spool"))?,
             data_dir,
@@ -663,7 +722,7 @@ impl Settings {
 
     pub fn gateway_command(&self) -> anyhow::Result<GatewayCommandConfig> {
         Ok(GatewayCommandConfig {
-            listen: self.listen(GATEWAY_LISTEN),
+            serving: self.serving()?,
             producer: self.kinesis_producer()?,
             gateway: self.gateway()?,
             pipeline: self.pipeline()?,

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use chimewatch_aggregator::processor::Sinks;
 use chimewatch_aggregator::{Aggregation, AggregatorServiceConfig, AggregatorTelemetry};
 use chimewatch_sinks::cloudwatch::CloudWatchSink;
 use chimewatch_sinks::cloudwatch_logs::CloudWatchLogsSink;
@@ -37,7 +38,8 @@ pub fn start(parts: Parts, registry: &mut Registry, stop: CancellationToken) -> 
     let telemetry = AggregatorTelemetry::default();
     telemetry.register(registry);
     let worker_id = parts.worker.worker_id.clone();
-    let aggregation = Aggregation::new(parts.config, worker_id, parts.metrics, Some(parts.logs), telemetry.clone());
+    let sinks = Sinks { metrics: parts.metrics, logs: Some(parts.logs), dead_letters: parts.dead_letters.clone() };
+    let aggregation = Aggregation::new(parts.config, worker_id, sinks, telemetry.clone());
     let service = consumer::Service {
         name: "aggregator",
         worker: parts.worker,
@@ -55,13 +57,15 @@ pub async fn run(config: AggregatorCommandConfig) -> anyhow::Result<()> {
     let consumer = config.consumer;
     let sdk = super::aws_config().await;
     let aws = consumer::aws(&sdk, &consumer).await?;
-    let cloudwatch: Arc<dyn MetricSink> = Arc::new(CloudWatchSink::new(chimewatch_sinks::cloudwatch::client(&sdk)));
+    let cloudwatch: Arc<dyn MetricSink> =
+        Arc::new(CloudWatchSink::new(chimewatch_sinks::cloudwatch::client(&sdk), chimewatch_stream::system_clock));
     let logs_client = chimewatch_sinks::cloudwatch_logs::client(&sdk);
     let retention = config.cloudwatch.log_retention_days;
-    let logs = Arc::new(CloudWatchLogsSink::new(logs_client.clone(), retention));
+    let logs = Arc::new(CloudWatchLogsSink::new(logs_client.clone(), retention, chimewatch_stream::system_clock));
     let metrics: Arc<dyn MetricSink> = match config.cloudwatch.emf_log_group {
         Some(group) => {
-            let emf_logs = Arc::new(CloudWatchLogsSink::new(logs_client, retention).emf());
+            let emf_logs =
+                Arc::new(CloudWatchLogsSink::new(logs_client, retention, chimewatch_stream::system_clock).emf());
             Arc::new(EmfSink::new(emf_logs, group, consumer.worker.worker_id.clone()))
         }
         None => cloudwatch.clone(),

@@ -64,7 +64,8 @@ pub async fn run(config: ArchiverCommandConfig) -> anyhow::Result<()> {
         .list(&archiving.claims_prefix(""))
         .await
         .with_context(|| format!("listing the archive in bucket {bucket} (does it exist, may this role list it?)"))?;
-    let cloudwatch: Arc<dyn MetricSink> = Arc::new(CloudWatchSink::new(chimewatch_sinks::cloudwatch::client(&sdk)));
+    let cloudwatch: Arc<dyn MetricSink> =
+        Arc::new(CloudWatchSink::new(chimewatch_sinks::cloudwatch::client(&sdk), chimewatch_stream::system_clock));
     let location = format!("s3://{bucket}/{}", archiving.prefix.trim_matches('/'));
     let parts = Parts {
         source: aws.source,

@@ -11,7 +11,7 @@ use chimewatch_stream::{Producer, ProducerTelemetry};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::config::{GatewayCommandConfig, PipelineConfig};
+use crate::config::{GatewayCommandConfig, PipelineConfig, Serving};
 
 pub async fn run(config: GatewayCommandConfig) -> anyhow::Result<()> {
     let sdk = super::aws_config().await;
@@ -23,11 +23,12 @@ pub async fn run(config: GatewayCommandConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("starting the Kinesis producer for stream {stream}"))?;
     let reporting = config.pipeline.map(|p| {
-        let sink: Arc<dyn MetricSink> = Arc::new(CloudWatchSink::new(chimewatch_sinks::cloudwatch::client(&sdk)));
+        let sink: Arc<dyn MetricSink> =
+            Arc::new(CloudWatchSink::new(chimewatch_sinks::cloudwatch::client(&sdk), chimewatch_stream::system_clock));
         (sink, p)
     });
     serve_gateway(
-        config.listen,
+        config.serving,
         config.gateway,
         Arc::new(producer),
         telemetry,
@@ -47,7 +48,7 @@ struct Reporting {
 /// Binds the listener and serves the gateway until `shutdown`; reports pipeline metrics meanwhile, and once more
 /// after the stream is flushed, so the final counts are published too.
 pub(super) async fn serve_gateway(
-    listen: std::net::SocketAddr,
+    serving: Serving,
     config: GatewayConfig,
     producer: Arc<dyn Producer>,
     producer_telemetry: ProducerTelemetry,
@@ -55,6 +56,7 @@ pub(super) async fn serve_gateway(
     reporting: Option<(Arc<dyn MetricSink>, PipelineConfig)>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let listen = serving.listen;
     if config.auth.is_anonymous() && !listen.ip().is_loopback() {
         tracing::warn!(%listen, "The gateway accepts unauthenticated requests on a non-loopback address; set API keys or a token secret.");
     }
@@ -67,11 +69,30 @@ pub(super) async fn serve_gateway(
             .source(move || producer_telemetry.samples());
         Reporting { reporter, interval: p.interval }
     });
-    let state = AppState::new(config, producer, telemetry, Arc::new(registry));
+    let registry = Arc::new(registry);
+    let mut state = AppState::new(config, producer, telemetry, registry.clone());
+    state.metrics_on_ingest_port = serving.metrics_listen.is_none();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    });
+    let metrics_server = match serving.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr} for /metrics"))?;
+            eprintln!("chimewatch metrics on http://{} (GET /metrics, /healthz)", listener.local_addr()?);
+            Some(tokio::spawn(super::serve_metrics(listener, registry.clone(), stop.clone().cancelled_owned())))
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
+    let scheme = if serving.tls.is_some() { "https" } else { "http" };
     eprintln!(
-        "chimewatch gateway listening on http://{addr} (POST /v1/meeting-events, /meetingevents, /v1/sip-messages; GET /metrics)"
+        "chimewatch gateway listening on {scheme}://{addr} (POST /v1/meeting-events, /meetingevents, /v1/sip-messages, /v1/client-events; GET /metrics)"
     );
     let (stopped, stop_reporting) = tokio::sync::oneshot::channel::<()>();
     let reporter = reporting.map(|r| {
@@ -79,7 +100,13 @@ pub(super) async fn serve_gateway(
             let _ = stop_reporting.await;
         }))
     });
-    let served = chimewatch_gateway::serve(listener, state, shutdown).await.context("serving HTTP");
+    let served = chimewatch_gateway::serve(listener, state, serving.tls, stop.clone().cancelled_owned())
+        .await
+        .context("serving HTTP");
+    stop.cancel();
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
     let _ = stopped.send(());
     if let Some(task) = reporter {
         let _ = task.await;

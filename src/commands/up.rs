@@ -21,7 +21,7 @@ use crate::config::{PipelineConfig, UpConfig};
 pub const STORE_FILE: &str = "embedded.sqlite";
 
 pub async fn run(config: UpConfig) -> anyhow::Result<()> {
-    let UpConfig { listen, data_dir, local, gateway, aggregation, archiving } = config;
+    let UpConfig { serving, data_dir, local, gateway, aggregation, archiving } = config;
     let archive_dir = data_dir.join(archiver::ARCHIVE_DIR);
 
     let mut registry = Registry::with_prefix("chimewatch");
@@ -93,7 +93,7 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
     let archiver_worker = archiver::start(archiver_parts, &mut registry, stop.clone());
     let worker = aggregator::start(parts, &mut registry, stop.clone());
     let served = super::gateway::serve_gateway(
-        listen,
+        serving,
         gateway,
         log,
         producer_telemetry,

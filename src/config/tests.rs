@@ -44,7 +44,7 @@ fn the_command_line_is_well_formed() {
 #[test]
 fn flags_beat_the_file_which_beats_the_defaults() {
     let up = settings(&["up", "--max-body-bytes", "2000", "--local-shards", "3"], FILE).unwrap().up().unwrap();
-    assert_eq!(up.listen.port(), 9000, "from the file");
+    assert_eq!(up.serving.listen.port(), 9000, "from the file");
     assert_eq!(up.gateway.max_body_bytes, 2000, "the flag");
     assert_eq!(up.gateway.cors_origins, ["https://a.example"]);
     assert_eq!(up.gateway.limits.max_history_entries, 10);
@@ -53,7 +53,7 @@ fn flags_beat_the_file_which_beats_the_defaults() {
     assert_eq!(up.archiving.max_age, Duration::from_secs(90));
     assert_eq!(up.aggregation.sip_policy.ring_timeout_ms, 60_000);
     let bare = settings(&["up"], "").unwrap().up().unwrap();
-    assert_eq!(bare.listen, GATEWAY_LISTEN);
+    assert_eq!(bare.serving.listen, GATEWAY_LISTEN);
     assert_eq!(bare.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
 }
 
@@ -92,7 +92,10 @@ fn unknown_keys_and_bad_values_are_errors_that_name_the_setting() {
     let err = settings(&["up"], "[archive]\nmax_age = \"soon\"").unwrap_err();
     assert!(format!("{err:#}").contains("\"soon\""), "{err:#}");
     let short = settings(&["up", "--token-secret", "short"], "").unwrap().gateway().unwrap_err().to_string();
-    assert!(short.contains("gateway.token_secret must be at least 16 bytes"), "{short}");
+    assert!(
+        short.contains("gateway.token_secret (and each of gateway.previous_token_secrets) must be at least 32 bytes"),
+        "{short}"
+    );
     let aws = settings(&["gateway", "--stream", "s", "--pipeline-namespace", "AWS/Chime"], "").unwrap();
     assert!(aws.gateway_command().unwrap_err().to_string().contains("pipeline.namespace"));
     let off = settings(&["gateway", "--stream", "s", "--pipeline-metrics", "false"], "").unwrap();

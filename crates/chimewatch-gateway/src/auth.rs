@@ -3,6 +3,10 @@
 //!
 //! Browsers cannot set headers on `navigator.sendBeacon`, so credentials are also read from the query string
 //! (`?token=` or `?api_key=`), which tolerates the Chime SDK's blind `?beacon=1` append (`...?token=x?beacon=1`).
+//!
+//! Keys and tokens are compared by their SHA-256 digests in constant time, so neither a key's bytes nor its length
+//! leak through timing. Several token secrets may be configured: the first signs, all verify, so a secret is
+//! rotated without downtime (add the new one first, mint with it, drop the old one once its tokens expired).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -18,15 +22,15 @@ use subtle::ConstantTimeEq;
 #[derive(Clone, Default)]
 pub struct AuthConfig {
     pub api_keys: Vec<String>,
-    /// HMAC secret of attendee tokens.
-    pub token_secret: Option<Vec<u8>>,
+    /// HMAC secrets of attendee tokens: the first signs (`token mint`), every one verifies.
+    pub token_secrets: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthConfig")
             .field("api_keys", &format_args!("[{} redacted]", self.api_keys.len()))
-            .field("token_secret", &self.token_secret.as_ref().map(|_| "redacted"))
+            .field("token_secrets", &format_args!("[{} redacted]", self.token_secrets.len()))
             .finish()
     }
 }
@@ -39,6 +43,9 @@ pub enum Principal {
     Attendee {
         meeting_id: String,
         attendee_id: String,
+        /// The customer's id of the person (Chime's `ExternalUserId`), when the token or registration names it: it
+        /// lets events re-sent from that person's earlier sessions through.
+        user: Option<String>,
     },
 }
 
@@ -50,6 +57,9 @@ pub struct AttendeeClaims {
     pub attendee_id: String,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
+    /// The attendee's `ExternalUserId`, optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_user_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,9 +72,15 @@ pub enum AuthError {
     Invalid(String),
 }
 
+/// Equal in constant time, whatever the lengths: compares SHA-256 digests.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let (a, b): ([u8; 32], [u8; 32]) = (Sha256::digest(a).into(), Sha256::digest(b).into());
+    bool::from(a.ct_eq(&b))
+}
+
 impl AuthConfig {
     pub fn is_anonymous(&self) -> bool {
-        self.api_keys.is_empty() && self.token_secret.is_none()
+        self.api_keys.is_empty() && self.token_secrets.is_empty()
     }
 
     /// Authenticates a request from its headers, its query string, and a token found in its body (beacons).
@@ -77,23 +93,72 @@ impl AuthConfig {
         if self.is_anonymous() {
             return Ok(Principal::Anonymous);
         }
-        let candidates = credentials(headers, query, body_token);
+        self.authenticate_candidates(&credentials(headers, query, body_token), None, 0)
+    }
+
+    /// The principal one of `candidates` proves: an API key, an attendee token, or (given a registry) a registered
+    /// JoinToken.
+    fn authenticate_candidates(
+        &self,
+        candidates: &[String],
+        registry: Option<&JoinTokenRegistry>,
+        now_ms: i64,
+    ) -> Result<Principal, AuthError> {
         if candidates.is_empty() {
             return Err(AuthError::Missing);
         }
         let mut last_error = None;
-        for candidate in &candidates {
-            if let Some(i) = self.api_keys.iter().position(|k| bool::from(k.as_bytes().ct_eq(candidate.as_bytes()))) {
+        for candidate in candidates {
+            if let Some(i) = self.api_keys.iter().position(|k| same_secret(k.as_bytes(), candidate.as_bytes())) {
                 return Ok(Principal::ApiKey(i));
             }
-            if let Some(secret) = &self.token_secret {
-                match verify_token(secret, candidate) {
-                    Ok(c) => return Ok(Principal::Attendee { meeting_id: c.meeting_id, attendee_id: c.attendee_id }),
+            if !self.token_secrets.is_empty() {
+                match verify_token(&self.token_secrets, candidate) {
+                    Ok(c) => {
+                        return Ok(Principal::Attendee {
+                            meeting_id: c.meeting_id,
+                            attendee_id: c.attendee_id,
+                            user: c.external_user_id,
+                        });
+                    }
                     Err(e) => last_error = Some(e),
                 }
             }
+            if let Some((meeting_id, attendee_id, user)) = registry.and_then(|r| r.lookup(candidate, now_ms)) {
+                return Ok(Principal::Attendee { meeting_id, attendee_id, user });
+            }
         }
-        Err(AuthError::Invalid(last_error.unwrap_or_else(|| "not a known API key".into())))
+        Err(AuthError::Invalid(last_error.unwrap_or_else(|| "not a known API key, token or JoinToken".into())))
+    }
+
+    /// Authenticates an ingestion-protocol request from its headers and query string alone, before its body is
+    /// read: an API key, an attendee token, or a registered JoinToken. `Ok(None)` when neither carries credentials
+    /// (a page-end beacon: its token is in the body, see [`AuthConfig::authenticate_beacon`]).
+    pub fn authenticate_client(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        registry: &JoinTokenRegistry,
+        now_ms: i64,
+    ) -> Result<Option<Principal>, AuthError> {
+        if self.is_anonymous() {
+            return Ok(Some(Principal::Anonymous));
+        }
+        let candidates = credentials(headers, query, None);
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        self.authenticate_candidates(&candidates, Some(registry), now_ms).map(Some)
+    }
+
+    /// Authenticates a beacon by the token in its body's `authorization` field.
+    pub fn authenticate_beacon(
+        &self,
+        body_token: Option<&str>,
+        registry: &JoinTokenRegistry,
+        now_ms: i64,
+    ) -> Result<Principal, AuthError> {
+        self.authenticate_candidates(&credentials(&HeaderMap::new(), None, body_token), Some(registry), now_ms)
     }
 }
 
@@ -124,13 +189,25 @@ fn credentials(headers: &HeaderMap, query: Option<&str>, body_token: Option<&str
     out
 }
 
-fn verify_token(secret: &[u8], token: &str) -> Result<AttendeeClaims, String> {
+fn verify_token(secrets: &[Vec<u8>], token: &str) -> Result<AttendeeClaims, String> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_required_spec_claims(&["exp"]);
     validation.leeway = 30;
-    jsonwebtoken::decode::<AttendeeClaims>(token, &DecodingKey::from_secret(secret), &validation)
-        .map(|d| d.claims)
-        .map_err(|e| format!("attendee token rejected: {e}"))
+    let mut last = String::from("no secret");
+    for secret in secrets {
+        match jsonwebtoken::decode::<AttendeeClaims>(token, &DecodingKey::from_secret(secret), &validation) {
+            Ok(d) => return Ok(d.claims),
+            // A token signed with another secret may be one of a rotation; an expired or malformed one is not.
+            Err(e) => {
+                let signature = matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature);
+                last = format!("attendee token rejected: {e}");
+                if !signature {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last)
 }
 
 /// JoinTokens registered by the customer's backend when it created each attendee (`POST /v1/admin/attendees`).
@@ -146,8 +223,17 @@ pub struct JoinTokenRegistry {
 
 #[derive(Debug, Default)]
 struct RegistryState {
-    entries: HashMap<(String, String), ([u8; 32], i64)>,
+    entries: HashMap<(String, String), Registered>,
+    /// The same entries by the digest of their JoinToken, so a token in a header names its attendee.
+    by_token: HashMap<[u8; 32], (String, String)>,
     order: VecDeque<(i64, (String, String))>,
+}
+
+#[derive(Debug)]
+struct Registered {
+    digest: [u8; 32],
+    expires_ms: i64,
+    user: Option<String>,
 }
 
 impl JoinTokenRegistry {
@@ -155,66 +241,48 @@ impl JoinTokenRegistry {
         Self { max_entries, state: Mutex::default() }
     }
 
-    pub fn register(&self, meeting_id: &str, attendee_id: &str, join_token: &str, expires_ms: i64) {
+    /// Registers the attendee's JoinToken until `expires_ms`; `user` is its `ExternalUserId`, if the backend gave it.
+    pub fn register(&self, meeting_id: &str, attendee_id: &str, join_token: &str, expires_ms: i64, user: Option<&str>) {
         let Ok(mut s) = self.state.lock() else { return };
         let key = (meeting_id.to_owned(), attendee_id.to_owned());
-        s.entries.insert(key.clone(), (Sha256::digest(join_token.as_bytes()).into(), expires_ms));
+        let digest: [u8; 32] = Sha256::digest(join_token.as_bytes()).into();
+        if let Some(old) =
+            s.entries.insert(key.clone(), Registered { digest, expires_ms, user: user.map(str::to_owned) })
+        {
+            s.by_token.remove(&old.digest);
+        }
+        s.by_token.insert(digest, key.clone());
         s.order.push_back((expires_ms, key));
         while s.order.len() > self.max_entries {
             if let Some((expires, key)) = s.order.pop_front()
-                && s.entries.get(&key).is_some_and(|(_, e)| *e == expires)
+                && s.entries.get(&key).is_some_and(|r| r.expires_ms == expires)
+                && let Some(gone) = s.entries.remove(&key)
             {
-                s.entries.remove(&key);
+                s.by_token.remove(&gone.digest);
             }
         }
     }
 
-    /// Whether `join_token` is the one registered for the meeting and attendee, and not expired.
-    pub fn verify(&self, meeting_id: &str, attendee_id: &str, join_token: &str, now_ms: i64) -> bool {
-        let Ok(s) = self.state.lock() else { return false };
+    /// The meeting, attendee and user `join_token` was registered for, unless it expired.
+    pub fn lookup(&self, join_token: &str, now_ms: i64) -> Option<(String, String, Option<String>)> {
+        let s = self.state.lock().ok()?;
         let digest: [u8; 32] = Sha256::digest(join_token.as_bytes()).into();
+        let key = s.by_token.get(&digest)?;
+        let entry = s.entries.get(key).filter(|r| r.expires_ms > now_ms && bool::from(r.digest.ct_eq(&digest)))?;
+        Some((key.0.clone(), key.1.clone(), entry.user.clone()))
+    }
+
+    /// The `ExternalUserId` the meeting and attendee were registered with, unless they expired or gave none.
+    pub fn user_of(&self, meeting_id: &str, attendee_id: &str, now_ms: i64) -> Option<String> {
+        let s = self.state.lock().ok()?;
         s.entries
             .get(&(meeting_id.to_owned(), attendee_id.to_owned()))
-            .is_some_and(|(d, expires)| *expires > now_ms && bool::from(d.ct_eq(&digest)))
-    }
-
-    /// Whether the meeting and attendee were registered and have not expired (re-sent events of an earlier session).
-    pub fn knows(&self, meeting_id: &str, attendee_id: &str, now_ms: i64) -> bool {
-        let Ok(s) = self.state.lock() else { return false };
-        s.entries.get(&(meeting_id.to_owned(), attendee_id.to_owned())).is_some_and(|(_, e)| *e > now_ms)
+            .filter(|r| r.expires_ms > now_ms)
+            .and_then(|r| r.user.clone())
     }
 }
 
-impl AuthConfig {
-    /// Authenticates an ingestion-protocol request: as [`AuthConfig::authenticate`], and also by a JoinToken
-    /// registered for the meeting and attendee the body's metadata names.
-    pub fn authenticate_client(
-        &self,
-        headers: &HeaderMap,
-        query: Option<&str>,
-        body_token: Option<&str>,
-        claimed: Option<(&str, &str)>,
-        registry: &JoinTokenRegistry,
-        now_ms: i64,
-    ) -> Result<Principal, AuthError> {
-        match self.authenticate(headers, query, body_token) {
-            Ok(p) => Ok(p),
-            Err(e) => {
-                let Some((meeting_id, attendee_id)) = claimed else { return Err(e) };
-                credentials(headers, query, body_token)
-                    .iter()
-                    .any(|c| registry.verify(meeting_id, attendee_id, c, now_ms))
-                    .then(|| Principal::Attendee {
-                        meeting_id: meeting_id.to_owned(),
-                        attendee_id: attendee_id.to_owned(),
-                    })
-                    .ok_or(e)
-            }
-        }
-    }
-}
-
-/// Mints an attendee token, as a customer's backend would (any JWT library does the same).
+/// Mints an attendee token, as a customer's backend would (any JWT library does the same), with the first secret.
 pub fn mint_token(secret: &[u8], claims: &AttendeeClaims) -> Result<String, String> {
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))
         .map_err(|e| e.to_string())
@@ -226,13 +294,15 @@ mod tests {
     use axum::http::HeaderValue;
 
     const FAR_FUTURE: u64 = 4_000_000_000;
+    const SECRET: &[u8] = b"s3cret-s3cret-s3cret-s3cret-s3cr";
 
     fn config() -> AuthConfig {
-        AuthConfig { api_keys: vec!["key-one".into(), "key-two".into()], token_secret: Some(b"s3cret".to_vec()) }
+        AuthConfig { api_keys: vec!["key-one".into(), "key-two".into()], token_secrets: vec![SECRET.to_vec()] }
     }
 
     fn token(secret: &[u8], exp: u64) -> String {
-        mint_token(secret, &AttendeeClaims { meeting_id: "m1".into(), attendee_id: "a1".into(), exp }).unwrap()
+        let claims = AttendeeClaims { meeting_id: "m1".into(), attendee_id: "a1".into(), exp, external_user_id: None };
+        mint_token(secret, &claims).unwrap()
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -241,6 +311,10 @@ mod tests {
             h.insert(*k, HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    fn attendee(meeting: &str, attendee: &str, user: Option<&str>) -> Principal {
+        Principal::Attendee { meeting_id: meeting.into(), attendee_id: attendee.into(), user: user.map(Into::into) }
     }
 
     #[test]
@@ -259,13 +333,16 @@ mod tests {
         assert_eq!(c.authenticate(&HeaderMap::new(), Some("api_key=key-one"), None), Ok(Principal::ApiKey(0)));
         assert_eq!(c.authenticate(&HeaderMap::new(), None, None), Err(AuthError::Missing));
         assert!(matches!(c.authenticate(&headers(&[("x-api-key", "nope")]), None, None), Err(AuthError::Invalid(_))));
+        // A prefix or an extension of a key is not the key.
+        assert!(c.authenticate(&headers(&[("x-api-key", "key-on")]), None, None).is_err());
+        assert!(c.authenticate(&headers(&[("x-api-key", "key-one-and-more")]), None, None).is_err());
     }
 
     #[test]
     fn attendee_tokens_scope_the_principal() {
         let c = config();
-        let t = token(b"s3cret", FAR_FUTURE);
-        let expect = Ok(Principal::Attendee { meeting_id: "m1".into(), attendee_id: "a1".into() });
+        let t = token(SECRET, FAR_FUTURE);
+        let expect = Ok(attendee("m1", "a1", None));
         assert_eq!(c.authenticate(&headers(&[("authorization", &format!("Bearer {t}"))]), None, None), expect);
         // The SDK appends ?beacon=1 blindly after an existing query.
         assert_eq!(c.authenticate(&HeaderMap::new(), Some(&format!("token={t}?beacon=1")), None), expect);
@@ -279,43 +356,56 @@ mod tests {
             let err = c.authenticate(&HeaderMap::new(), Some(&format!("token={t}")), None).unwrap_err().to_string();
             assert!(err.contains(expect), "{err}");
         };
-        check(&token(b"other", FAR_FUTURE), "InvalidSignature");
-        check(&token(b"s3cret", 1_000), "ExpiredSignature");
+        check(&token(b"another-secret-another-secret-xx", FAR_FUTURE), "InvalidSignature");
+        check(&token(SECRET, 1_000), "ExpiredSignature");
         check("garbage", "attendee token rejected");
     }
 
     #[test]
-    fn registered_join_tokens_authenticate_their_attendee_only() {
+    fn secrets_rotate_without_downtime() {
+        let (old, new) = (b"the-old-secret-the-old-secret-xx".to_vec(), b"the-new-secret-the-new-secret-xx".to_vec());
+        let by_old = token(&old, FAR_FUTURE);
+        let q = |t: &str| format!("token={t}");
+        // Both secrets verify while the rotation is under way; the new one signs.
+        let rotating = AuthConfig { api_keys: vec![], token_secrets: vec![new.clone(), old.clone()] };
+        assert!(rotating.authenticate(&HeaderMap::new(), Some(&q(&by_old)), None).is_ok());
+        assert!(rotating.authenticate(&HeaderMap::new(), Some(&q(&token(&new, FAR_FUTURE))), None).is_ok());
+        // Once the old one is dropped, its tokens no longer pass.
+        let rotated = AuthConfig { api_keys: vec![], token_secrets: vec![new] };
+        assert!(rotated.authenticate(&HeaderMap::new(), Some(&q(&by_old)), None).is_err());
+    }
+
+    #[test]
+    fn registered_join_tokens_authenticate_their_attendee_from_the_headers() {
         let c = config();
         let registry = JoinTokenRegistry::new(10);
-        registry.register("m1", "a1", "join-token-1", 1_000);
+        registry.register("m1", "a1", "join-token-1", 1_000, Some("user-1"));
         let bearer = headers(&[("authorization", "Bearer join-token-1")]);
-        let expect = Ok(Principal::Attendee { meeting_id: "m1".into(), attendee_id: "a1".into() });
-        assert_eq!(c.authenticate_client(&bearer, None, None, Some(("m1", "a1")), &registry, 500), expect);
+        let expect = Ok(Some(attendee("m1", "a1", Some("user-1"))));
+        assert_eq!(c.authenticate_client(&bearer, None, &registry, 500), expect);
         assert_eq!(
-            c.authenticate_client(&HeaderMap::new(), None, Some("join-token-1"), Some(("m1", "a1")), &registry, 500),
-            expect
+            c.authenticate_beacon(Some("join-token-1"), &registry, 500),
+            Ok(attendee("m1", "a1", Some("user-1")))
         );
-        assert!(
-            c.authenticate_client(&bearer, None, None, Some(("m1", "a2")), &registry, 500).is_err(),
-            "another attendee"
-        );
-        assert!(c.authenticate_client(&bearer, None, None, Some(("m1", "a1")), &registry, 1_000).is_err(), "expired");
-        assert!(
-            c.authenticate_client(&HeaderMap::new(), None, None, Some(("m1", "a1")), &registry, 500).is_err(),
-            "no token"
-        );
-        assert!(registry.knows("m1", "a1", 999) && !registry.knows("m1", "a1", 1_000));
+        assert!(c.authenticate_client(&bearer, None, &registry, 1_000).is_err(), "expired");
+        assert!(c.authenticate_client(&headers(&[("authorization", "Bearer other")]), None, &registry, 500).is_err());
+        assert_eq!(c.authenticate_client(&HeaderMap::new(), None, &registry, 500), Ok(None), "look in the body");
+        assert_eq!(c.authenticate_beacon(None, &registry, 500), Err(AuthError::Missing));
+        assert_eq!(registry.user_of("m1", "a1", 999).as_deref(), Some("user-1"));
+        assert_eq!(registry.user_of("m1", "a1", 1_000), None);
+        // Registering the attendee again replaces its token.
+        registry.register("m1", "a1", "join-token-2", 2_000, None);
+        assert!(c.authenticate_client(&bearer, None, &registry, 500).is_err());
     }
 
     #[test]
     fn registry_is_bounded() {
         let registry = JoinTokenRegistry::new(2);
         for i in 0..5 {
-            registry.register("m", &format!("a{i}"), "t", 1_000);
+            registry.register("m", &format!("a{i}"), &format!("t{i}"), 1_000, None);
         }
-        assert!(!registry.verify("m", "a0", "t", 0));
-        assert!(registry.verify("m", "a4", "t", 0));
+        assert_eq!(registry.lookup("t0", 0), None);
+        assert_eq!(registry.lookup("t4", 0), Some(("m".into(), "a4".into(), None)));
     }
 
     #[test]

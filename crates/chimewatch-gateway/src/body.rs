@@ -1,6 +1,7 @@
 //! Reading a request body within limits: declared and actual size, gzip inflation (bombs included), content type.
 
 use std::io::Read;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
@@ -44,21 +45,25 @@ fn content_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
     }
 }
 
-/// Reads the whole body, refusing more than `max` bytes on the wire or after inflation.
-pub async fn read(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8>, ApiError> {
+/// Reads the whole body within `timeout`, refusing more than `max` bytes on the wire or after inflation.
+pub async fn read(headers: &HeaderMap, body: Body, max: usize, timeout: Duration) -> Result<Vec<u8>, ApiError> {
     let encoding = content_encoding(headers)?;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > max as u64) {
         return Err(ApiError::TooLarge { limit: max });
     }
-    let collected = Limited::new(body, max).collect().await.map_err(|e| {
-        if e.downcast_ref::<LengthLimitError>().is_some() {
-            ApiError::TooLarge { limit: max }
-        } else {
-            ApiError::BodyRead(e.to_string())
-        }
-    })?;
+    // A client that trickles its body ties up a connection and a concurrency slot: it gets 408 instead.
+    let collected = tokio::time::timeout(timeout, Limited::new(body, max).collect())
+        .await
+        .map_err(|_| ApiError::BodyTimeout(timeout))?
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                ApiError::TooLarge { limit: max }
+            } else {
+                ApiError::BodyRead(e.to_string())
+            }
+        })?;
     let raw = collected.to_bytes();
     match encoding {
         Encoding::Identity => Ok(raw.to_vec()),

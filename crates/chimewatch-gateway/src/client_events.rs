@@ -4,6 +4,10 @@
 //! Status codes follow what the SDKs do with them: any 2xx is success; 429 and 503 are retried (with the same body);
 //! other 4xx are never retried, so they are kept for requests that can never succeed. Valid payloads of a batch are
 //! kept even when others are rejected, and duplicates (retries, beacon re-sends) are dropped and counted.
+//!
+//! A request is authenticated from its headers and query before its body is read. Only a page-end beacon carries
+//! its token in the body; its body is read within the browsers' beacon limit (64 KiB) before it is authenticated, so
+//! no unauthenticated request costs more than that to parse.
 
 use std::sync::Arc;
 
@@ -28,6 +32,11 @@ use crate::ingest::{Rejection, parse_off_workers};
 use crate::telemetry::{KindLabels, RejectLabels};
 
 const ROUTE: &str = "client_events";
+/// The SDKs send a few dozen events per request; a body larger than this is not one of theirs.
+pub const MAX_CLIENT_BODY_BYTES: usize = 1 << 20;
+/// `navigator.sendBeacon` sends at most 64 KiB (Chrome, Firefox and Safari), and a beacon is read before it is
+/// authenticated, so it is read within that.
+pub const MAX_BEACON_BODY_BYTES: usize = 64 << 10;
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct ClientEventsResponse {
@@ -48,12 +57,18 @@ async fn ingest(
     body: Body,
 ) -> Result<ClientEventsResponse, ApiError> {
     body::check_content_type(headers, Accept::Json)?;
-    let bytes = body::read(headers, body, state.config.max_body_bytes).await?;
+    let now = (state.clock)().as_i64();
+    let auth = &state.config.auth;
+    let before_body = auth.authenticate_client(headers, uri.query(), &state.join_tokens, now)?;
+    let limit = match before_body {
+        Some(_) => state.config.max_body_bytes.min(MAX_CLIENT_BODY_BYTES),
+        None => MAX_BEACON_BODY_BYTES,
+    };
+    let bytes = body::read(headers, body, limit, state.config.body_read_timeout).await?;
     state.telemetry.request_bytes.inc_by(bytes.len() as u64);
     if uri.query().is_some_and(|q| q.split(['&', '?']).any(|p| p == "beacon=1")) {
         state.telemetry.beacons.inc();
     }
-    let now = (state.clock)().as_i64();
     let config = Arc::clone(&state.config);
     let batch = parse_off_workers(bytes.len(), move || -> Result<ClientBatch, ApiError> {
         let value = parse_strict(utf8(&bytes)?).map_err(syntax_error)?;
@@ -63,15 +78,10 @@ async fn ingest(
         })
     })
     .await?;
-    let claimed = batch.meeting_id.as_deref().zip(batch.attendee_id.as_deref());
-    let principal = state.config.auth.authenticate_client(
-        headers,
-        uri.query(),
-        batch.authorization.as_deref(),
-        claimed,
-        &state.join_tokens,
-        now,
-    )?;
+    let principal = match before_body {
+        Some(principal) => principal,
+        None => auth.authenticate_beacon(batch.authorization.as_deref(), &state.join_tokens, now)?,
+    };
 
     let mut rejected: Vec<(usize, EventError)> = Vec::new();
     let mut candidates: Vec<(usize, ClientEvent)> = Vec::new();
@@ -116,23 +126,34 @@ async fn ingest(
     Ok(ClientEventsResponse { accepted, duplicates, rejected })
 }
 
-/// An attendee may post its own events, and events re-sent (with `ttl`) from its earlier sessions that were registered.
+/// An attendee may post its own events, and events its device re-sends (with `ttl`) from the same person's earlier
+/// sessions: those whose attendee was registered with the same `ExternalUserId` as the one the credentials name.
+/// Another person's events are refused, whatever their `ttl`.
 fn check_scope(
     principal: &Principal,
     registry: &JoinTokenRegistry,
     e: ClientEvent,
     now_ms: i64,
 ) -> Result<ClientEvent, EventError> {
-    let Principal::Attendee { meeting_id, attendee_id } = principal else { return Ok(e) };
+    let Principal::Attendee { meeting_id, attendee_id, user } = principal else { return Ok(e) };
     let (m, a) = (e.normalized.event.meeting_id().unwrap_or(""), e.normalized.event.attendee_id().unwrap_or(""));
-    if (m == meeting_id && a == attendee_id) || (e.ttl.is_some() && registry.knows(m, a, now_ms)) {
+    if m == meeting_id && a == attendee_id {
+        return Ok(e);
+    }
+    let same_person = e.ttl.is_some() && user.is_some() && registry.user_of(m, a, now_ms).as_ref() == user.as_ref();
+    if same_person {
         return Ok(e);
     }
     Err(EventError::new(
         "",
         RejectKind::Forbidden,
         format!(
-            "event is for meeting {m:?} attendee {a:?}, but the credentials are for meeting {meeting_id:?} attendee {attendee_id:?}"
+            "event is for meeting {m:?} attendee {a:?}, but the credentials are for meeting {meeting_id:?} attendee {attendee_id:?}{}",
+            if e.ttl.is_some() {
+                " (a re-sent event passes only for an earlier session of the same registered externalUserId)"
+            } else {
+                ""
+            }
         ),
     ))
 }
@@ -142,8 +163,8 @@ pub struct RegisterResponse {
     pub registered: usize,
 }
 
-/// `POST /v1/admin/attendees`: `{meetingId, attendeeId, joinToken, [ttlSeconds]}` or an array of them. Needs an API
-/// key when authentication is configured.
+/// `POST /v1/admin/attendees`: `{meetingId, attendeeId, joinToken, [externalUserId], [ttlSeconds]}` or an array of
+/// them. Needs an API key when authentication is configured.
 pub async fn register_attendees(State(state): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let result = register(&state, &uri, &headers, body).await;
     crate::ingest::respond(&state, "admin_attendees", result)
@@ -155,7 +176,7 @@ async fn register(state: &AppState, uri: &Uri, headers: &HeaderMap, body: Body) 
         Principal::Attendee { .. } => return Err(ApiError::Forbidden("registering attendees needs an API key".into())),
     }
     body::check_content_type(headers, Accept::Json)?;
-    let bytes = body::read(headers, body, state.config.max_body_bytes).await?;
+    let bytes = body::read(headers, body, state.config.max_body_bytes, state.config.body_read_timeout).await?;
     let value =
         parse_strict(utf8(&bytes)?).map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")))?;
     let items = match value {
@@ -183,10 +204,20 @@ async fn register(state: &AppState, uri: &Uri, headers: &HeaderMap, body: Body) 
                 ))
             })?,
         };
-        entries.push((field("meetingId")?, field("attendeeId")?, field("joinToken")?, now.saturating_add(ttl_ms)));
+        let user = match item.get("externalUserId") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(field("externalUserId")?),
+        };
+        entries.push((
+            field("meetingId")?,
+            field("attendeeId")?,
+            field("joinToken")?,
+            now.saturating_add(ttl_ms),
+            user,
+        ));
     }
-    for (m, a, t, expires) in &entries {
-        state.join_tokens.register(m, a, t, *expires);
+    for (m, a, t, expires, user) in &entries {
+        state.join_tokens.register(m, a, t, *expires, *user);
     }
     Ok(RegisterResponse { registered: entries.len() })
 }

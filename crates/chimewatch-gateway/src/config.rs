@@ -2,6 +2,8 @@
 
 use chimewatch_model::Limits;
 
+use std::time::Duration;
+
 use crate::auth::AuthConfig;
 
 #[derive(Debug, Clone)]
@@ -25,6 +27,12 @@ pub struct GatewayConfig {
     pub join_token_ttl_ms: i64,
     /// Most JoinTokens registered at once.
     pub max_join_tokens: usize,
+    /// Most requests handled at once; beyond, clients get 503 with `Retry-After` instead of the gateway queueing
+    /// work (and memory) without bound.
+    pub max_concurrent_requests: usize,
+    /// Longest a client may take to send its request headers, and then its body.
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
 }
 
 impl GatewayConfig {
@@ -42,8 +50,17 @@ impl GatewayConfig {
         if self.limits.max_attribute_bytes < 64 {
             return Err("limits.max_attribute_bytes must be at least 64".into());
         }
-        if self.auth.token_secret.as_ref().is_some_and(|s| s.len() < 16) {
-            return Err("gateway.token_secret must be at least 16 bytes".into());
+        // HS256 takes a key as long as its hash (RFC 7518, section 3.2): 32 bytes.
+        if self.auth.token_secrets.iter().any(|s| s.len() < 32) {
+            return Err(
+                "gateway.token_secret (and each of gateway.previous_token_secrets) must be at least 32 bytes".into()
+            );
+        }
+        if self.max_concurrent_requests == 0 {
+            return Err("gateway.max_concurrent_requests must be positive".into());
+        }
+        if self.header_read_timeout.is_zero() || self.body_read_timeout.is_zero() {
+            return Err("gateway.header_read_timeout and body_read_timeout must be positive".into());
         }
         if self.dedup_window_ms < 0 || self.join_token_ttl_ms < 0 {
             return Err("gateway.dedup_window_secs and join_token_ttl_secs must not be negative".into());
@@ -59,12 +76,16 @@ impl Default for GatewayConfig {
             max_events_per_request: 10_000,
             max_record_bytes: (1 << 20) - 512,
             limits: Limits::default(),
-            cors_origins: vec!["*".into()],
+            // No cross-origin browser may post unless its origin is configured (`up` on loopback allows any).
+            cors_origins: Vec::new(),
             auth: AuthConfig::default(),
             dedup_window_ms: 10 * 60 * 1000,
             dedup_max_keys: 1_000_000,
             join_token_ttl_ms: 48 * 3600 * 1000,
             max_join_tokens: 1_000_000,
+            max_concurrent_requests: 512,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -26,6 +26,10 @@ pub enum ApiError {
     UnsupportedContentType(String),
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
+    #[error("the gateway is at capacity ({0} requests in progress); retry shortly")]
+    AtCapacity(usize),
     #[error("{0}")]
     BadRequest(String),
     #[error(transparent)]
@@ -53,6 +57,8 @@ impl ApiError {
             Self::Stream(ProduceError::Unavailable { .. } | ProduceError::ShuttingDown) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::AtCapacity(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -62,7 +68,7 @@ impl ApiError {
             Self::Stream(
                 ProduceError::Overloaded { retry_after, .. } | ProduceError::Unavailable { retry_after, .. },
             ) => Some(*retry_after),
-            Self::Stream(ProduceError::ShuttingDown) => Some(Duration::from_secs(1)),
+            Self::Stream(ProduceError::ShuttingDown) | Self::AtCapacity(_) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }

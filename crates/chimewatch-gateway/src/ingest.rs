@@ -109,7 +109,7 @@ async fn ingest(
 ) -> Result<IngestResponse, ApiError> {
     let principal = state.config.auth.authenticate(headers, uri.query(), None)?;
     body::check_content_type(headers, route.accept)?;
-    let bytes = body::read(headers, body, state.config.max_body_bytes).await?;
+    let bytes = body::read(headers, body, state.config.max_body_bytes, state.config.body_read_timeout).await?;
     state.telemetry.request_bytes.inc_by(bytes.len() as u64);
     let now = (state.clock)().as_i64();
     let config = Arc::clone(&state.config);
@@ -159,7 +159,7 @@ pub fn parse_meeting_events(
 }
 
 fn check_scope(principal: &Principal, index: usize, event: &chimewatch_model::MeetingEvent) -> Result<(), EventError> {
-    let Principal::Attendee { meeting_id, attendee_id } = principal else { return Ok(()) };
+    let Principal::Attendee { meeting_id, attendee_id, .. } = principal else { return Ok(()) };
     if event.meeting_id() == Some(meeting_id.as_str()) && event.attendee_id() == Some(attendee_id.as_str()) {
         return Ok(());
     }

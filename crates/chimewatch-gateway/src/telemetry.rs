@@ -41,6 +41,8 @@ pub struct GatewayTelemetry {
     pub duplicates: Counter,
     /// Page-end beacon posts (`?beacon=1`).
     pub beacons: Counter,
+    /// Requests answered 503 at once because `max_concurrent_requests` were in progress.
+    pub at_capacity: Counter,
     set: MetricSet,
 }
 
@@ -62,6 +64,11 @@ impl Default for GatewayTelemetry {
                 cw("DuplicatesDropped", Unit::Count),
             ),
             beacons: set.counter("beacons", "Page-end beacon posts", cw("BeaconRequests", Unit::Count)),
+            at_capacity: set.counter(
+                "at_capacity",
+                "Requests refused with 503 because the gateway was at capacity",
+                cw("AtCapacityResponses", Unit::Count),
+            ),
             set,
         }
     }

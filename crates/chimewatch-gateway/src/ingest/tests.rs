@@ -247,9 +247,9 @@ async fn stream_backpressure_becomes_429_or_503_with_retry_after() {
 
 #[tokio::test]
 async fn api_keys_and_attendee_tokens() {
-    let secret = b"test-secret".to_vec();
+    let secret = b"test-secret-test-secret-test-sec".to_vec();
     let h = harness(GatewayConfig {
-        auth: AuthConfig { api_keys: vec!["k1".into()], token_secret: Some(secret.clone()) },
+        auth: AuthConfig { api_keys: vec!["k1".into()], token_secrets: vec![secret.clone()] },
         ..GatewayConfig::default()
     });
     let event = |m: &str, a: &str| {
@@ -265,9 +265,16 @@ async fn api_keys_and_attendee_tokens() {
     let (status, _, _) = h.post("/v1/meeting-events", event("m1", "a1"), &[("x-api-key", "k1")]).await;
     assert_eq!(status, StatusCode::OK);
 
-    let token =
-        mint_token(&secret, &AttendeeClaims { meeting_id: "m1".into(), attendee_id: "a1".into(), exp: 4_000_000_000 })
-            .unwrap();
+    let token = mint_token(
+        &secret,
+        &AttendeeClaims {
+            meeting_id: "m1".into(),
+            attendee_id: "a1".into(),
+            exp: 4_000_000_000,
+            external_user_id: None,
+        },
+    )
+    .unwrap();
     let bearer = format!("Bearer {token}");
     let (status, _, _) = h.post("/v1/meeting-events", event("m1", "a1"), &[("authorization", &bearer)]).await;
     assert_eq!(status, StatusCode::OK);

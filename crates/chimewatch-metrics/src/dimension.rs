@@ -120,7 +120,10 @@ mod tests {
         assert_ne!(value(&format!("{}a", "x".repeat(2000))), value(&format!("{}b", "x".repeat(2000))));
         // An escape is never cut in two.
         let escapes = value(&"é".repeat(400)).into_owned();
-        assert!(check_value(&escapes).is_ok() && escapes.split('~').next().unwrap().len().is_multiple_of(3), "{escapes}");
+        assert!(
+            check_value(&escapes).is_ok() && escapes.split('~').next().unwrap().len().is_multiple_of(3),
+            "{escapes}"
+        );
     }
 
     #[test]

@@ -284,7 +284,10 @@ mod tests {
                     .message("M5 is not what CloudWatch takes")
                     .build();
                 PutMetricDataError::InvalidParameterValueException(
-                    InvalidParameterValueException::builder().message("M5 is not what CloudWatch takes").meta(meta).build(),
+                    InvalidParameterValueException::builder()
+                        .message("M5 is not what CloudWatch takes")
+                        .meta(meta)
+                        .build(),
                 )
             });
         let take = mock!(Client::put_metric_data).then_compute_output(move |req: &PutMetricDataInput| {

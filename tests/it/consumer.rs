@@ -225,14 +225,29 @@ async fn three_workers_share_eight_shards_and_a_killed_workers_shards_are_taken_
         let w = kinesis_worker(id, 3, &moto, &stream, &table, &seen, DeadLetters::log_only(), Default::default()).await;
         workers.insert(id, w);
     }
-    // Balanced before any record: 8 leases over 3 workers, none holding more than 3.
+    // Balanced before any record: 8 leases over 3 workers, none holding more than 3, and settled (the owners did not
+    // change for two seconds). A lease that moves between live workers is processed twice for up to a renewal
+    // interval too; this test isolates what a kill costs.
+    let mut last: Option<(Vec<Option<String>>, tokio::time::Instant)> = None;
     eventually(Duration::from_secs(30), "the workers balance the 8 leases", async || {
         let leases = leases(&table).await;
         let mut load: HashMap<Option<String>, usize> = HashMap::new();
         for l in leases.values() {
             *load.entry(l.owner.clone()).or_default() += 1;
         }
-        leases.len() == 8 && load.len() == 3 && !load.contains_key(&None) && load.values().all(|n| (2..=3).contains(n))
+        let balanced = leases.len() == 8
+            && load.len() == 3
+            && !load.contains_key(&None)
+            && load.values().all(|n| (2..=3).contains(n));
+        let owners: Vec<Option<String>> = leases.values().map(|l| l.owner.clone()).collect();
+        let now = tokio::time::Instant::now();
+        match &last {
+            Some((before, since)) if balanced && *before == owners => now - *since >= Duration::from_secs(2),
+            _ => {
+                last = Some((owners, now));
+                false
+            }
+        }
     })
     .await;
     let w3_shards: Vec<String> = leases(&table)

@@ -63,7 +63,7 @@ fn props() -> WriterProperties {
 
 enum Inner {
     Parquet(Box<ArrowWriter<File>>),
-    Ndjson(Box<arrow_json::LineDelimitedWriter<GzEncoder<BufWriter<File>>>>),
+    Ndjson(Box<GzEncoder<BufWriter<File>>>),
 }
 
 /// One archive file being written.
@@ -88,10 +88,7 @@ impl FileWriter {
                 ArrowWriter::try_new(file, schema(table), Some(props()))
                     .map_err(|source| EncodeError::Parquet { path: shown.clone(), source })?,
             )),
-            Format::NdjsonGzip => Inner::Ndjson(Box::new(arrow_json::LineDelimitedWriter::new(GzEncoder::new(
-                BufWriter::new(file),
-                Gzip::default(),
-            )))),
+            Format::NdjsonGzip => Inner::Ndjson(Box::new(GzEncoder::new(BufWriter::new(file), Gzip::default()))),
         };
         Ok(Self { inner, path: shown, rows: 0 })
     }
@@ -102,7 +99,8 @@ impl FileWriter {
             Inner::Parquet(w) => {
                 w.write(batch).map_err(|source| EncodeError::Parquet { path: path.clone(), source })?
             }
-            Inner::Ndjson(w) => w.write(batch).map_err(|source| EncodeError::Arrow { path: path.clone(), source })?,
+            Inner::Ndjson(w) => crate::ndjson::write_batch(w.as_mut(), batch)
+                .map_err(|source| EncodeError::Arrow { path: path.clone(), source })?,
         }
         self.rows += batch.num_rows() as u64;
         Ok(())
@@ -116,11 +114,7 @@ impl FileWriter {
             Inner::Parquet(w) => {
                 w.into_inner().map_err(|source| EncodeError::Parquet { path: path.clone(), source })?
             }
-            Inner::Ndjson(mut w) => {
-                w.finish().map_err(|source| EncodeError::Arrow { path: path.clone(), source })?;
-                let gz = w.into_inner();
-                gz.finish().map_err(io)?.into_inner().map_err(|e| io(e.into_error()))?
-            }
+            Inner::Ndjson(gz) => gz.finish().map_err(io)?.into_inner().map_err(|e| io(e.into_error()))?,
         };
         file.sync_all().map_err(io)?;
         Ok(self.rows)
@@ -161,11 +155,8 @@ pub fn read_file(
             Ok(Box::new(reader))
         }
         Format::NdjsonGzip => {
-            let reader = arrow_json::ReaderBuilder::new(schema(table))
-                .with_batch_size(BATCH_ROWS)
-                .build(BufReader::new(MultiGzDecoder::new(BufReader::new(file))))
-                .map_err(|source| EncodeError::Arrow { path: shown, source })?;
-            Ok(Box::new(reader))
+            let input = BufReader::new(MultiGzDecoder::new(BufReader::new(file)));
+            Ok(Box::new(crate::ndjson::read_batches(input, schema(table), BATCH_ROWS)))
         }
     }
 }

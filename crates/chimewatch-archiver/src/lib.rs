@@ -7,7 +7,8 @@
 //! - [`rows`]: the typed rows of the `meeting_events` and `sip_messages` tables, with the full attributes kept as
 //!   JSON so nothing is lost; [`schema`] is their Arrow schema, the archive's contract with analysts.
 //! - [`spool`]: a shard's buffered rows, on disk with a small index in memory.
-//! - [`encode`]: Parquet (ZSTD) and gzip NDJSON writers and readers.
+//! - [`encode`]: Parquet (ZSTD) and gzip NDJSON writers and readers; [`ndjson`] is the NDJSON codec of the
+//!   archive's column types.
 //! - [`archive`]: the shard processor: cuts, claims, commits, checkpoints.
 //! - [`compact`]: merges a partition's small files into large ones.
 //! - [`telemetry`]: the archiver's self-metrics.
@@ -16,6 +17,7 @@ pub mod archive;
 pub mod compact;
 pub mod encode;
 pub mod layout;
+pub mod ndjson;
 pub mod rows;
 pub mod schema;
 pub mod spool;

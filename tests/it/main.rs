@@ -11,6 +11,7 @@ mod archive;
 mod consumer;
 mod crash;
 mod embedded;
+mod full_disk;
 mod harness;
 mod house;
 mod kinesis;

@@ -4,12 +4,25 @@
 //! `shard-NNNN/<base offset>.log` segments. A record's sequence number is its byte offset within its shard, so
 //! seeking is a file lookup and numbers only grow. Each frame is checksummed (CRC32C); appends are group-committed
 //! (one `fdatasync` for everything that queued up while the previous sync ran) and acknowledged only after the sync.
-//! Opening the log drops a torn tail left by a crash. Old sealed segments are deleted by age and by size.
-//! Readers, in this process or another, read frames up to the last valid one, with their own positions.
+//! Opening the log drops a torn tail left by a crash. Old sealed segments are deleted by age and by size, but never
+//! while a consumer that registered a [`ConsumerHold`] still needs them: past the size budget, puts are refused
+//! instead. Readers, in this process or another, read frames up to the last valid one, with their own positions, and
+//! report damaged frames once and read on past them (see `reader`).
+//!
+//! # Layout
+//! - this file: opening the log, the producer side, handing out readers and holds;
+//! - `writer`: one shard's writer thread: group commit, rolling, retention, and what it does when writes fail;
+//! - `reader`: reading a shard, and the policy for damaged frames;
+//! - `hold`: consumers' holds, and the lease store wrapper that publishes checkpoints as holds;
+//! - `source`: the log as the consumer runtime's shard source;
+//! - `frame`, `disk`, `telemetry`: the on-disk frame, durable file-system steps, the log's own metrics.
 
+mod disk;
 mod frame;
+mod hold;
 mod reader;
 mod source;
+mod telemetry;
 mod writer;
 
 use std::fs::{self, File};
@@ -29,8 +42,10 @@ use crate::ports::{OutRecord, ProduceError, Producer};
 use crate::telemetry::ProducerTelemetry;
 
 pub use frame::MAX_RECORD_BYTES;
+pub use hold::{ConsumerHold, HeldCheckpoints};
 pub use reader::{LogRecord, ShardReader};
 pub use source::{LocalSource, shard_id};
+pub use telemetry::LogTelemetry;
 
 /// Settings of the embedded log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +56,8 @@ pub struct LocalLogConfig {
     pub segment_bytes: u64,
     /// Sealed segments older than this are deleted.
     pub retention: Duration,
-    /// Sealed segments are deleted, oldest first, while a shard holds more than this.
+    /// Sealed segments are deleted, oldest first, while a shard holds more than this; when a consumer's hold keeps
+    /// them, puts to the shard are refused instead.
     pub max_shard_bytes: u64,
     /// Bytes accepted but not yet durable before puts are refused with `Overloaded`.
     pub max_in_flight_bytes: u64,
@@ -122,6 +138,7 @@ pub struct LocalLog {
     shards: Vec<ShardHandle>,
     in_flight: InFlight,
     telemetry: ProducerTelemetry,
+    shared: writer::Shared,
     closed: AtomicBool,
     _lock: File,
 }
@@ -136,7 +153,16 @@ struct ShardHandle {
 impl LocalLog {
     /// Opens (or creates) the log under `root`, recovering each shard's tail. Blocking: call it before serving.
     pub fn open(root: &Path, config: &LocalLogConfig, telemetry: ProducerTelemetry) -> Result<Self, LogError> {
-        fs::create_dir_all(root).map_err(io_err(root))?;
+        Self::open_with(root, config, telemetry, writer::Shared::default())
+    }
+
+    fn open_with(
+        root: &Path,
+        config: &LocalLogConfig,
+        telemetry: ProducerTelemetry,
+        shared: writer::Shared,
+    ) -> Result<Self, LogError> {
+        disk::create_dir_durably(root, &shared.faults).map_err(io_err(root))?;
         let lock_path = root.join("lock");
         let lock =
             File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
@@ -160,14 +186,14 @@ impl LocalLog {
                 let path = root.join("meta.json");
                 let meta =
                     serde_json::to_vec(&Meta { format: META_FORMAT, shards: config.shards.max(1) }).unwrap_or_default();
-                writer::write_durably(&path, &meta).map_err(io_err(&path))?;
+                disk::write_durably(&path, &meta, &shared.faults).map_err(io_err(&path))?;
                 config.shards.max(1)
             }
         };
         let mut shards = Vec::with_capacity(shard_count as usize);
         for shard in 0..shard_count {
             let dir = shard_dir(root, shard);
-            let state = writer::ShardWriter::open(&dir, config.clone())?;
+            let state = writer::ShardWriter::open(&dir, shard, config.clone(), shared.clone())?;
             let committed = state.committed();
             let (tx, rx) = mpsc::unbounded_channel();
             let telemetry = telemetry.clone();
@@ -183,7 +209,15 @@ impl LocalLog {
         }
         let in_flight =
             InFlight::new(config.max_in_flight_bytes, Duration::from_secs(1), telemetry.in_flight_bytes.clone());
-        Ok(Self { root: root.to_owned(), shards, in_flight, telemetry, closed: AtomicBool::new(false), _lock: lock })
+        Ok(Self {
+            root: root.to_owned(),
+            shards,
+            in_flight,
+            telemetry,
+            shared,
+            closed: AtomicBool::new(false),
+            _lock: lock,
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -202,7 +236,20 @@ impl LocalLog {
     /// A reader of `shard` that sees every committed record from `from` (a sequence number; 0 = the oldest).
     pub fn reader(&self, shard: u32, from: u64) -> Result<ShardReader, LogError> {
         let committed = self.shards.get(shard as usize).map(|s| s.committed.clone());
-        ShardReader::open(&shard_dir(&self.root, shard), shard, from, committed)
+        let skipped = Some(self.shared.telemetry.corrupt_bytes_skipped.clone());
+        ShardReader::open(&shard_dir(&self.root, shard), shard, from, committed, skipped)
+    }
+
+    /// Registers `consumer` as needing every record of every shard until it publishes its positions through the
+    /// returned hold (usually by wrapping its lease store: [`ConsumerHold::checkpoints`]). Register before serving
+    /// puts: retention deletes what no registered consumer needs.
+    pub fn hold(&self, consumer: &str) -> ConsumerHold {
+        self.shared.holds.register(consumer, self.shard_count())
+    }
+
+    /// The log's own metrics: refusals, write failures, damaged bytes skipped.
+    pub fn log_telemetry(&self) -> &LogTelemetry {
+        &self.shared.telemetry
     }
 
     /// The end of the committed data of a shard (the sequence number the next record will get).
@@ -221,7 +268,7 @@ pub fn end_of_shard(root: &Path, shard: u32) -> Result<u64, LogError> {
 
 /// Opens a reader of a log that another process may be writing (`stream dump`): it stops at the last valid frame.
 pub fn open_reader(root: &Path, shard: u32, from: u64) -> Result<ShardReader, LogError> {
-    ShardReader::open(&shard_dir(root, shard), shard, from, None)
+    ShardReader::open(&shard_dir(root, shard), shard, from, None, None)
 }
 
 #[async_trait]

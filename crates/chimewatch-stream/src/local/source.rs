@@ -21,7 +21,7 @@ pub fn shard_id(shard: u32) -> String {
     format!("shard-{shard:04}")
 }
 
-fn shard_number(id: &str) -> Option<u32> {
+pub(crate) fn shard_number(id: &str) -> Option<u32> {
     id.strip_prefix("shard-")?.parse().ok()
 }
 
@@ -93,7 +93,14 @@ impl ShardCursor for LocalCursor {
         let mut reader =
             self.reader.take().ok_or_else(|| ConsumeError::Source("a failed read left the cursor unusable".into()))?;
         let (reader, read) = tokio::task::spawn_blocking(move || {
-            let read = reader.read(MAX_READ_RECORDS, MAX_READ_BYTES);
+            // Damage was logged and counted by the reader, which moved past it: the consumer reads on, since
+            // stopping would hold the shard at the damage forever (a restart would meet it again).
+            let read = loop {
+                match reader.read(MAX_READ_RECORDS, MAX_READ_BYTES) {
+                    Err(super::LogError::Corrupt { .. }) => continue,
+                    read => break read,
+                }
+            };
             (reader, read)
         })
         .await

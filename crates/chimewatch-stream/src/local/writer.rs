@@ -1,4 +1,13 @@
 //! One shard's writer: recovery on open, group commit, segment rolling and retention, on a dedicated thread.
+//!
+//! What keeps "acknowledged means durable, and readable after everything acknowledged before it" through failures:
+//! - A failed append is cut back to the last good length. When the cut itself fails, the shard refuses every put
+//!   until a later attempt cuts it: frames appended after the leftover bytes would be out of every reader's reach.
+//! - A roll counts as done only once the new segment's directory entry is synced. From the moment a segment is
+//!   full nothing more is appended to it, so a failed roll is simply tried again, reopening the empty file it left.
+//! - Retention never deletes records a consumer's hold still needs. When a shard's byte budget could only be kept by
+//!   deleting them, puts are refused (back-pressure) until the consumer catches up. Retention runs as segments roll
+//!   and when a put would exceed the budget, never at open: consumers register their holds after the log opens.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -10,28 +19,49 @@ use std::time::SystemTime;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::disk::{self, Faults, Op};
 use super::frame::{self, Frame};
+use super::hold::Holds;
+use super::telemetry::LogTelemetry;
 use super::{LocalLogConfig, LogError, io_err};
 use crate::ports::OutRecord;
 use crate::telemetry::ProducerTelemetry;
 
 pub(crate) struct AppendJob {
     pub records: Vec<OutRecord>,
+    /// The put's outcome; an error is a reason a client may read.
     pub ack: oneshot::Sender<Result<(), String>>,
 }
 
 /// Most bytes taken into one group commit; more waits for the next sync.
 const MAX_COMMIT_BYTES: usize = 16 << 20;
 
+/// What the writers of one log share.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Shared {
+    pub holds: Arc<Holds>,
+    pub telemetry: LogTelemetry,
+    pub faults: Faults,
+}
+
 pub(crate) struct ShardWriter {
+    shard: u32,
     dir: PathBuf,
     config: LocalLogConfig,
+    shared: Shared,
     /// Sealed segments, oldest first: (base offset, path).
     sealed: VecDeque<(u64, PathBuf)>,
     active: File,
+    active_path: PathBuf,
     active_base: u64,
     active_len: u64,
     committed: Arc<AtomicU64>,
+    /// Set when a failed write left bytes past `active_len` that could not be cut: what failed.
+    damaged: Option<String>,
+    /// The active segment is full and a roll is under way: it must complete before anything more is written.
+    roll_pending: bool,
+    /// Puts are being refused because consumers hold the shard's whole budget (logged when it starts and ends).
+    held_full: bool,
 }
 
 pub(crate) fn segment_path(dir: &Path, base: u64) -> PathBuf {
@@ -61,46 +91,36 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError>
     Ok(out)
 }
 
-/// Writes a small file so that it survives a crash: temp file, fsync, rename, fsync the directory.
-pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 impl ShardWriter {
-    pub fn open(dir: &Path, config: LocalLogConfig) -> Result<Self, LogError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+    pub fn open(dir: &Path, shard: u32, config: LocalLogConfig, shared: Shared) -> Result<Self, LogError> {
+        disk::create_dir_durably(dir, &shared.faults).map_err(io_err(dir))?;
         let mut segments: VecDeque<_> = list_segments(dir)?.into();
         let (active_base, active_path) = match segments.pop_back() {
             Some(last) => last,
             None => {
                 let path = segment_path(dir, 0);
-                File::create(&path).map_err(io_err(&path))?;
-                sync_dir(dir).map_err(io_err(dir))?;
+                File::options().create(true).append(true).open(&path).map_err(io_err(&path))?;
+                disk::sync_dir(dir, &shared.faults).map_err(io_err(dir))?;
                 (0, path)
             }
         };
         let valid_len = recover(&active_path)?;
         let active = File::options().append(true).open(&active_path).map_err(io_err(&active_path))?;
-        let mut writer = Self {
+        Ok(Self {
+            shard,
             dir: dir.to_owned(),
             config,
+            shared,
             sealed: segments,
             active,
+            active_path,
             active_base,
             active_len: valid_len,
             committed: Arc::new(AtomicU64::new(active_base + valid_len)),
-        };
-        writer.enforce_retention();
-        Ok(writer)
+            damaged: None,
+            roll_pending: false,
+            held_full: false,
+        })
     }
 
     pub fn committed(&self) -> Arc<AtomicU64> {
@@ -122,10 +142,7 @@ impl ShardWriter {
                     Err(_) => break,
                 }
             }
-            let result = self.append(&batch, &mut buf).map_err(|e| {
-                tracing::error!(dir = %self.dir.display(), error = %e, "The embedded log failed to commit a batch.");
-                e.to_string()
-            });
+            let result = self.append(&batch, &mut buf);
             telemetry.requests.inc();
             for job in batch {
                 let _ = job.ack.send(result.clone());
@@ -136,7 +153,58 @@ impl ShardWriter {
         }
     }
 
-    fn append(&mut self, batch: &[AppendJob], buf: &mut Vec<u8>) -> io::Result<()> {
+    /// Commits a batch, or says why not in words a client may read (the log has the details).
+    fn append(&mut self, batch: &[AppendJob], buf: &mut Vec<u8>) -> Result<(), String> {
+        let jobs = batch.len() as u64;
+        if let Err(reason) = self.ensure_writable() {
+            self.shared.telemetry.refused_unwritable.inc_by(jobs);
+            return Err(reason);
+        }
+        let incoming: u64 =
+            batch.iter().flat_map(|j| &j.records).map(|r| frame::frame_len(&r.partition_key, &r.data) as u64).sum();
+        if let Err(reason) = self.make_room(incoming) {
+            self.shared.telemetry.refused_held.inc_by(jobs);
+            return Err(reason);
+        }
+        self.write_batch(batch, buf).map_err(|e| {
+            self.shared.telemetry.write_failures.inc();
+            tracing::error!(
+                segment = %self.active_path.display(),
+                error = %e,
+                "The embedded log failed to commit a batch; its puts were refused."
+            );
+            format!("shard {}: the embedded log could not write: {e}", self.shard)
+        })
+    }
+
+    /// Finishes what a failure left undone: cuts leftover bytes of a failed write, completes a roll.
+    fn ensure_writable(&mut self) -> Result<(), String> {
+        if let Some(failed) = self.damaged.take() {
+            if let Err(e) = self.cut() {
+                let reason = format!(
+                    "shard {} refuses writes: a failed write ({failed}) left bytes in its segment that cannot be cut \
+                     yet ({e}); writes resume once they can be",
+                    self.shard
+                );
+                self.damaged = Some(failed);
+                return Err(reason);
+            }
+            tracing::info!(
+                segment = %self.active_path.display(),
+                length = self.active_len,
+                "The embedded log cut a failed write's leftover bytes; the shard takes writes again."
+            );
+        }
+        if self.roll_pending {
+            self.roll().map_err(|e| {
+                tracing::error!(dir = %self.dir.display(), error = %e, "The embedded log could not start a new segment.");
+                format!("shard {}: the embedded log could not start a new segment: {e}", self.shard)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn write_batch(&mut self, batch: &[AppendJob], buf: &mut Vec<u8>) -> io::Result<()> {
         let timestamp_ms = crate::system_clock().as_i64();
         buf.clear();
         let mut pending_len = 0u64;
@@ -145,6 +213,7 @@ impl ShardWriter {
             if self.active_len + pending_len > 0 && self.active_len + pending_len + len > self.config.segment_bytes {
                 self.write_and_sync(buf, pending_len)?;
                 pending_len = 0;
+                self.roll_pending = true;
                 self.roll()?;
             }
             frame::encode(timestamp_ms, &record.partition_key, &record.data, buf);
@@ -157,7 +226,7 @@ impl ShardWriter {
         if buf.is_empty() {
             return Ok(());
         }
-        let result = self.active.write_all(buf).and_then(|()| self.active.sync_data());
+        let result = self.write_frames(buf).and_then(|()| self.active.sync_data());
         buf.clear();
         match result {
             Ok(()) => {
@@ -167,47 +236,136 @@ impl ShardWriter {
             }
             Err(e) => {
                 // Cut whatever part of the batch reached the file, so the next commit starts on a frame boundary.
-                let _ = self.active.set_len(self.active_len);
+                if let Err(cut) = self.cut() {
+                    tracing::error!(
+                        segment = %self.active_path.display(),
+                        good_length = self.active_len,
+                        error = %cut,
+                        "The embedded log could not cut a failed write; the shard refuses writes until it can."
+                    );
+                    self.damaged = Some(e.to_string());
+                }
                 Err(e)
             }
         }
     }
 
+    fn write_frames(&mut self, buf: &[u8]) -> io::Result<()> {
+        if let Err(e) = self.shared.faults.check(Op::Write) {
+            // An injected failure lands part of the bytes first, as a full disk does.
+            let _ = self.active.write_all(&buf[..buf.len() / 2]);
+            return Err(e);
+        }
+        self.active.write_all(buf)
+    }
+
+    /// Cuts the active segment back to its last good length.
+    fn cut(&mut self) -> io::Result<()> {
+        self.shared.faults.check(Op::SetLen)?;
+        self.active.set_len(self.active_len)
+    }
+
+    /// Seals the active segment and starts the next one, whose base is where the sealed one ends.
     fn roll(&mut self) -> io::Result<()> {
         let base = self.active_base + self.active_len;
         let path = segment_path(&self.dir, base);
-        let file = File::options().create_new(true).append(true).open(&path)?;
-        sync_dir(&self.dir)?;
-        self.sealed.push_back((self.active_base, segment_path(&self.dir, self.active_base)));
+        // Not `create_new`: a roll that failed after creating the file left it behind, empty, and must be retryable.
+        let file = File::options().create(true).append(true).open(&path)?;
+        let len = file.metadata()?.len();
+        if len > 0 {
+            return Err(io::Error::other(format!(
+                "{} already holds {len} bytes this writer did not write; it must not be appended to",
+                path.display()
+            )));
+        }
+        disk::sync_dir(&self.dir, &self.shared.faults)?;
+        let sealed = std::mem::replace(&mut self.active_path, path);
+        self.sealed.push_back((self.active_base, sealed));
         self.active = file;
         self.active_base = base;
         self.active_len = 0;
-        self.enforce_retention();
+        self.roll_pending = false;
+        if let Some((needed, consumer)) = self.enforce_retention(0) {
+            tracing::info!(
+                shard = self.shard,
+                consumer,
+                needed,
+                "Retention keeps sealed segments a consumer still needs, though they are due for deletion."
+            );
+        }
         Ok(())
     }
 
-    /// Deletes sealed segments past the retention age or beyond the shard's byte budget, oldest first.
-    fn enforce_retention(&mut self) {
-        let now = SystemTime::now();
-        let mut total =
-            self.active_len + self.sealed.iter().map(|(_, p)| fs::metadata(p).map_or(0, |m| m.len())).sum::<u64>();
-        while let Some((_, path)) = self.sealed.front() {
-            let meta = fs::metadata(path).ok();
-            let len = meta.as_ref().map_or(0, fs::Metadata::len);
-            let age = meta.and_then(|m| m.modified().ok()).and_then(|t| now.duration_since(t).ok()).unwrap_or_default();
-            if age <= self.config.retention && total <= self.config.max_shard_bytes {
-                break;
+    /// Bytes of the shard's segments on disk.
+    fn total_bytes(&self) -> u64 {
+        let oldest = self.sealed.front().map_or(self.active_base, |(base, _)| *base);
+        self.active_base + self.active_len - oldest
+    }
+
+    /// Makes room for `incoming` bytes within `max_shard_bytes`, or refuses them when only records a consumer still
+    /// needs could be deleted. A budget smaller than the active segment is not enforced, as before holds existed.
+    fn make_room(&mut self, incoming: u64) -> Result<(), String> {
+        let max = self.config.max_shard_bytes;
+        if self.total_bytes() + incoming > max
+            && let Some((needed, consumer)) = self.enforce_retention(incoming)
+            && self.total_bytes() + incoming > max
+        {
+            if !self.held_full {
+                self.held_full = true;
+                tracing::error!(
+                    shard = self.shard,
+                    consumer,
+                    needed,
+                    shard_bytes = self.total_bytes(),
+                    max_shard_bytes = max,
+                    "An embedded log shard is full of records a consumer has not checkpointed; puts are refused \
+                     until it catches up (raise local.max_shard_bytes or fix the consumer)."
+                );
             }
+            return Err(format!(
+                "shard {} is full: local.max_shard_bytes ({max}) leaves no room without deleting records consumer \
+                 {consumer:?} still needs (from sequence {needed}); retry once it catches up",
+                self.shard
+            ));
+        }
+        if self.held_full {
+            self.held_full = false;
+            tracing::info!(shard = self.shard, "An embedded log shard has room again; puts are accepted.");
+        }
+        Ok(())
+    }
+
+    /// Deletes sealed segments, oldest first, while they are past the retention age or the shard (with `incoming`
+    /// bytes more) is beyond its budget, and no consumer still needs them. Returns the hold that stopped it, if any.
+    fn enforce_retention(&mut self, incoming: u64) -> Option<(u64, String)> {
+        let now = SystemTime::now();
+        while let Some((base, path)) = self.sealed.front() {
+            let end = self.sealed.get(1).map_or(self.active_base, |(b, _)| *b);
+            let over_budget = self.total_bytes() + incoming > self.config.max_shard_bytes;
+            let expired = || {
+                let modified = fs::metadata(path).and_then(|m| m.modified()).ok();
+                modified.and_then(|t| now.duration_since(t).ok()).is_some_and(|age| age > self.config.retention)
+            };
+            if !over_budget && !expired() {
+                return None;
+            }
+            if let Some((needed, consumer)) = self.shared.holds.oldest_needed(self.shard)
+                && needed < end
+            {
+                return Some((needed, consumer));
+            }
+            let len = end - base;
             match fs::remove_file(path) {
                 Ok(()) => tracing::info!(segment = %path.display(), bytes = len, "Retention deleted a sealed segment."),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
                     tracing::warn!(segment = %path.display(), error = %e, "Retention could not delete a segment.");
-                    break;
+                    return None;
                 }
             }
-            total -= len;
             self.sealed.pop_front();
         }
+        None
     }
 }
 

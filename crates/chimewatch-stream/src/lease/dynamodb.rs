@@ -143,6 +143,19 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Lease, LeaseError
 
 #[async_trait]
 impl LeaseStore for DynamoLeaseStore {
+    async fn get(&self, shard_id: &str) -> Result<Option<Lease>, LeaseError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY, s(shard_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("GetItem", e))?;
+        out.item().map(from_item).transpose()
+    }
+
     async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;

@@ -28,6 +28,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Archiver(_) => archiver::run(settings.archiver_command()?).await,
         Command::Archive(ArchiveCommand::Compact(args)) => archiver::compact_command(args, &settings).await,
         Command::Metrics(MetricsCommand::Query(args)) => query::metrics(args, &settings),
+        Command::Metrics(MetricsCommand::List(args)) => query::list_metrics(args, &settings),
         Command::Logs(LogsCommand::Query(args)) => query::logs(args, &settings),
         Command::Stream(StreamCommand::Dump(args)) => dump::run(args, &settings).await,
         Command::Token(TokenCommand::Mint(args)) => token::mint(args, &settings),

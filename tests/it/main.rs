@@ -12,6 +12,7 @@ mod consumer;
 mod crash;
 mod embedded;
 mod harness;
+mod hostile;
 mod house;
 mod kinesis;
 mod leases;

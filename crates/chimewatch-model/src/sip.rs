@@ -122,7 +122,10 @@ mod tests {
             json!({"event_timestamp": i64::MAX}),
             "event_timestamp: 9223372036854775807 is outside 2000-01-01 to 2100-01-01 (946684800000 to 4102444800000 ms since the epoch)",
         );
-        check(json!({"event_timestamp": -5}), "event_timestamp: -5 is outside 2000-01-01 to 2100-01-01 (946684800000 to 4102444800000 ms since the epoch)");
+        check(
+            json!({"event_timestamp": -5}),
+            "event_timestamp: -5 is outside 2000-01-01 to 2100-01-01 (946684800000 to 4102444800000 ms since the epoch)",
+        );
         assert_eq!(
             SipLogRecord::from_value(json!([1])).unwrap_err().to_string(),
             "expected a SIP log record object, got an array of 1 items"

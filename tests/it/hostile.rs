@@ -1,0 +1,224 @@
+//! What a client sends cannot stop or corrupt what the pipeline reports: dimension values CloudWatch would refuse
+//! become values it accepts (checked by the strict CloudWatch of the test harness, which refuses what CloudWatch
+//! refuses), in AWS form and in `up`; every bad-input fixture gets its documented 4xx on a real socket while the
+//! valid events of a batch are kept; and secrets never show in logs or on `/metrics`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::harness::{BIN, Server, aws_env, borrow, fixture, moto_url, unique};
+use crate::kinesis::{client as kinesis_client, create_stream};
+use crate::pipeline::cloudwatch_url;
+
+/// Events whose dimension values CloudWatch refuses as sent, and one ordinary event.
+fn hostile_batch(t: i64) -> Vec<u8> {
+    let event = |attendee: &str, sdk: &str, status: &str| {
+        json!({"name": "meetingFailed", "attributes": {
+            "meetingId": "m-hostile", "attendeeId": attendee, "sdkName": sdk, "meetingStatus": status, "timestampMs": t}})
+    };
+    serde_json::to_vec(&json!([
+        event("a1", "caf\u{e9}\u{7} ", "TaskFailed"),
+        event("a2", "   ", "TaskFailed"),
+        event("a3", "amazon-chime-sdk-js", &"S".repeat(2000)),
+        event("a4", "amazon-chime-sdk-js", "TaskFailed"),
+    ]))
+    .unwrap()
+}
+
+fn valid_dimension_value(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 1024 && v.bytes().all(|b| (0x20..0x7f).contains(&b)) && !v.trim().is_empty()
+}
+
+#[tokio::test]
+async fn hostile_dimension_values_reach_the_strict_cloudwatch_as_values_it_accepts() {
+    let moto = moto_url();
+    let cw_url = cloudwatch_url();
+    let stream = unique("it-hostile");
+    let namespace = unique("ChimeWatchTest/Hostile");
+    create_stream(&kinesis_client(&moto), &stream, 1).await;
+    let mut env = aws_env(&moto);
+    env.push(("AWS_ENDPOINT_URL_CLOUDWATCH", cw_url.clone()));
+    let gateway = Server::start(&["gateway", "--stream", &stream, "--pipeline-metrics", "false"], &borrow(&env));
+    let lease_table = unique("it-hostile-leases");
+    let aggregator = Server::start(
+        &[
+            "aggregator",
+            "--stream",
+            &stream,
+            "--lease-table",
+            &lease_table,
+            "--namespace",
+            &namespace,
+            "--event-logs",
+            "false",
+            "--window-secs",
+            "60",
+            "--out-of-orderness-secs",
+            "0",
+            "--idle-timeout-secs",
+            "2",
+            "--pipeline-metrics",
+            "false",
+        ],
+        &borrow(&env),
+    );
+    let now = chimewatch_stream::system_clock().as_i64();
+    let (status, body) = gateway.post("/v1/meeting-events", hostile_batch(now - 120_000), "application/json").await;
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(4)), "{body}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let published = loop {
+        let data = crate::harness::captured_datums(&cw_url, &namespace).await;
+        let failed: f64 = data
+            .iter()
+            .filter(|d| d["MetricName"] == "meetingFailed" && d["Dimensions"].as_array().is_some_and(Vec::is_empty))
+            .map(|d| d["Value"].as_f64().unwrap())
+            .sum();
+        if failed >= 4.0 {
+            break data;
+        }
+        assert!(std::time::Instant::now() < deadline, "the window was not published: {data:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let values: Vec<String> = published
+        .iter()
+        .flat_map(|d| d["Dimensions"].as_array().cloned().unwrap_or_default())
+        .map(|d| d["Value"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(values.iter().all(|v| valid_dimension_value(v)), "{values:?}");
+    for expected in ["caf%C3%A9%07", "unknown", "TaskFailed", "amazon-chime-sdk-js"] {
+        assert!(values.iter().any(|v| v == expected), "{expected} not in {values:?}");
+    }
+    assert!(values.iter().any(|v| v.len() == 1024 && v.starts_with("SSSS") && v.contains('~')), "{values:?}");
+    let rejected: Vec<Value> = reqwest::get(format!("{cw_url}/rejected?namespace={}", namespace.replace('/', "%2F")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rejected, Vec::<Value>::new(), "the strict CloudWatch refused nothing");
+    aggregator.terminate();
+    drop(gateway);
+}
+
+#[tokio::test]
+async fn up_stores_only_dimension_values_cloudwatch_would_accept() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let server = Server::start(
+        &["up", "--data-dir", dir, "--window-secs", "1", "--out-of-orderness-secs", "0", "--idle-timeout-secs", "1"],
+        &[],
+    );
+    let now = chimewatch_stream::system_clock().as_i64();
+    let (status, body) = server.post("/v1/meeting-events", hostile_batch(now - 5_000), "application/json").await;
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(4)), "{body}");
+    let list = || -> Vec<Value> {
+        let out = std::process::Command::new(BIN)
+            .args(["metrics", "list", "--data-dir", dir, "--metric", "meetingFailed", "--since", "1h"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let series = loop {
+        let series = list();
+        if series.len() >= 6 {
+            break series;
+        }
+        assert!(std::time::Instant::now() < deadline, "{series:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    for s in &series {
+        assert_eq!(s["namespace"], "AmazonChimeSDKMeetingEvents");
+        for (_, v) in s["dimensions"].as_object().unwrap() {
+            assert!(valid_dimension_value(v.as_str().unwrap()), "{s}");
+        }
+    }
+    let sdks: Vec<&str> = series.iter().filter_map(|s| s["dimensions"]["sdkName"].as_str()).collect();
+    assert!(sdks.contains(&"caf%C3%A9%07") && sdks.contains(&"unknown"), "{sdks:?}");
+    drop(server);
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_its_documented_answer_and_the_valid_events_are_kept() {
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(&["up", "--data-dir", data.path().to_str().unwrap()], &[]);
+    let client = reqwest::Client::new();
+    let post = |body: Vec<u8>, gzip: bool| {
+        let mut req = client.post(server.url("/v1/meeting-events")).header("content-type", "application/json");
+        if gzip {
+            req = req.header("content-encoding", "gzip");
+        }
+        req.body(body).send()
+    };
+    for (file, status, says) in [
+        ("bad-input/not-an-array.json", 400, "JSON array"),
+        ("bad-input/truncated.json", 400, "not valid JSON"),
+        ("bad-input/invalid-utf8.json", 400, "UTF-8"),
+    ] {
+        let response = post(fixture(file), false).await.unwrap();
+        let code = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(code, status, "{file}: {body}");
+        assert!(body["error"].as_str().unwrap().contains(says), "{file}: {body}");
+    }
+    // A duplicate key is a mistake of one element: that element is rejected, as a per-event error.
+    let (status, body) =
+        server.post("/v1/meeting-events", fixture("bad-input/duplicate-keys.json"), "application/json").await;
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(0)), "{body}");
+    assert!(body["rejected"][0]["error"].as_str().unwrap().contains("duplicate key"), "{body}");
+    let bomb = post(fixture("bad-input/gzip-bomb.json.gz"), true).await.unwrap();
+    assert_eq!(bomb.status().as_u16(), 413);
+    // Per-event mistakes are per-event rejections; the valid events of the same batch are kept.
+    let (status, body) =
+        server.post("/v1/meeting-events", fixture("bad-input/wrong-types.json"), "application/json").await;
+    assert_eq!(status, 200, "{body}");
+    let rejected = body["rejected"].as_array().unwrap();
+    assert!(!rejected.is_empty() && rejected.iter().all(|r| r["error"].as_str().is_some_and(|e| !e.is_empty())));
+    let mut mixed: Vec<Value> = serde_json::from_slice(&fixture("meeting-events/js-mixed-meetings.json")).unwrap();
+    let bad: Vec<Value> = serde_json::from_slice(&fixture("bad-input/wrong-types.json")).unwrap();
+    let good = mixed.len();
+    mixed.extend(bad);
+    let (status, body) =
+        server.post("/v1/meeting-events", serde_json::to_vec(&mixed).unwrap(), "application/json").await;
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(good as u64)), "{body}");
+    let (status, body) =
+        server.post("/v1/meeting-events", fixture("bad-input/huge-history.json"), "application/json").await;
+    assert_eq!((status, body["accepted"].as_u64()), (200, Some(1)), "a huge history is capped, not refused: {body}");
+    // Generated variants: every prefix of a valid batch is refused cleanly or accepted, never a 5xx.
+    let valid = fixture("meeting-events/js-mixed-meetings.json");
+    for cut in (0..valid.len()).step_by(97) {
+        let response = post(valid[..cut].to_vec(), false).await.unwrap();
+        let code = response.status().as_u16();
+        assert!(code == 200 || code == 400, "prefix of {cut} bytes: {code}");
+    }
+    drop(server);
+}
+
+#[tokio::test]
+async fn secrets_never_show_in_logs_or_on_metrics() {
+    let data = tempfile::tempdir().unwrap();
+    let (key, secret) = ("api-key-that-must-stay-secret", "token-secret-that-must-stay-secret-32b");
+    let server = Server::start(
+        &["up", "--data-dir", data.path().to_str().unwrap(), "--log", "debug"],
+        &[("CHIMEWATCH_API_KEYS", key), ("CHIMEWATCH_TOKEN_SECRET", secret)],
+    );
+    let client = reqwest::Client::new();
+    for auth in [key, "wrong-key", secret] {
+        client
+            .post(server.url("/v1/meeting-events"))
+            .header("x-api-key", auth)
+            .body(fixture("meeting-events/js-mixed-meetings.json"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let printed = server.terminate().join("\n");
+    for text in [&metrics, &printed] {
+        assert!(!text.contains(key) && !text.contains(secret), "a secret leaked");
+    }
+}

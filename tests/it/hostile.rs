@@ -222,3 +222,21 @@ async fn secrets_never_show_in_logs_or_on_metrics() {
         assert!(!text.contains(key) && !text.contains(secret), "a secret leaked");
     }
 }
+
+#[tokio::test]
+async fn external_ids_can_be_hashed_before_they_reach_the_stream() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let key = "an-external-id-key-of-32-bytes!!";
+    let server =
+        Server::start(&["up", "--data-dir", dir, "--external-ids", "hash"], &[("CHIMEWATCH_EXTERNAL_ID_KEY", key)]);
+    let (status, _) =
+        server.post("/v1/meeting-events", fixture("meeting-events/android-session.json"), "application/json").await;
+    assert_eq!(status, 200);
+    drop(server);
+    let dumped = crate::harness::dump(&["--data-dir", dir], &[]);
+    let text = serde_json::to_string(&dumped).unwrap();
+    assert!(!text.contains("user-a001") && !text.contains("standup-42"), "the ids as sent are gone");
+    let user = dumped[0]["record"]["event"]["attributes"]["externalUserId"].as_str().unwrap();
+    assert!(user.starts_with("hmac-sha256:"), "{user}");
+}

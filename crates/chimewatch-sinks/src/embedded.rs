@@ -115,6 +115,14 @@ pub struct StoredLogEvent {
 }
 
 /// Dimensions as stored and matched: sorted `[name, value]` pairs in JSON.
+/// One stored series: what `metrics list` prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesId {
+    pub namespace: String,
+    pub metric: String,
+    pub dimensions: Vec<(String, String)>,
+}
+
 fn dimension_key(dimensions: &[(String, String)]) -> String {
     let mut d: Vec<&(String, String)> = dimensions.iter().collect();
     d.sort();
@@ -171,7 +179,7 @@ impl EmbeddedStore {
         namespace: Option<&str>,
         metric: Option<&str>,
         since_ms: i64,
-    ) -> Result<Vec<(String, String, Vec<(String, String)>)>, SinkError> {
+    ) -> Result<Vec<SeriesId>, SinkError> {
         let (namespace, metric) = (namespace.map(str::to_owned), metric.map(str::to_owned));
         self.with(move |conn, path| {
             let mut stmt = conn
@@ -193,7 +201,7 @@ impl EmbeddedStore {
                     operation: "embedded store",
                     message: format!("{}: stored dimensions {dims:?}: {e}", path.display()),
                 })?;
-                out.push((namespace, name, dims));
+                out.push(SeriesId { namespace, metric: name, dimensions: dims });
             }
             Ok(out)
         })
@@ -485,11 +493,11 @@ mod tests {
         let listed = store.list_metrics(Some("AmazonChimeSDKMeetingEvents"), None, 0).unwrap();
         assert_eq!(
             listed,
-            [(
-                "AmazonChimeSDKMeetingEvents".to_owned(),
-                "meetingFailed".to_owned(),
-                vec![("meetingStatus".to_owned(), "TaskFailed".to_owned())]
-            )],
+            [SeriesId {
+                namespace: "AmazonChimeSDKMeetingEvents".to_owned(),
+                metric: "meetingFailed".to_owned(),
+                dimensions: vec![("meetingStatus".to_owned(), "TaskFailed".to_owned())]
+            }],
             "only what was stored"
         );
         assert!(store.list_metrics(None, Some("other"), 0).unwrap().is_empty());

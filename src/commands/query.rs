@@ -64,11 +64,9 @@ pub fn list_metrics(args: MetricsListArgs, settings: &Settings) -> anyhow::Resul
     let store = open(settings)?;
     let since = chimewatch_stream::system_clock().saturating_sub(args.since).as_i64();
     let mut out = std::io::stdout().lock();
-    for (namespace, metric, dimensions) in
-        store.list_metrics(args.namespace.as_deref(), args.metric.as_deref(), since)?
-    {
-        let dims: Map<String, Value> = dimensions.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-        writeln!(out, "{}", json!({ "namespace": namespace, "metric": metric, "dimensions": dims }))?;
+    for s in store.list_metrics(args.namespace.as_deref(), args.metric.as_deref(), since)? {
+        let dims: Map<String, Value> = s.dimensions.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        writeln!(out, "{}", json!({ "namespace": s.namespace, "metric": s.metric, "dimensions": dims }))?;
     }
     Ok(())
 }

@@ -76,11 +76,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// Loads the AWS SDK configuration from the standard environment (region, credentials, `AWS_ENDPOINT_URL*`).
-async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
-}
-
 /// Serves `/metrics` and `/healthz` until `shutdown`: for the services without the gateway's HTTP interface, and
 /// for a gateway whose figures have a listener of their own.
 async fn serve_metrics(

@@ -177,6 +177,11 @@ pub struct KinesisSettings {
     /// Bytes accepted and not yet durable before clients get 429.
     #[arg(long, env = "CHIMEWATCH_KINESIS_MAX_IN_FLIGHT_BYTES")]
     pub max_in_flight_bytes: Option<u64>,
+    /// Longest Kinesis may keep refusing a request's records (throttled, failing) before its client gets 503
+    /// with Retry-After (e.g. 10s).
+    #[arg(long, env = "CHIMEWATCH_KINESIS_PUT_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub put_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
@@ -535,6 +540,11 @@ impl Settings {
             linger: k.linger_ms.map_or(defaults.linger, Duration::from_millis),
             aggregation: k.aggregation.unwrap_or(defaults.aggregation),
             max_in_flight_bytes: k.max_in_flight_bytes.unwrap_or(defaults.max_in_flight_bytes),
+            put_timeout: match k.put_timeout {
+                Some(d) if d.is_zero() => bail!("invalid setting: kinesis.put_timeout must be more than zero"),
+                Some(d) => d,
+                None => defaults.put_timeout,
+            },
             ..defaults
         })
     }

@@ -77,6 +77,7 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
         dead_letters: DeadLetters::to(dead.clone()),
         worker: up_worker("up"),
         config: aggregation,
+        aws: None,
         reporting: Some((metrics.clone(), pipeline.clone())),
     };
     let archiver_leases = FileLeaseStore::open(data_dir.join("consumers/archiver/checkpoints.json"))
@@ -88,6 +89,7 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
         dead_letters: DeadLetters::to(dead.clone()),
         worker: up_worker("up-archiver"),
         config: archiving,
+        aws: None,
         reporting: Some((metrics.clone(), pipeline.clone())),
     };
     let archiver_worker = archiver::start(archiver_parts, &mut registry, stop.clone());
@@ -98,7 +100,7 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
         log,
         producer_telemetry,
         registry,
-        Some((metrics, pipeline)),
+        Some((metrics, pipeline, None)),
         stop.clone().cancelled_owned(),
     )
     .await;

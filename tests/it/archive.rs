@@ -25,7 +25,7 @@ fn python() -> String {
 }
 
 /// Runs DuckDB SQL in `cwd`; each result row as a JSON object.
-fn duckdb(cwd: &Path, sql: &str) -> Vec<Value> {
+pub(crate) fn duckdb(cwd: &Path, sql: &str) -> Vec<Value> {
     const SCRIPT: &str = r#"
 import duckdb, json, sys
 rel = duckdb.sql(sys.stdin.read())
@@ -46,7 +46,7 @@ for row in rel.fetchall():
     String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-fn number(v: &Value) -> f64 {
+pub(crate) fn number(v: &Value) -> f64 {
     v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or_else(|| panic!("{v} is not a number"))
 }
 
@@ -287,7 +287,7 @@ async fn kill_minus_nine_mid_file_then_restart_archives_every_acknowledged_event
 }
 
 /// An S3 client for moto (path-style: moto is on an IP address).
-fn s3_client(moto: &str) -> aws_sdk_s3::Client {
+pub(crate) fn s3_client(moto: &str) -> aws_sdk_s3::Client {
     use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -300,7 +300,7 @@ fn s3_client(moto: &str) -> aws_sdk_s3::Client {
 }
 
 /// Downloads every object of the bucket under `into`, keeping the keys as paths.
-async fn download_bucket(s3: &aws_sdk_s3::Client, bucket: &str, into: &Path) -> Vec<String> {
+pub(crate) async fn download_bucket(s3: &aws_sdk_s3::Client, bucket: &str, into: &Path) -> Vec<String> {
     let listed = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
     let mut keys = Vec::new();
     for object in listed.contents() {

@@ -11,6 +11,7 @@ mod archive;
 mod consumer;
 mod crash;
 mod embedded;
+mod faults;
 mod harness;
 mod hostile;
 mod house;

@@ -301,15 +301,17 @@ pub(crate) fn s3_client(moto: &str) -> aws_sdk_s3::Client {
 
 /// Downloads every object of the bucket under `into`, keeping the keys as paths.
 pub(crate) async fn download_bucket(s3: &aws_sdk_s3::Client, bucket: &str, into: &Path) -> Vec<String> {
-    let listed = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
     let mut keys = Vec::new();
-    for object in listed.contents() {
-        let key = object.key().unwrap().to_owned();
-        let body = s3.get_object().bucket(bucket).key(&key).send().await.unwrap().body.collect().await.unwrap();
-        let path = into.join(&key);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, body.into_bytes()).unwrap();
-        keys.push(key);
+    let mut pages = s3.list_objects_v2().bucket(bucket).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for object in page.unwrap().contents() {
+            let key = object.key().unwrap().to_owned();
+            let body = s3.get_object().bucket(bucket).key(&key).send().await.unwrap().body.collect().await.unwrap();
+            let path = into.join(&key);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, body.into_bytes()).unwrap();
+            keys.push(key);
+        }
     }
     keys
 }

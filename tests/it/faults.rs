@@ -65,20 +65,44 @@ pub struct Load {
     pub acked: Arc<Mutex<BTreeSet<String>>>,
     pub statuses: Arc<Mutex<BTreeMap<u16, usize>>>,
     pub without_retry_after: Arc<Mutex<usize>>,
+    /// Requests that got no answer (the server was down or the connection broke).
+    pub unanswered: Arc<Mutex<usize>>,
+    /// Set to end the load before its deadline.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub const EVENTS_PER_REQUEST: usize = 20;
 
-pub fn numbered_batch(client: usize, request: usize, t0: i64) -> (Vec<String>, Vec<u8>) {
+/// Where the load posts: a URL that the test may change while clients run (a restarted server has a new port).
+pub type Target = Arc<Mutex<String>>;
+
+pub fn target(url: String) -> Target {
+    Arc::new(Mutex::new(url))
+}
+
+/// The event times of a load.
+#[derive(Debug, Clone, Copy)]
+pub enum Stamps {
+    /// Counting up in milliseconds from a start, per client, so that every run has the same windows.
+    From(i64),
+    /// The wall clock when the request is sent, as SDK clients stamp events.
+    Now,
+}
+
+pub fn numbered_batch(client: usize, request: usize, stamps: Stamps) -> (Vec<String>, Vec<u8>) {
     let seqs: Vec<String> = (0..EVENTS_PER_REQUEST).map(|i| format!("{client}-{request}-{i}")).collect();
+    let now = chimewatch_stream::system_clock().as_i64();
     let events: Vec<Value> = seqs
         .iter()
         .enumerate()
         .map(|(i, seq)| {
+            let timestamp = match stamps {
+                Stamps::From(t0) => t0 + (request * EVENTS_PER_REQUEST + i) as i64,
+                Stamps::Now => now,
+            };
             json!({"name": "meetingStartRequested", "attributes": {
                 "meetingId": format!("fault-meeting-{}", request % 5), "attendeeId": format!("attendee-{client}"),
-                "sdkName": "amazon-chime-sdk-js", "timestampMs": t0 + (request * EVENTS_PER_REQUEST + i) as i64,
-                "loadSeq": seq}})
+                "sdkName": "amazon-chime-sdk-js", "timestampMs": timestamp, "loadSeq": seq}})
         })
         .collect();
     (seqs, serde_json::to_vec(&events).unwrap())
@@ -86,18 +110,23 @@ pub fn numbered_batch(client: usize, request: usize, t0: i64) -> (Vec<String>, V
 
 impl Load {
     /// `clients` post to `url` until `until`, each about every `pace`.
-    pub async fn run(&self, url: &str, clients: usize, until: Instant, pace: Duration, t0: i64) {
+    pub async fn run(&self, url: &Target, clients: usize, until: Instant, pace: Duration, stamps: Stamps) {
         let tasks: Vec<_> = (0..clients)
             .map(|client| {
-                let (load, url) = (self.clone(), url.to_owned());
+                let (load, url) = (self.clone(), url.clone());
                 tokio::spawn(async move {
                     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
                     let mut request = 0;
-                    while Instant::now() < until {
-                        let (seqs, body) = numbered_batch(client, request, t0);
+                    while Instant::now() < until && !load.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let (seqs, body) = numbered_batch(client, request, stamps);
                         request += 1;
-                        let answer = http.post(&url).header("content-type", "application/json").body(body).send().await;
-                        let Ok(answer) = answer else { continue };
+                        let to = url.lock().unwrap().clone();
+                        let answer = http.post(to).header("content-type", "application/json").body(body).send().await;
+                        let Ok(answer) = answer else {
+                            *load.unanswered.lock().unwrap() += 1;
+                            tokio::time::sleep(pace).await;
+                            continue;
+                        };
                         let status = answer.status().as_u16();
                         *load.statuses.lock().unwrap().entry(status).or_default() += 1;
                         if matches!(status, 429 | 503) && answer.headers().get("retry-after").is_none() {
@@ -162,9 +191,9 @@ async fn under_every_kinesis_fault_the_gateway_loses_no_acknowledged_event() {
         ],
         &borrow(&env),
     );
-    let url = gateway.url("/v1/meeting-events");
+    let url = target(gateway.url("/v1/meeting-events"));
     let load = Load::default();
-    let t0 = chimewatch_stream::system_clock().as_i64();
+    let t0 = Stamps::From(chimewatch_stream::system_clock().as_i64());
     let phases = [
         json!({"service": "kinesis", "operation": "PutRecords", "mode": "throttle", "rate": 0.5}),
         json!({"service": "kinesis", "operation": "PutRecords", "mode": "partial", "rate": 0.3}),
@@ -261,9 +290,9 @@ async fn under_cloudwatch_and_logs_faults_the_aggregator_publishes_everything_on
         &borrow(&faulty),
     );
     let load = Load::default();
-    let t0 = chimewatch_stream::system_clock().as_i64() - 600_000;
+    let t0 = Stamps::From(chimewatch_stream::system_clock().as_i64() - 600_000);
     load.run(
-        &gateway.url("/v1/meeting-events"),
+        &target(gateway.url("/v1/meeting-events")),
         4,
         Instant::now() + Duration::from_secs(6),
         Duration::from_millis(50),
@@ -349,9 +378,9 @@ async fn under_s3_faults_the_archiver_archives_every_acknowledged_event_once() {
         &borrow(&faulty),
     );
     let load = Load::default();
-    let t0 = 1_763_596_800_000;
+    let t0 = Stamps::From(1_763_596_800_000);
     load.run(
-        &gateway.url("/v1/meeting-events"),
+        &target(gateway.url("/v1/meeting-events")),
         4,
         Instant::now() + Duration::from_secs(6),
         Duration::from_millis(50),

@@ -287,7 +287,7 @@ async fn kill_minus_nine_of_any_process_at_random_moments_loses_no_acknowledged_
         "--pipeline-metrics",
         "false",
     ];
-    let mut roles = vec![
+    let mut roles = [
         Role::new("gateway", &["gateway", "--stream", &stream, "--pipeline-metrics", "false"], env.clone()),
         Role::new("aggregator-1", &aggregator, env.clone()),
         Role::new("aggregator-2", &aggregator, env.clone()),

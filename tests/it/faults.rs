@@ -160,6 +160,15 @@ pub fn dumped_seqs(lines: &[Value]) -> BTreeMap<String, usize> {
     out
 }
 
+/// The throttled answers of one AWS service counted on `/metrics`.
+fn throttled(text: &str, service: &str) -> f64 {
+    let label = format!("service=\"{service}\"");
+    text.lines()
+        .filter(|l| l.starts_with("chimewatch_aws_throttled_total") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))
@@ -228,7 +237,10 @@ async fn under_every_kinesis_fault_the_gateway_loses_no_acknowledged_event() {
     let acked = load.acked.lock().unwrap().clone();
     let lost: Vec<&String> = acked.iter().filter(|s| !stored.contains_key(*s)).collect();
     let statuses = load.statuses.lock().unwrap().clone();
-    eprintln!("kinesis faults: {acked_per_phase:?}; answers {statuses:?}; proxy {stats}");
+    eprintln!(
+        "kinesis faults: acknowledged per phase {acked_per_phase:?}; answers {statuses:?}; injected {}, entries failed {}",
+        stats["injected_by_mode"], stats["entries_failed"]
+    );
     assert!(lost.is_empty(), "{} acknowledged events lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
     let (faults, outage) = acked_per_phase.split_at(acked_per_phase.len() - 1);
     assert!(faults.iter().all(|(_, n)| *n > 0), "load was held under every fault: {acked_per_phase:?}");
@@ -244,7 +256,7 @@ async fn under_every_kinesis_fault_the_gateway_loses_no_acknowledged_event() {
 }
 
 #[tokio::test]
-async fn under_cloudwatch_and_logs_faults_the_aggregator_publishes_everything_once() {
+async fn under_kinesis_dynamodb_cloudwatch_and_logs_faults_the_aggregator_publishes_everything_once() {
     let moto = moto_url();
     let bridge = crate::pipeline::cloudwatch_url();
     let stream = unique("it-faults-aggregator");
@@ -253,7 +265,20 @@ async fn under_cloudwatch_and_logs_faults_the_aggregator_publishes_everything_on
     create_stream(&kinesis_client(&moto), &stream, 2).await;
     let cw_proxy = FaultProxy::start(&bridge);
     let logs_proxy = FaultProxy::start(&moto);
+    // The consumer side too: reads throttled and failing, lease writes throttled.
+    let read_proxy = FaultProxy::start(&moto);
+    let lease_proxy = FaultProxy::start(&moto);
     for (proxy, rule) in [
+        (&read_proxy, json!({"service": "kinesis", "operation": "GetRecords", "mode": "throttle", "rate": 0.4})),
+        (&read_proxy, json!({"service": "kinesis", "operation": "GetRecords", "mode": "error500", "rate": 0.2})),
+        (
+            &read_proxy,
+            json!({"service": "kinesis", "operation": "GetRecords", "mode": "latency", "latency_ms": 300, "rate": 0.3}),
+        ),
+        (
+            &lease_proxy,
+            json!({"service": "dynamodb", "mode": "throttle", "rate": 0.2, "error_code": "ThrottlingException"}),
+        ),
         (&cw_proxy, json!({"service": "cloudwatch", "operation": "PutMetricData", "mode": "throttle", "rate": 0.5})),
         (&cw_proxy, json!({"service": "cloudwatch", "operation": "PutMetricData", "mode": "error500", "rate": 0.3})),
         (&logs_proxy, json!({"service": "logs", "operation": "PutLogEvents", "mode": "throttle", "rate": 0.5})),
@@ -266,6 +291,8 @@ async fn under_cloudwatch_and_logs_faults_the_aggregator_publishes_everything_on
     let mut faulty = aws_env(&moto);
     faulty.push(("AWS_ENDPOINT_URL_CLOUDWATCH", cw_proxy.url.clone()));
     faulty.push(("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", logs_proxy.url.clone()));
+    faulty.push(("AWS_ENDPOINT_URL_KINESIS", read_proxy.url.clone()));
+    faulty.push(("AWS_ENDPOINT_URL_DYNAMODB", lease_proxy.url.clone()));
     let lease_table = unique("it-faults-leases");
     let aggregator = Server::start(
         &[
@@ -322,16 +349,27 @@ async fn under_cloudwatch_and_logs_faults_the_aggregator_publishes_everything_on
     };
     let metrics = reqwest::get(aggregator.url("/metrics")).await.unwrap().text().await.unwrap();
     let (cw_stats, logs_stats) = (cw_proxy.stats().await, logs_proxy.stats().await);
+    let (read_stats, lease_stats) = (read_proxy.stats().await, lease_proxy.stats().await);
     aggregator.terminate();
     drop(gateway);
     eprintln!(
-        "aggregator faults: {acked} acknowledged; counted {counted}; logged {}; proxies {cw_stats} {logs_stats}",
-        logged.len()
+        "aggregator faults: {acked} acknowledged; counted {counted}; logged {}; injected: cloudwatch {}, logs {}, \
+         kinesis reads {}, lease table {}",
+        logged.len(),
+        cw_stats["injected_by_mode"],
+        logs_stats["injected_by_mode"],
+        read_stats["injected_by_mode"],
+        lease_stats["injected_by_mode"],
     );
     assert_eq!(counted as usize, acked, "each acknowledged event counted exactly once");
     let seqs: BTreeSet<&str> = logged.iter().filter_map(|(_, m)| m["attributes"]["loadSeq"].as_str()).collect();
     assert_eq!((logged.len(), seqs.len()), (acked, acked), "each acknowledged event logged exactly once");
-    assert!(cw_stats["injected"].as_u64().unwrap() > 0 && logs_stats["injected"].as_u64().unwrap() > 0);
+    for stats in [&cw_stats, &logs_stats, &read_stats, &lease_stats] {
+        assert!(stats["injected"].as_u64().unwrap() > 0, "{stats}");
+    }
+    for service in ["kinesis", "dynamodb", "logs"] {
+        assert!(throttled(&metrics, service) > 0.0, "{service}'s throttles show on /metrics:\n{metrics}");
+    }
     // The SDK retries a throttle or a 5xx itself a few times before the aggregator sees a failure; either way it
     // shows on /metrics.
     let retried = metric(&metrics, "chimewatch_aggregator_publish_failures_total")
@@ -404,10 +442,18 @@ async fn under_s3_faults_the_archiver_archives_every_acknowledged_event_once() {
     let archived: BTreeMap<String, f64> =
         rows.iter().map(|r| (r["seq"].as_str().unwrap().to_owned(), crate::archive::number(&r["n"]))).collect();
     let acked = load.acked.lock().unwrap().clone();
-    eprintln!("archiver faults: {} acknowledged, {} archived; proxy {stats}", acked.len(), archived.len());
+    eprintln!(
+        "archiver faults: {} acknowledged, {} archived; injected {}",
+        acked.len(),
+        archived.len(),
+        stats["injected_by_mode"]
+    );
     assert!(stats["injected"].as_u64().unwrap() > 0, "{stats}");
+    assert!(throttled(&metrics, "s3") > 0.0, "S3's throttles show on /metrics:\n{metrics}");
     assert!(
-        metric(&metrics, "chimewatch_archiver_write_failures_total") > 0.0 || stats["injected"].as_u64().unwrap() > 0
+        metric(&metrics, "chimewatch_aws_retries_total") + metric(&metrics, "chimewatch_archiver_write_failures_total")
+            > 0.0,
+        "retries show on /metrics"
     );
     for seq in &acked {
         assert_eq!(archived.get(seq), Some(&1.0), "{seq} archived exactly once");

@@ -3,6 +3,7 @@
 //! refuses), in AWS form and in `up`; every bad-input fixture gets its documented 4xx on a real socket while the
 //! valid events of a batch are kept; and secrets never show in logs or on `/metrics`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -143,57 +144,113 @@ async fn up_stores_only_dimension_values_cloudwatch_would_accept() {
 
 #[tokio::test]
 async fn every_bad_input_gets_its_documented_answer_and_the_valid_events_are_kept() {
+    use rand::{RngExt, SeedableRng};
+
     let data = tempfile::tempdir().unwrap();
     let server = Server::start(&["up", "--data-dir", data.path().to_str().unwrap()], &[]);
     let client = reqwest::Client::new();
-    let post = |body: Vec<u8>, gzip: bool| {
-        let mut req = client.post(server.url("/v1/meeting-events")).header("content-type", "application/json");
+    let post = |path: &str, body: Vec<u8>, gzip: bool| {
+        let mut req = client.post(server.url(path)).header("content-type", "application/json");
         if gzip {
             req = req.header("content-encoding", "gzip");
         }
-        req.body(body).send()
+        async move {
+            let response = req.body(body).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
     };
-    for (file, status, says) in [
-        ("bad-input/not-an-array.json", 400, "JSON array"),
-        ("bad-input/truncated.json", 400, "not valid JSON"),
-        ("bad-input/invalid-utf8.json", 400, "UTF-8"),
-    ] {
-        let response = post(fixture(file), false).await.unwrap();
-        let code = response.status().as_u16();
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(code, status, "{file}: {body}");
-        assert!(body["error"].as_str().unwrap().contains(says), "{file}: {body}");
+    // Every file of fixtures/bad-input, with its answer: the status, and what the error or first rejection says.
+    let expected: BTreeMap<&str, (u16, &str)> = BTreeMap::from([
+        ("not-an-array.json", (400, "JSON array")),
+        ("truncated.json", (400, "not valid JSON")),
+        ("invalid-utf8.json", (400, "UTF-8")),
+        ("gzip-bomb.json.gz", (413, "inflates past")),
+        // Mistakes inside one element are that element's rejection.
+        ("duplicate-keys.json", (200, "duplicate key")),
+        ("deep-nesting.json", (200, "recursion limit")),
+        ("wrong-types.json", (200, "name")),
+        // A huge history is capped, not refused.
+        ("huge-history.json", (200, "")),
+    ]);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bad-input");
+    let files: BTreeSet<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(files, expected.keys().map(|f| (*f).to_owned()).collect(), "every bad-input fixture has its answer");
+    for (file, (status, says)) in &expected {
+        let (code, body) =
+            post("/v1/meeting-events", fixture(&format!("bad-input/{file}")), file.ends_with(".gz")).await;
+        assert_eq!(code, *status, "{file}: {body}");
+        let said = if code == 200 { &body["rejected"][0]["error"] } else { &body["error"] };
+        assert!(said.as_str().unwrap_or_default().contains(says), "{file}: {body}");
     }
-    // A duplicate key is a mistake of one element: that element is rejected, as a per-event error.
-    let (status, body) =
-        server.post("/v1/meeting-events", fixture("bad-input/duplicate-keys.json"), "application/json").await;
-    assert_eq!((status, body["accepted"].as_u64()), (200, Some(0)), "{body}");
-    assert!(body["rejected"][0]["error"].as_str().unwrap().contains("duplicate key"), "{body}");
-    let bomb = post(fixture("bad-input/gzip-bomb.json.gz"), true).await.unwrap();
-    assert_eq!(bomb.status().as_u16(), 413);
-    // Per-event mistakes are per-event rejections; the valid events of the same batch are kept.
-    let (status, body) =
-        server.post("/v1/meeting-events", fixture("bad-input/wrong-types.json"), "application/json").await;
-    assert_eq!(status, 200, "{body}");
-    let rejected = body["rejected"].as_array().unwrap();
-    assert!(!rejected.is_empty() && rejected.iter().all(|r| r["error"].as_str().is_some_and(|e| !e.is_empty())));
+    let (_, body) = post("/v1/meeting-events", fixture("bad-input/huge-history.json"), false).await;
+    assert_eq!(body["accepted"].as_u64(), Some(1), "{body}");
+    // The valid events of a batch are kept next to the invalid ones.
     let mut mixed: Vec<Value> = serde_json::from_slice(&fixture("meeting-events/js-mixed-meetings.json")).unwrap();
     let bad: Vec<Value> = serde_json::from_slice(&fixture("bad-input/wrong-types.json")).unwrap();
     let good = mixed.len();
-    mixed.extend(bad);
-    let (status, body) =
-        server.post("/v1/meeting-events", serde_json::to_vec(&mixed).unwrap(), "application/json").await;
+    mixed.extend(bad.iter().cloned());
+    let (status, body) = post("/v1/meeting-events", serde_json::to_vec(&mixed).unwrap(), false).await;
     assert_eq!((status, body["accepted"].as_u64()), (200, Some(good as u64)), "{body}");
-    let (status, body) =
-        server.post("/v1/meeting-events", fixture("bad-input/huge-history.json"), "application/json").await;
-    assert_eq!((status, body["accepted"].as_u64()), (200, Some(1)), "a huge history is capped, not refused: {body}");
-    // Generated variants: every prefix of a valid batch is refused cleanly or accepted, never a 5xx.
+    assert_eq!(body["rejected"].as_array().map(Vec::len), Some(bad.len()), "{body}");
+
+    // Generated variants, on every ingest path. Each gets a documented answer, never a 5xx; a 200 accounts for
+    // every element of the batch, accepted or rejected with a reason.
+    let mut tried = expected.len() + 1;
+    let check = |path: &str, what: &str, status: u16, body: &Value, elements: Option<usize>| {
+        assert!(matches!(status, 200 | 400 | 413 | 415), "{path} {what}: {status} {body}");
+        if status == 200 && path == "/v1/meeting-events" {
+            let accounted = body["accepted"].as_u64().unwrap() as usize + body["rejected"].as_array().unwrap().len();
+            if let Some(n) = elements {
+                assert_eq!(accounted, n, "{path} {what}: {body}");
+            }
+            assert!(
+                body["rejected"].as_array().unwrap().iter().all(|r| r["error"].as_str().is_some_and(|e| !e.is_empty()))
+            );
+        } else if status != 200 {
+            assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{path} {what}: {status} {body}");
+        }
+    };
     let valid = fixture("meeting-events/js-mixed-meetings.json");
-    for cut in (0..valid.len()).step_by(97) {
-        let response = post(valid[..cut].to_vec(), false).await.unwrap();
-        let code = response.status().as_u16();
-        assert!(code == 200 || code == 400, "prefix of {cut} bytes: {code}");
+    let events: Vec<Value> = serde_json::from_slice(&valid).unwrap();
+    // Every attribute of every event, as each JSON type.
+    let swaps = [json!(null), json!(-1), json!(1e308), json!("x"), json!([1, 2]), json!({"a": {}}), json!(true)];
+    for (i, event) in events.iter().enumerate() {
+        for key in event["attributes"].as_object().unwrap().keys() {
+            for swap in &swaps {
+                let mut batch = events.clone();
+                batch[i]["attributes"][key] = swap.clone();
+                let (status, body) = post("/v1/meeting-events", serde_json::to_vec(&batch).unwrap(), false).await;
+                check("/v1/meeting-events", &format!("{key} = {swap}"), status, &body, Some(batch.len()));
+                tried += 1;
+            }
+        }
     }
+    // Every prefix (every 97th byte), and random byte mutations, of a valid batch of each kind.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    for (path, body) in [
+        ("/v1/meeting-events", valid.clone()),
+        ("/v1/sip-messages", fixture("sip/voice-connector-sip-messages.jsonl")),
+        ("/v1/client-events", fixture("sdk-ingestion/android-batch.json")),
+    ] {
+        for cut in (0..body.len()).step_by(97) {
+            let (status, answer) = post(path, body[..cut].to_vec(), false).await;
+            check(path, &format!("prefix of {cut} bytes"), status, &answer, None);
+            tried += 1;
+        }
+        for _ in 0..100 {
+            let mut mutated = body.clone();
+            for _ in 0..rng.random_range(1..8) {
+                let at = rng.random_range(0..mutated.len());
+                mutated[at] = rng.random();
+            }
+            let (status, answer) = post(path, mutated, false).await;
+            check(path, "a mutation", status, &answer, None);
+            tried += 1;
+        }
+    }
+    eprintln!("hostile input: {tried} bad requests tried through the binary, each with its documented answer");
     drop(server);
 }
 

@@ -76,6 +76,14 @@ export CHIMEWATCH_TEST_MOTO_URL="$moto_url" CHIMEWATCH_TEST_CLOUDWATCH_URL="$bri
 export CHIMEWATCH_TEST_KINESALITE_URL="$kinesalite_url"
 echo "    moto at $moto_url, CloudWatch (CBOR) at $bridge_url, kinesalite at $kinesalite_url"
 
+echo "==> the test harness's own checks: the strict CloudWatch bridge and the fault-injecting proxy"
+"$venv/bin/python" scripts/test_cloudwatch_cbor_bridge.py "$moto_url" > "$workdir/bridge-test.log" 2>&1 \
+  || { cat "$workdir/bridge-test.log" >&2; exit 1; }
+start_server proxy-self-test "$venv/bin/python" scripts/fault_proxy.py "$moto_url"
+"$venv/bin/python" scripts/test_fault_proxy.py "$server_url" > "$workdir/proxy-test.log" 2>&1 \
+  || { cat "$workdir/proxy-test.log" >&2; exit 1; }
+tail -n 1 "$workdir/bridge-test.log" "$workdir/proxy-test.log" | sed -n '/passed\|ok/p'
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy (the sans-IO crates also under clippy.sans-io.toml: no clocks, files, sockets)"
@@ -91,6 +99,7 @@ cargo_tool() {
 }
 cargo_tool deny 0.20.2
 cargo_tool machete 0.9.2
+cargo_tool fuzz 0.13.2
 
 echo "==> the sans-IO crates depend on no runtime, network or storage crate"
 for crate in chimewatch-model chimewatch-sip chimewatch-metrics; do
@@ -113,3 +122,15 @@ echo "==> cargo test"
 cargo test --workspace --locked 2>&1 | tee "$workdir/test.log"
 # cargo's last lines are the (empty) doc-test summaries; close with the total over every test binary.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "%d passed, %d failed\n", passed, failed }' "$workdir/test.log"
+
+# The parsers of what clients send, fuzzed for a bounded time (coverage-guided, libFuzzer). cargo-fuzz needs
+# nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain take them for this build only. Longer runs:
+# RELIABILITY.md, "Fuzzing".
+fuzz_seconds="${CHIMEWATCH_FUZZ_SECONDS:-20}"
+echo "==> fuzzing each parser for ${fuzz_seconds}s"
+for target in meeting_batch client_events sip_records sip_message stream_record; do
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" --target-dir "$PWD/target" -- \
+    -max_total_time="$fuzz_seconds" -seed=1 -print_final_stats=1) > "$workdir/fuzz-$target.log" 2>&1 \
+    || { tail -n 40 "$workdir/fuzz-$target.log" >&2; echo "fuzzing $target found a failure" >&2; exit 1; }
+  echo "    $target: $(grep -o 'stat::number_of_executed_units: *[0-9]*' "$workdir/fuzz-$target.log" | grep -o '[0-9]*$') inputs, no failure"
+done

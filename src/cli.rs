@@ -104,6 +104,7 @@ impl Command {
                 s.data_dir = a.data_dir.clone();
                 s.aggregator.namespace = a.namespace.clone();
             }
+            Command::Metrics(MetricsCommand::List(a)) => s.data_dir = a.data_dir.clone(),
             Command::Logs(LogsCommand::Query(a)) => {
                 s.data_dir = a.data_dir.clone();
                 s.aggregator.log_group = a.log_group.clone();
@@ -218,6 +219,23 @@ pub struct CompactArgs {
 pub enum MetricsCommand {
     /// Statistics of one metric series per period.
     Query(MetricsQueryArgs),
+    /// The series stored, one JSON line each, as `aws cloudwatch list-metrics` lists them.
+    List(MetricsListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsListArgs {
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    /// Only this namespace (all by default).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Only this metric.
+    #[arg(long)]
+    pub metric: Option<String>,
+    /// Only series with values this recent, e.g. 3h (CloudWatch lists metrics of the last two weeks).
+    #[arg(long, default_value = "14d", value_parser = humantime::parse_duration)]
+    pub since: Duration,
 }
 
 #[derive(Debug, Args)]

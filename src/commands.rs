@@ -28,6 +28,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Archiver(_) => archiver::run(settings.archiver_command()?).await,
         Command::Archive(ArchiveCommand::Compact(args)) => archiver::compact_command(args, &settings).await,
         Command::Metrics(MetricsCommand::Query(args)) => query::metrics(args, &settings),
+        Command::Metrics(MetricsCommand::List(args)) => query::list_metrics(args, &settings),
         Command::Logs(LogsCommand::Query(args)) => query::logs(args, &settings),
         Command::Stream(StreamCommand::Dump(args)) => dump::run(args, &settings).await,
         Command::Token(TokenCommand::Mint(args)) => token::mint(args, &settings),
@@ -73,11 +74,6 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-}
-
-/// Loads the AWS SDK configuration from the standard environment (region, credentials, `AWS_ENDPOINT_URL*`).
-async fn aws_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
 }
 
 /// Serves `/metrics` and `/healthz` until `shutdown`: for the services without the gateway's HTTP interface, and

@@ -16,6 +16,7 @@ use chimewatch_aggregator::AggregatorServiceConfig;
 use chimewatch_archiver::{ArchiverConfig, Format};
 use chimewatch_gateway::GatewayConfig;
 use chimewatch_gateway::auth::AuthConfig;
+use chimewatch_gateway::privacy::ExternalIds;
 use chimewatch_model::Limits;
 use chimewatch_stream::consumer::WorkerConfig;
 use chimewatch_stream::kinesis::KinesisProducerConfig;
@@ -116,6 +117,21 @@ pub struct GatewaySettings {
     /// Serve /metrics and /healthz on this address instead of the ingest port (keep the figures off the internet).
     #[arg(long, env = "CHIMEWATCH_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// What becomes of externalUserId and externalMeetingId before events reach the stream, the logs and the
+    /// archive: keep them, hash them (HMAC-SHA256 with --external-id-key), or drop them.
+    #[arg(long, env = "CHIMEWATCH_EXTERNAL_IDS", value_enum)]
+    pub external_ids: Option<ExternalIdsPolicy>,
+    /// Key of the external ids' hash, at least 32 bytes.
+    #[arg(long, env = "CHIMEWATCH_EXTERNAL_ID_KEY", hide_env_values = true)]
+    pub external_id_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExternalIdsPolicy {
+    Keep,
+    Hash,
+    Drop,
 }
 
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
@@ -161,6 +177,11 @@ pub struct KinesisSettings {
     /// Bytes accepted and not yet durable before clients get 429.
     #[arg(long, env = "CHIMEWATCH_KINESIS_MAX_IN_FLIGHT_BYTES")]
     pub max_in_flight_bytes: Option<u64>,
+    /// Longest Kinesis may keep refusing a request's records (throttled, failing) before its client gets 503
+    /// with Retry-After (e.g. 10s).
+    #[arg(long, env = "CHIMEWATCH_KINESIS_PUT_TIMEOUT", value_parser = humantime::parse_duration)]
+    #[serde(with = "duration_text")]
+    pub put_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
@@ -481,6 +502,14 @@ impl Settings {
             dedup_window_ms: g.dedup_window_secs.map_or(defaults.dedup_window_ms, secs_to_ms),
             dedup_max_keys: g.dedup_max_keys.unwrap_or(defaults.dedup_max_keys),
             join_token_ttl_ms: g.join_token_ttl_secs.map_or(defaults.join_token_ttl_ms, secs_to_ms),
+            external_ids: match (g.external_ids, &g.external_id_key) {
+                (None | Some(ExternalIdsPolicy::Keep), _) => ExternalIds::Keep,
+                (Some(ExternalIdsPolicy::Drop), _) => ExternalIds::Drop,
+                (Some(ExternalIdsPolicy::Hash), Some(key)) => ExternalIds::Hash(key.clone().into_bytes()),
+                (Some(ExternalIdsPolicy::Hash), None) => {
+                    bail!("invalid setting: gateway.external_ids = hash needs gateway.external_id_key")
+                }
+            },
             max_concurrent_requests: g.max_concurrent_requests.unwrap_or(defaults.max_concurrent_requests),
             header_read_timeout: g.header_read_timeout.unwrap_or(defaults.header_read_timeout),
             body_read_timeout: g.body_read_timeout.unwrap_or(defaults.body_read_timeout),
@@ -511,6 +540,11 @@ impl Settings {
             linger: k.linger_ms.map_or(defaults.linger, Duration::from_millis),
             aggregation: k.aggregation.unwrap_or(defaults.aggregation),
             max_in_flight_bytes: k.max_in_flight_bytes.unwrap_or(defaults.max_in_flight_bytes),
+            put_timeout: match k.put_timeout {
+                Some(d) if d.is_zero() => bail!("invalid setting: kinesis.put_timeout must be more than zero"),
+                Some(d) => d,
+                None => defaults.put_timeout,
+            },
             ..defaults
         })
     }

@@ -1,5 +1,6 @@
 //! The `chimewatch` binary: parses the command line and configuration once, then hands typed settings to a command.
 
+mod aws;
 mod cli;
 mod commands;
 mod config;

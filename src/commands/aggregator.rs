@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use super::consumer;
+use crate::aws::AwsTelemetry;
 use crate::config::{AggregatorCommandConfig, PipelineConfig};
 
 /// Everything an aggregator worker runs on: the stream, the leases, the sinks.
@@ -26,6 +27,8 @@ pub struct Parts {
     pub dead_letters: DeadLetters,
     pub worker: WorkerConfig,
     pub config: AggregatorServiceConfig,
+    /// The AWS calls' retries and throttles, reported beside the service's own figures (`None` under `up`).
+    pub aws: Option<AwsTelemetry>,
     /// Where the aggregator's own metrics go (`ChimeWatch/Pipeline`, `Service=aggregator`).
     pub reporting: Option<(Arc<dyn MetricSink>, PipelineConfig)>,
 }
@@ -37,6 +40,10 @@ pub fn start(parts: Parts, registry: &mut Registry, stop: CancellationToken) -> 
     consumer_telemetry.register(registry);
     let telemetry = AggregatorTelemetry::default();
     telemetry.register(registry);
+    let aws = parts.aws;
+    if let Some(aws) = &aws {
+        aws.register(registry);
+    }
     let worker_id = parts.worker.worker_id.clone();
     let sinks = Sinks { metrics: parts.metrics, logs: Some(parts.logs), dead_letters: parts.dead_letters.clone() };
     let aggregation = Aggregation::new(parts.config, worker_id, sinks, telemetry.clone());
@@ -47,7 +54,11 @@ pub fn start(parts: Parts, registry: &mut Registry, stop: CancellationToken) -> 
         leases: parts.leases,
         processors: Arc::new(aggregation),
         dead_letters: parts.dead_letters,
-        samples: Box::new(move || telemetry.samples()),
+        samples: Box::new(move || {
+            let mut samples = telemetry.samples();
+            samples.extend(aws.as_ref().map(AwsTelemetry::samples).unwrap_or_default());
+            samples
+        }),
         reporting: parts.reporting,
     };
     consumer::start(service, consumer_telemetry, stop)
@@ -55,11 +66,13 @@ pub fn start(parts: Parts, registry: &mut Registry, stop: CancellationToken) -> 
 
 pub async fn run(config: AggregatorCommandConfig) -> anyhow::Result<()> {
     let consumer = config.consumer;
-    let sdk = super::aws_config().await;
-    let aws = consumer::aws(&sdk, &consumer).await?;
+    let sdk = crate::aws::sdk_config().await;
+    let counting = AwsTelemetry::default();
+    let aws = consumer::aws(&sdk, &consumer, &counting).await?;
+    let cloudwatch_client = chimewatch_sinks::cloudwatch::client(&sdk, &counting.counting("cloudwatch"));
     let cloudwatch: Arc<dyn MetricSink> =
-        Arc::new(CloudWatchSink::new(chimewatch_sinks::cloudwatch::client(&sdk), chimewatch_stream::system_clock));
-    let logs_client = chimewatch_sinks::cloudwatch_logs::client(&sdk);
+        Arc::new(CloudWatchSink::new(cloudwatch_client, chimewatch_stream::system_clock));
+    let logs_client = chimewatch_sinks::cloudwatch_logs::client(&sdk, &counting.counting("logs"));
     let retention = config.cloudwatch.log_retention_days;
     let logs = Arc::new(CloudWatchLogsSink::new(logs_client.clone(), retention, chimewatch_stream::system_clock));
     let metrics: Arc<dyn MetricSink> = match config.cloudwatch.emf_log_group {
@@ -78,6 +91,7 @@ pub async fn run(config: AggregatorCommandConfig) -> anyhow::Result<()> {
         dead_letters: aws.dead_letters,
         worker: consumer.worker,
         config: config.aggregation,
+        aws: Some(counting),
         reporting: config.pipeline.map(|p| (cloudwatch, p)),
     };
 

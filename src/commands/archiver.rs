@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use super::consumer;
+use crate::aws::AwsTelemetry;
 use crate::cli::CompactArgs;
 use crate::config::{ArchiverCommandConfig, PipelineConfig, Settings};
 
@@ -29,6 +30,8 @@ pub struct Parts {
     pub dead_letters: DeadLetters,
     pub worker: WorkerConfig,
     pub config: ArchiverConfig,
+    /// The AWS calls' retries and throttles, reported beside the service's own figures (`None` under `up`).
+    pub aws: Option<AwsTelemetry>,
     /// Where the archiver's own metrics go (`ChimeWatch/Pipeline`, `Service=archiver`).
     pub reporting: Option<(Arc<dyn MetricSink>, PipelineConfig)>,
 }
@@ -41,6 +44,10 @@ pub fn start(parts: Parts, registry: &mut Registry, stop: CancellationToken) -> 
     consumer_telemetry.register(registry.sub_registry_with_prefix("archiver"));
     let telemetry = ArchiverTelemetry::default();
     telemetry.register(registry);
+    let aws = parts.aws;
+    if let Some(aws) = &aws {
+        aws.register(registry);
+    }
     let archiving = Archiving::new(parts.config, parts.store, telemetry.clone());
     let service = consumer::Service {
         name: "archiver",
@@ -49,7 +56,11 @@ pub fn start(parts: Parts, registry: &mut Registry, stop: CancellationToken) -> 
         leases: parts.leases,
         processors: Arc::new(archiving),
         dead_letters: parts.dead_letters,
-        samples: Box::new(move || telemetry.samples()),
+        samples: Box::new(move || {
+            let mut samples = telemetry.samples();
+            samples.extend(aws.as_ref().map(AwsTelemetry::samples).unwrap_or_default());
+            samples
+        }),
         reporting: parts.reporting,
     };
     consumer::start(service, consumer_telemetry, stop)
@@ -57,15 +68,18 @@ pub fn start(parts: Parts, registry: &mut Registry, stop: CancellationToken) -> 
 
 pub async fn run(config: ArchiverCommandConfig) -> anyhow::Result<()> {
     let (consumer, bucket, archiving) = (config.consumer, config.bucket, config.archiving);
-    let sdk = super::aws_config().await;
-    let aws = consumer::aws(&sdk, &consumer).await?;
-    let store = S3Objects::new(chimewatch_sinks::s3::client(&sdk), &bucket);
+    let sdk = crate::aws::sdk_config().await;
+    let counting = AwsTelemetry::default();
+    let aws = consumer::aws(&sdk, &consumer, &counting).await?;
+    let store = S3Objects::new(chimewatch_sinks::s3::client(&sdk, &counting.counting("s3")), &bucket);
     store
         .list(&archiving.claims_prefix(""))
         .await
         .with_context(|| format!("listing the archive in bucket {bucket} (does it exist, may this role list it?)"))?;
-    let cloudwatch: Arc<dyn MetricSink> =
-        Arc::new(CloudWatchSink::new(chimewatch_sinks::cloudwatch::client(&sdk), chimewatch_stream::system_clock));
+    let cloudwatch: Arc<dyn MetricSink> = Arc::new(CloudWatchSink::new(
+        chimewatch_sinks::cloudwatch::client(&sdk, &counting.counting("cloudwatch")),
+        chimewatch_stream::system_clock,
+    ));
     let location = format!("s3://{bucket}/{}", archiving.prefix.trim_matches('/'));
     let parts = Parts {
         source: aws.source,
@@ -74,6 +88,7 @@ pub async fn run(config: ArchiverCommandConfig) -> anyhow::Result<()> {
         dead_letters: aws.dead_letters,
         worker: consumer.worker,
         config: archiving,
+        aws: Some(counting),
         reporting: config.pipeline.map(|p| (cloudwatch, p)),
     };
 
@@ -105,8 +120,8 @@ pub async fn compact_command(args: CompactArgs, settings: &Settings) -> anyhow::
     }
     let store: Arc<dyn ObjectStore> = match &settings.archiver.bucket {
         Some(bucket) => {
-            let sdk = super::aws_config().await;
-            Arc::new(S3Objects::new(chimewatch_sinks::s3::client(&sdk), bucket))
+            let sdk = crate::aws::sdk_config().await;
+            Arc::new(S3Objects::new(chimewatch_sinks::s3::client(&sdk, &[]), bucket))
         }
         None => {
             let dir = settings.data_dir().join(ARCHIVE_DIR);

@@ -30,12 +30,17 @@ pub struct AwsConsumer {
 
 /// Connects to the stream (listing its shards, to fail early on a wrong name or missing permission), the lease
 /// table (created when missing) and the dead-letter stream, if one is given.
-pub async fn aws(sdk: &aws_config::SdkConfig, config: &ConsumerConfig) -> anyhow::Result<AwsConsumer> {
+pub async fn aws(
+    sdk: &aws_config::SdkConfig,
+    config: &ConsumerConfig,
+    counting: &crate::aws::AwsTelemetry,
+) -> anyhow::Result<AwsConsumer> {
     let (stream, lease_table) = (config.stream.as_str(), config.lease_table.as_str());
-    let kinesis = chimewatch_stream::kinesis::client(sdk);
+    let kinesis = chimewatch_stream::kinesis::client(sdk, &counting.counting("kinesis"));
     let source = KinesisSource::new(kinesis.clone(), KinesisSourceConfig::new(stream));
     source.shards().await.with_context(|| format!("listing the shards of stream {stream}"))?;
-    let leases = DynamoLeaseStore::open(chimewatch_stream::lease::dynamodb::client(sdk), lease_table)
+    let dynamodb = chimewatch_stream::lease::dynamodb::client(sdk, &counting.counting("dynamodb"));
+    let leases = DynamoLeaseStore::open(dynamodb, lease_table)
         .await
         .with_context(|| format!("opening the lease table {lease_table}"))?;
     let dead_letters = match &config.dead_letter_stream {

@@ -19,7 +19,7 @@ pub async fn run(args: DumpArgs, settings: &Settings) -> anyhow::Result<()> {
     let mut out = Output::default();
     match settings.stream.stream.clone() {
         Some(stream) => {
-            let client = chimewatch_stream::kinesis::client(&super::aws_config().await);
+            let client = chimewatch_stream::kinesis::client(&crate::aws::sdk_config().await, &[]);
             let from = if args.from_start { ReadFrom::Start } else { ReadFrom::Latest };
             read_stream(&client, &stream, from, follow, |r| out.emit(r))
                 .await

@@ -11,20 +11,26 @@ use chimewatch_stream::{Producer, ProducerTelemetry};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use crate::aws::AwsTelemetry;
 use crate::config::{GatewayCommandConfig, PipelineConfig, Serving};
 
 pub async fn run(config: GatewayCommandConfig) -> anyhow::Result<()> {
-    let sdk = super::aws_config().await;
+    let sdk = crate::aws::sdk_config().await;
     let mut registry = Registry::with_prefix("chimewatch");
     let telemetry = ProducerTelemetry::default();
     telemetry.register(&mut registry);
+    let aws = AwsTelemetry::default();
+    aws.register(&mut registry);
     let stream = config.producer.stream.clone();
-    let producer = KinesisProducer::start(chimewatch_stream::kinesis::client(&sdk), config.producer, telemetry.clone())
+    let kinesis = chimewatch_stream::kinesis::client(&sdk, &aws.counting("kinesis"));
+    let producer = KinesisProducer::start(kinesis, config.producer, telemetry.clone())
         .await
         .with_context(|| format!("starting the Kinesis producer for stream {stream}"))?;
     let reporting = config.pipeline.map(|p| {
-        let sink: Arc<dyn MetricSink> =
-            Arc::new(CloudWatchSink::new(chimewatch_sinks::cloudwatch::client(&sdk), chimewatch_stream::system_clock));
+        let sink: Arc<dyn MetricSink> = Arc::new(CloudWatchSink::new(
+            chimewatch_sinks::cloudwatch::client(&sdk, &aws.counting("cloudwatch")),
+            chimewatch_stream::system_clock,
+        ));
         (sink, p)
     });
     serve_gateway(
@@ -33,11 +39,17 @@ pub async fn run(config: GatewayCommandConfig) -> anyhow::Result<()> {
         Arc::new(producer),
         telemetry,
         registry,
-        reporting,
+        reporting.map(|(sink, p)| {
+            let extra: Vec<SampleSource> = vec![Box::new(move || aws.samples())];
+            (sink, p, extra)
+        }),
         super::shutdown_signal(),
     )
     .await
 }
+
+/// More of the gateway process's own figures to report with the gateway's (its AWS calls, the embedded log).
+pub(super) type SampleSource = Box<dyn Fn() -> Vec<chimewatch_telemetry::Sample> + Send + Sync>;
 
 /// Where a service reports its own metrics, and what reports there.
 struct Reporting {
@@ -53,7 +65,7 @@ pub(super) async fn serve_gateway(
     producer: Arc<dyn Producer>,
     producer_telemetry: ProducerTelemetry,
     mut registry: Registry,
-    reporting: Option<(Arc<dyn MetricSink>, PipelineConfig)>,
+    reporting: Option<(Arc<dyn MetricSink>, PipelineConfig, Vec<SampleSource>)>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listen = serving.listen;
@@ -62,11 +74,14 @@ pub(super) async fn serve_gateway(
     }
     let telemetry = Arc::new(GatewayTelemetry::default());
     telemetry.register(&mut registry);
-    let reporting = reporting.map(|(sink, p)| {
+    let reporting = reporting.map(|(sink, p, extra)| {
         let t = telemetry.clone();
-        let reporter = PipelineReporter::new(sink, p.namespace, "gateway")
+        let mut reporter = PipelineReporter::new(sink, p.namespace, "gateway")
             .source(move || t.samples())
             .source(move || producer_telemetry.samples());
+        for source in extra {
+            reporter = reporter.source(source);
+        }
         Reporting { reporter, interval: p.interval }
     });
     let registry = Arc::new(registry);

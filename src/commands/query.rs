@@ -9,7 +9,7 @@ use chimewatch_sinks::logs_filter::Filter;
 use serde_json::{Map, Value, json};
 
 use super::up::STORE_FILE;
-use crate::cli::{LogsQueryArgs, MetricsQueryArgs};
+use crate::cli::{LogsQueryArgs, MetricsListArgs, MetricsQueryArgs};
 use crate::config::Settings;
 
 fn open(settings: &Settings) -> anyhow::Result<EmbeddedStore> {
@@ -56,6 +56,17 @@ pub fn metrics(args: MetricsQueryArgs, settings: &Settings) -> anyhow::Result<()
             line[stat.to_string()] = json!(value);
         }
         writeln!(out, "{line}")?;
+    }
+    Ok(())
+}
+
+pub fn list_metrics(args: MetricsListArgs, settings: &Settings) -> anyhow::Result<()> {
+    let store = open(settings)?;
+    let since = chimewatch_stream::system_clock().saturating_sub(args.since).as_i64();
+    let mut out = std::io::stdout().lock();
+    for s in store.list_metrics(args.namespace.as_deref(), args.metric.as_deref(), since)? {
+        let dims: Map<String, Value> = s.dimensions.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        writeln!(out, "{}", json!({ "namespace": s.namespace, "metric": s.metric, "dimensions": dims }))?;
     }
     Ok(())
 }

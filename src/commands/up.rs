@@ -67,8 +67,10 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
         max_takes_per_round: usize::MAX,
         ..WorkerConfig::new(id)
     };
+    // Each consumer's checkpoints hold the log's retention: nothing it would read again after a crash is deleted.
     let leases = FileLeaseStore::open(data_dir.join("consumers/aggregator/checkpoints.json"))
         .context("opening the aggregator's checkpoints")?;
+    let leases = log.hold("aggregator").checkpoints(leases);
     let parts = Parts {
         source: Arc::new(LocalSource::new(log.clone())),
         leases: Arc::new(leases),
@@ -77,10 +79,12 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
         dead_letters: DeadLetters::to(dead.clone()),
         worker: up_worker("up"),
         config: aggregation,
+        aws: None,
         reporting: Some((metrics.clone(), pipeline.clone())),
     };
     let archiver_leases = FileLeaseStore::open(data_dir.join("consumers/archiver/checkpoints.json"))
         .context("opening the archiver's checkpoints")?;
+    let archiver_leases = log.hold("archiver").checkpoints(archiver_leases);
     let archiver_parts = archiver::Parts {
         source: Arc::new(LocalSource::new(log.clone())),
         leases: Arc::new(archiver_leases),
@@ -88,8 +92,11 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
         dead_letters: DeadLetters::to(dead.clone()),
         worker: up_worker("up-archiver"),
         config: archiving,
+        aws: None,
         reporting: Some((metrics.clone(), pipeline.clone())),
     };
+    let log_telemetry = log.log_telemetry().clone();
+    log_telemetry.register(&mut registry);
     let archiver_worker = archiver::start(archiver_parts, &mut registry, stop.clone());
     let worker = aggregator::start(parts, &mut registry, stop.clone());
     let served = super::gateway::serve_gateway(
@@ -98,7 +105,7 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
         log,
         producer_telemetry,
         registry,
-        Some((metrics, pipeline)),
+        Some((metrics, pipeline, vec![Box::new(move || log_telemetry.samples()) as super::gateway::SampleSource])),
         stop.clone().cancelled_owned(),
     )
     .await;

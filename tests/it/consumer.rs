@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chimewatch_model::{Ingest, MeetingEvent, MeetingEventRecord, Record};
 use chimewatch_stream::consumer::{
-    Batch, ConsumerTelemetry, DeadLetters, Position, ProcessError, ProcessorFactory, ShardProcessor, ShardSource,
-    Worker, WorkerConfig,
+    Batch, ConsumerTelemetry, DeadLetters, Fence, Position, ProcessError, ProcessorFactory, ShardProcessor,
+    ShardSource, Worker, WorkerConfig,
 };
 use chimewatch_stream::kinesis::{
     KinesisProducer, KinesisProducerConfig, KinesisSource, KinesisSourceConfig, ReadFrom, read_stream,
@@ -50,7 +50,7 @@ struct Collect {
 }
 
 impl ProcessorFactory for Collect {
-    fn create(&self, shard_id: &str) -> Box<dyn ShardProcessor> {
+    fn create(&self, shard_id: &str, _fence: Fence) -> Box<dyn ShardProcessor> {
         Box::new(CollectShard {
             worker: self.worker.clone(),
             shard: shard_id.into(),

@@ -202,10 +202,15 @@ pub fn logs_client(moto: &str) -> aws_sdk_cloudwatchlogs::Client {
 
 /// Every event of a log group as (stream, message parsed as JSON), stream by stream.
 pub async fn all_log_events(client: &aws_sdk_cloudwatchlogs::Client, group: &str) -> Vec<(String, Value)> {
-    let Ok(streams) = client.describe_log_streams().log_group_name(group).send().await else { return Vec::new() };
+    // DescribeLogStreams answers 50 streams a page; a group with a stream per shard and worker has more.
+    let mut names = Vec::new();
+    let mut pages = client.describe_log_streams().log_group_name(group).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let Ok(page) = page else { return Vec::new() };
+        names.extend(page.log_streams().iter().filter_map(|s| s.log_stream_name().map(str::to_owned)));
+    }
     let mut out = Vec::new();
-    for stream in streams.log_streams() {
-        let name = stream.log_stream_name().unwrap_or_default().to_owned();
+    for name in names {
         let mut token: Option<String> = None;
         loop {
             let page = client

@@ -22,7 +22,7 @@ use chimewatch_model::{Clock, Record, UnixMillis};
 use chimewatch_sinks::{Datum, LogEvent, LogSink, MetricSink};
 use chimewatch_sip::{CallTracker, Message};
 use chimewatch_stream::consumer::{
-    Batch, DeadData, DeadLetters, Position, ProcessError, ProcessorFactory, Refused, ShardProcessor,
+    Batch, DeadData, DeadLetters, Fence, Position, ProcessError, ProcessorFactory, Refused, ShardProcessor,
 };
 
 use crate::config::AggregatorServiceConfig;
@@ -176,7 +176,8 @@ impl Aggregation {
 }
 
 impl ProcessorFactory for Aggregation {
-    fn create(&self, shard_id: &str) -> Box<dyn ShardProcessor> {
+    /// The aggregator needs no fence: what it writes is fenced by the checkpoint (a lost lease cannot checkpoint).
+    fn create(&self, shard_id: &str, _fence: Fence) -> Box<dyn ShardProcessor> {
         Box::new(ShardAggregation { shard: shard_id.to_owned(), shared: self.shared.clone() })
     }
 }

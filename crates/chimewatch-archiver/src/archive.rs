@@ -8,8 +8,15 @@
 //! `through`, is created only if absent. A replay after a crash (or by the next owner of the lease) starts at the
 //! same checkpoint, so its first row is the same; finding the claim, it cuts at the claimed `through` too, and so
 //! rewrites the same keys with the same rows instead of adding overlapping files. Only after every object of a cut
-//! is committed is `through` handed to the runtime to checkpoint. Claims of checkpointed cuts are deleted by the
-//! next cut.
+//! is committed is `through` handed to the runtime to checkpoint.
+//!
+//! # Fencing
+//! S3 has no writes conditional on a lease, so a worker that lost the shard while paused could wake and write. Two
+//! things stop it: before it claims, and before each object, it asks the lease table whether the shard is still its
+//! own ([`Fence`]); and once a cut is checkpointed its claim is not deleted but overwritten with a *tombstone* (the
+//! claim, with `checkpointedAtMs`), so an old owner that comes back for those rows finds the tombstone where it
+//! would have created its claim, and stops instead of writing overlapping files. Tombstones are kept a day
+//! ([`TOMBSTONE_RETENTION_MS`]), then deleted by a later cut.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -20,7 +27,7 @@ use bytes::Bytes;
 use chimewatch_model::{Clock, Record};
 use chimewatch_sinks::ObjectStore;
 use chimewatch_stream::SequenceNumber;
-use chimewatch_stream::consumer::{Batch, Position, ProcessError, ProcessorFactory, ShardProcessor};
+use chimewatch_stream::consumer::{Batch, Fence, Position, ProcessError, ProcessorFactory, ShardProcessor};
 use serde::{Deserialize, Serialize};
 
 use crate::encode::write_entries;
@@ -77,6 +84,10 @@ impl ArchiverConfig {
 /// Claims live beside the tables, under a name Athena and Hive skip.
 pub const CLAIMS_DIR: &str = "_chimewatch/cuts";
 
+/// How long a checkpointed cut's tombstone is kept: longer than any worker stays paused and still believes it
+/// holds its lease.
+pub const TOMBSTONE_RETENTION_MS: i64 = 24 * 3600 * 1000;
+
 /// A cut's claim: the rows of the shard from `first` through `through` go into this cut's objects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
@@ -84,6 +95,9 @@ pub struct Claim {
     pub first: ClaimPosition,
     pub through: ClaimPosition,
     pub claimed_at_ms: i64,
+    /// Set once the cut was checkpointed: the claim is a tombstone, and its rows are never written again.
+    #[serde(default, rename = "checkpointedAtMs", skip_serializing_if = "Option::is_none")]
+    pub checkpointed_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,10 +162,11 @@ impl Archiving {
 }
 
 impl ProcessorFactory for Archiving {
-    fn create(&self, shard_id: &str) -> Box<dyn ShardProcessor> {
+    fn create(&self, shard_id: &str, fence: Fence) -> Box<dyn ShardProcessor> {
         Box::new(ShardArchive {
             shard: shard_id.to_owned(),
             shared: self.shared.clone(),
+            fence,
             spool: None,
             last_read: None,
             durable: None,
@@ -166,6 +181,8 @@ impl ProcessorFactory for Archiving {
 
 struct ShardArchive {
     shard: String,
+    /// Asked before claiming and before each object: is the shard still this worker's?
+    fence: Fence,
     shared: Arc<Shared>,
     /// Created with the first row, so idle shards hold no file.
     spool: Option<Spool>,
@@ -175,8 +192,8 @@ struct ShardArchive {
     oldest_ms: Option<i64>,
     /// An earlier claim the current cut must end at.
     forced_end: Option<Position>,
-    /// Claims of committed cuts not yet checkpointed: (through, key).
-    claims: Vec<(Position, String)>,
+    /// Claims of committed cuts not yet checkpointed: (through, key, claim).
+    claims: Vec<(Position, String, Claim)>,
     /// Whether claims an earlier owner left behind were looked for.
     cleaned_up: bool,
     levels: ShardLevels,
@@ -209,8 +226,8 @@ fn row(shard: &str, consumed: &chimewatch_stream::consumer::Consumed) -> Row {
 
 /// What a cut's claim decided.
 enum Claimed {
-    /// Write the cut through this position; the claim's key.
-    Through(Position, String),
+    /// Write the cut through this position; the claim's key and content.
+    Through(Position, String, Claim),
     /// An earlier claim ends later than what was read: keep reading until it.
     Later(Position),
 }
@@ -250,28 +267,37 @@ impl ShardArchive {
             first: ClaimPosition::of(first),
             through: ClaimPosition::of(through),
             claimed_at_ms: now_ms,
+            checkpointed_at_ms: None,
         };
         let key = format!("{}{}", self.shared.config.claims_prefix(&self.shard), claim.first.file_name());
         let body = serde_json::to_vec(&claim).map_err(failed)?;
+        self.fence.check().await?;
         if self.shared.store.create_new(&key, Bytes::from(body)).await.map_err(failed)? {
-            return Ok(Claimed::Through(through.clone(), key));
+            return Ok(Claimed::Through(through.clone(), key, claim));
         }
         let existing = self.shared.store.get(&key).await.map_err(failed)?;
         let existing: Claim = existing
             .ok_or_else(|| ProcessError(format!("claim {key} exists but could not be read")))
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| ProcessError(format!("claim {key}: {e}"))))?;
+        if let Some(at) = existing.checkpointed_at_ms {
+            // Another owner wrote and checkpointed these rows: this worker lost the shard and must not write.
+            return Err(ProcessError(format!(
+                "the rows of shard {} from {} were archived and checkpointed (at {at} ms) by another owner; this worker no longer holds the shard",
+                self.shard, first.sequence
+            )));
+        }
         let claimed = existing.through.position()?;
         self.shared.telemetry.claims_followed.inc();
         tracing::info!(shard = %self.shard, claim = %key, through = %claimed.sequence, "Following an earlier claim for these rows: the same objects are written again.");
-        Ok(if &claimed <= through { Claimed::Through(claimed, key) } else { Claimed::Later(claimed) })
+        Ok(if &claimed <= through { Claimed::Through(claimed, key, existing) } else { Claimed::Later(claimed) })
     }
 
     /// Writes every buffered row through `through` (or through an earlier claim's end); afterwards `durable` is
     /// that end. Learning of a claim that ends later only records it in `forced_end`.
     async fn cut(&mut self, through: Position, now_ms: i64) -> Result<(), ProcessError> {
         let Some(first) = self.spool.as_ref().and_then(Spool::first_position) else { return Ok(()) };
-        let (through, claim_key) = match self.claim(&first, &through, now_ms).await? {
-            Claimed::Through(p, key) => (p, key),
+        let (through, claim_key, claim) = match self.claim(&first, &through, now_ms).await? {
+            Claimed::Through(p, key, claim) => (p, key, claim),
             Claimed::Later(p) => {
                 self.forced_end = Some(p);
                 return Ok(());
@@ -285,7 +311,7 @@ impl ShardArchive {
         let spool = result?;
         self.spool = Some(spool);
         self.forced_end = None;
-        self.claims.push((through.clone(), claim_key));
+        self.claims.push((through.clone(), claim_key, claim));
         self.durable = Some(through);
         self.oldest_ms = if self.buffered() { Some(now_ms) } else { None };
         if let Some(s) = &mut self.spool {
@@ -293,7 +319,7 @@ impl ShardArchive {
         }
         self.update_levels();
         if !self.cleaned_up {
-            self.forget_older_claims(&first).await;
+            self.forget_older_claims(&first, now_ms).await;
             self.cleaned_up = true;
         }
         Ok(())
@@ -339,6 +365,7 @@ impl ShardArchive {
             spool = returned;
             let (file, rows) = encoded?;
             let size = file.as_file().metadata().map_err(failed)?.len();
+            self.fence.check().await?;
             self.shared.store.put_file(&key, file.path()).await.map_err(failed)?;
             if let Ok(mut ratio) = self.shared.ratio.lock()
                 && spooled > 0
@@ -363,17 +390,19 @@ impl ShardArchive {
         Ok(spool)
     }
 
-    /// Deletes the claims of cuts before `first` that an earlier owner left (it crashed between its checkpoint and
-    /// deleting them): no replay starts before this cut. Best effort: a claim left behind only holds compaction
-    /// off that shard's newer files.
-    async fn forget_older_claims(&self, first: &Position) {
+    /// Deletes what of the shard's claims a new owner no longer needs: claims before `first` an earlier owner left
+    /// (it crashed before its checkpoint's tombstone), and tombstones older than [`TOMBSTONE_RETENTION_MS`]. Best
+    /// effort: a claim left behind only holds compaction off that shard's newer files.
+    async fn forget_older_claims(&self, first: &Position, now_ms: i64) {
         let prefix = self.shared.config.claims_prefix(&self.shard);
         let stale = match self.shared.store.list(&prefix).await {
             Ok(objects) => objects
                 .into_iter()
                 .filter(|o| {
                     let name = o.key.strip_prefix(&prefix).unwrap_or_default();
+                    // Old enough that it is a tombstone, or would be one: no paused owner comes back for it.
                     ClaimPosition::from_file_name(name).is_some_and(|p| &p < first)
+                        && now_ms - o.last_modified_ms > TOMBSTONE_RETENTION_MS
                 })
                 .map(|o| o.key)
                 .collect::<Vec<_>>(),
@@ -434,15 +463,24 @@ impl ShardProcessor for ShardArchive {
         Ok(self.report())
     }
 
+    /// The claims of checkpointed cuts become tombstones: their rows are never to be written again.
     async fn checkpointed(&mut self, position: &Position) {
         let (done, live): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.claims).into_iter().partition(|(t, _)| t <= position);
+            std::mem::take(&mut self.claims).into_iter().partition(|(t, _, _)| t <= position);
         self.claims = live;
-        let keys: Vec<String> = done.into_iter().map(|(_, key)| key).collect();
-        if !keys.is_empty()
-            && let Err(e) = self.shared.store.delete(&keys).await
-        {
-            tracing::warn!(shard = %self.shard, error = %e, "Could not delete the claims of checkpointed cuts; the next owner does.");
+        let now = (self.shared.clock)().as_i64();
+        for (_, key, mut claim) in done {
+            claim.checkpointed_at_ms = Some(now);
+            let body = match serde_json::to_vec(&claim) {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::error!(shard = %self.shard, claim = %key, error = %e, "Could not encode a tombstone.");
+                    continue;
+                }
+            };
+            if let Err(e) = self.shared.store.put(&key, Bytes::from(body)).await {
+                tracing::warn!(shard = %self.shard, claim = %key, error = %e, "Could not turn a checkpointed cut's claim into a tombstone; the ownership checks still fence the shard.");
+            }
         }
     }
 

@@ -26,7 +26,7 @@ use chimewatch_stream::consumer::SequenceNumber;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::archive::{CLAIMS_DIR, ClaimPosition};
+use crate::archive::{CLAIMS_DIR, Claim, ClaimPosition};
 use crate::encode::{BATCH_ROWS, EncodeError, FileWriter, read_file};
 use crate::layout::{Format, Table, root};
 
@@ -98,20 +98,38 @@ fn archived_range(file_name: &str, format: Format) -> Option<(String, SequenceNu
 }
 
 /// Per shard, the first row of its oldest live claim: files of the shard from there on may still be rewritten.
+///
+/// Claims are read from the newest back to the newest tombstone: a tombstone means the shard was checkpointed past
+/// every older claim, so only the claims after it are live (usually one per shard, or none).
 async fn live_claims(store: &dyn ObjectStore, root: &str) -> Result<HashMap<String, SequenceNumber>, ObjectError> {
     let prefix = format!("{root}{CLAIMS_DIR}/");
-    let mut oldest: HashMap<String, SequenceNumber> = HashMap::new();
+    let mut by_shard: HashMap<String, Vec<(ClaimPositionKey, String)>> = HashMap::new();
     for claim in store.list(&prefix).await? {
         let rest = claim.key.strip_prefix(&prefix).unwrap_or_default();
         let Some((shard, name)) = rest.rsplit_once('/') else { continue };
         let Some(first) = ClaimPosition::from_file_name(name) else { continue };
-        let entry = oldest.entry(shard.to_owned()).or_insert_with(|| first.sequence.clone());
-        if first.sequence < *entry {
-            *entry = first.sequence;
+        by_shard.entry(shard.to_owned()).or_default().push(((first.sequence, first.sub_sequence), claim.key));
+    }
+    let mut oldest: HashMap<String, SequenceNumber> = HashMap::new();
+    for (shard, mut claims) in by_shard {
+        claims.sort();
+        for ((sequence, _), key) in claims.into_iter().rev() {
+            let tombstone = match store.get(&key).await? {
+                Some(body) => serde_json::from_slice::<Claim>(&body).is_ok_and(|c| c.checkpointed_at_ms.is_some()),
+                // Deleted since it was listed: it was done.
+                None => true,
+            };
+            if tombstone {
+                break;
+            }
+            oldest.insert(shard.clone(), sequence);
         }
     }
     Ok(oldest)
 }
+
+/// A claim's first row, ordered as the shard orders it.
+type ClaimPositionKey = (SequenceNumber, u64);
 
 /// Finishes or drops the intents an interrupted run left.
 async fn finish_intents(store: &dyn ObjectStore, root: &str, report: &mut CompactReport) -> Result<(), CompactError> {

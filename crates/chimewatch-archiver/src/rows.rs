@@ -245,7 +245,7 @@ mod tests {
         assert_eq!((row.sip_method, row.sip_status, row.cseq_method.as_deref()), (None, Some(503), Some("INVITE")));
         assert_eq!((row.sip_call_id.as_deref(), row.ingest.as_str()), (Some("x@y"), "logSubscription"));
         let garbled = SipLogRecord::from_value(json!({
-            "voice_connector_id": "vc1", "aws_region": "us-east-1", "event_timestamp": 1, "call_id": "c", "sip_message": "not sip",
+            "voice_connector_id": "vc1", "aws_region": "us-east-1", "event_timestamp": 1_763_712_000_001_i64, "call_id": "c", "sip_message": "not sip",
         }))
         .unwrap();
         let Record::SipMessage(r) = Record::sip_message(garbled, Ingest::SipPost, 2) else { unreachable!() };

@@ -95,10 +95,11 @@ async fn ingest(
     let duplicate = state.dedup.duplicates(&keys, now);
     let mut records = Vec::new();
     let mut kept_keys = Vec::new();
-    for ((index, event), is_duplicate) in candidates.into_iter().zip(duplicate.iter().copied()) {
+    for ((index, mut event), is_duplicate) in candidates.into_iter().zip(duplicate.iter().copied()) {
         if is_duplicate {
             continue;
         }
+        state.config.external_ids.apply(&mut event.normalized);
         let key = event.dedup_key;
         let record = Record::client_event(event, now);
         match record.encode_bounded(state.config.max_record_bytes) {

@@ -33,6 +33,8 @@ pub struct GatewayConfig {
     /// Longest a client may take to send its request headers, and then its body.
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// What becomes of `externalUserId` and `externalMeetingId` before events reach the stream.
+    pub external_ids: crate::privacy::ExternalIds,
 }
 
 impl GatewayConfig {
@@ -62,6 +64,9 @@ impl GatewayConfig {
         if self.header_read_timeout.is_zero() || self.body_read_timeout.is_zero() {
             return Err("gateway.header_read_timeout and body_read_timeout must be positive".into());
         }
+        if matches!(&self.external_ids, crate::privacy::ExternalIds::Hash(key) if key.len() < 32) {
+            return Err("gateway.external_id_key must be at least 32 bytes to hash external ids".into());
+        }
         if self.dedup_window_ms < 0 || self.join_token_ttl_ms < 0 {
             return Err("gateway.dedup_window_secs and join_token_ttl_secs must not be negative".into());
         }
@@ -86,6 +91,7 @@ impl Default for GatewayConfig {
             max_concurrent_requests: 512,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
+            external_ids: crate::privacy::ExternalIds::Keep,
         }
     }
 }

@@ -143,8 +143,9 @@ pub fn parse_meeting_events(
         let result = parse_strict(raw.get())
             .map_err(|e| syntax(&e))
             .and_then(|v| normalize(v, &config.limits, now_ms))
-            .and_then(|n| {
+            .and_then(|mut n| {
                 check_scope(principal, index, &n.event)?;
+                config.external_ids.apply(&mut n);
                 let record = Record::meeting_event(n, Ingest::Batch, now_ms);
                 let data = record.encode_bounded(config.max_record_bytes)?;
                 Ok(OutRecord { partition_key: partition_key_for(&record), data })

@@ -9,6 +9,7 @@
 //! capped before and after inflation, and requests are authenticated before their bodies are parsed.
 //!
 //! - [`tls`]: optional TLS (rustls) from PEM files.
+//! - [`privacy`]: the customer's ids for people and meetings, kept, hashed or dropped before the stream.
 //!
 //! # Layout
 //! - [`config`]: the gateway's typed settings.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod dedup;
 pub mod error;
 pub mod ingest;
+pub mod privacy;
 pub mod telemetry;
 pub mod tls;
 

@@ -160,7 +160,7 @@ mod tests {
     #[test]
     fn bad_log_events_are_reasons_and_the_rest_decode() {
         let envelope = serde_json::json!({"messageType": "DATA_MESSAGE", "logGroup": "/aws/ChimeVoiceConnectorSipMessages/vc", "logEvents": [
-            {"id": "1", "timestamp": 1, "message": "{\"voice_connector_id\":\"vc\",\"aws_region\":\"us-east-1\",\"event_timestamp\":1,\"call_id\":\"c\",\"sip_message\":\"BYE\"}"},
+            {"id": "1", "timestamp": 1, "message": "{\"voice_connector_id\":\"vc\",\"aws_region\":\"us-east-1\",\"event_timestamp\":1763712000000,\"call_id\":\"c\",\"sip_message\":\"BYE\"}"},
             {"id": "2", "timestamp": 1, "message": "not json"},
             {"id": "3", "timestamp": 1, "message": "{\"voice_connector_id\":\"vc\"}"},
         ]});
@@ -197,7 +197,7 @@ mod tests {
 
     #[test]
     fn kpl_aggregates_mix_chimewatch_records_and_envelopes() {
-        let sip = SipLogRecord::from_value(serde_json::json!({"voice_connector_id": "vc", "aws_region": "r", "event_timestamp": 5, "call_id": "c", "sip_message": "ACK"})).unwrap();
+        let sip = SipLogRecord::from_value(serde_json::json!({"voice_connector_id": "vc", "aws_region": "r", "event_timestamp": 1_763_712_000_005_i64, "call_id": "c", "sip_message": "ACK"})).unwrap();
         let record = Record::sip_message(sip, Ingest::SipPost, 1);
         let mut agg = Aggregator::new();
         agg.push("a", record.encode());

@@ -23,6 +23,10 @@ pub struct SipLogRecord {
 /// Most bytes of one SIP message; a captured message is a few kilobytes at most.
 pub const MAX_SIP_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// Capture times from 2000-01-01 to 2100-01-01 (UTC): Voice Connector did not exist before, and a time past the end
+/// is a corrupt record (it would overflow the call tracker's arithmetic and make archive partitions in far years).
+pub const EVENT_TIMESTAMP_RANGE: std::ops::RangeInclusive<i64> = 946_684_800_000..=4_102_444_800_000;
+
 impl SipLogRecord {
     /// Validates one record given as a JSON value, naming the first field that is wrong.
     pub fn from_value(value: Value) -> Result<Self, EventError> {
@@ -57,8 +61,8 @@ impl SipLogRecord {
             ));
         }
         let event_timestamp = match m.remove("event_timestamp") {
-            Some(Value::Number(n)) if n.as_i64().is_some_and(|t| t >= 0) => n.as_i64().unwrap_or_default(),
-            Some(Value::String(s)) if s.parse::<i64>().is_ok_and(|t| t >= 0) => s.parse().unwrap_or_default(),
+            Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64().unwrap_or_default(),
+            Some(Value::String(s)) if s.parse::<i64>().is_ok() => s.parse().unwrap_or_default(),
             Some(other) => {
                 return Err(EventError::new(
                     "event_timestamp",
@@ -70,6 +74,17 @@ impl SipLogRecord {
                 return Err(EventError::new("event_timestamp", RejectKind::Missing, "missing"));
             }
         };
+        if !EVENT_TIMESTAMP_RANGE.contains(&event_timestamp) {
+            return Err(EventError::new(
+                "event_timestamp",
+                RejectKind::OutOfRange,
+                format!(
+                    "{event_timestamp} is outside 2000-01-01 to 2100-01-01 ({} to {} ms since the epoch)",
+                    EVENT_TIMESTAMP_RANGE.start(),
+                    EVENT_TIMESTAMP_RANGE.end()
+                ),
+            ));
+        }
         Ok(Self { voice_connector_id, aws_region, event_timestamp, call_id, sip_message, extra: m })
     }
 }
@@ -91,7 +106,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let ok = json!({"voice_connector_id": "vc", "aws_region": "us-east-1", "event_timestamp": 1, "call_id": "c", "sip_message": "OPTIONS"});
+        let ok = json!({"voice_connector_id": "vc", "aws_region": "us-east-1", "event_timestamp": 1_763_712_000_000_i64, "call_id": "c", "sip_message": "OPTIONS"});
         let check = |patch: Value, expect: &str| {
             let mut v = ok.clone();
             v.as_object_mut().unwrap().extend(patch.as_object().unwrap().clone());
@@ -102,6 +117,14 @@ mod tests {
         check(
             json!({"event_timestamp": "soon"}),
             "event_timestamp: expected milliseconds since the epoch, got the string \"soon\"",
+        );
+        check(
+            json!({"event_timestamp": i64::MAX}),
+            "event_timestamp: 9223372036854775807 is outside 2000-01-01 to 2100-01-01 (946684800000 to 4102444800000 ms since the epoch)",
+        );
+        check(
+            json!({"event_timestamp": -5}),
+            "event_timestamp: -5 is outside 2000-01-01 to 2100-01-01 (946684800000 to 4102444800000 ms since the epoch)",
         );
         assert_eq!(
             SipLogRecord::from_value(json!([1])).unwrap_err().to_string(),

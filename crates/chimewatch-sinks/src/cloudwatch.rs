@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 use aws_smithy_types::DateTime;
 
 use chimewatch_model::Clock;
@@ -31,9 +32,13 @@ pub struct CloudWatchSink {
     clock: Clock,
 }
 
-/// A CloudWatch client from the AWS SDK configuration.
-pub fn client(sdk: &aws_types::SdkConfig) -> Client {
-    Client::new(sdk)
+/// A CloudWatch client from the AWS SDK configuration, with `interceptors` on every call.
+pub fn client(sdk: &aws_types::SdkConfig, interceptors: &[SharedInterceptor]) -> Client {
+    let mut builder = aws_sdk_cloudwatch::config::Builder::from(sdk);
+    for i in interceptors {
+        builder.push_interceptor(i.clone());
+    }
+    Client::from_conf(builder.build())
 }
 
 impl CloudWatchSink {

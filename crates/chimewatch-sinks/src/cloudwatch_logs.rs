@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::Client;
 use aws_sdk_cloudwatchlogs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
+use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 
 use chimewatch_model::Clock;
 
@@ -30,9 +31,13 @@ pub struct CloudWatchLogsSink {
     clock: Clock,
 }
 
-/// A CloudWatch Logs client from the AWS SDK configuration.
-pub fn client(sdk: &aws_types::SdkConfig) -> Client {
-    Client::new(sdk)
+/// A CloudWatch Logs client from the AWS SDK configuration, with `interceptors` on every call.
+pub fn client(sdk: &aws_types::SdkConfig, interceptors: &[SharedInterceptor]) -> Client {
+    let mut builder = aws_sdk_cloudwatchlogs::config::Builder::from(sdk);
+    for i in interceptors {
+        builder.push_interceptor(i.clone());
+    }
+    Client::from_conf(builder.build())
 }
 
 impl CloudWatchLogsSink {

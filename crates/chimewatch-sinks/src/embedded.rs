@@ -115,6 +115,14 @@ pub struct StoredLogEvent {
 }
 
 /// Dimensions as stored and matched: sorted `[name, value]` pairs in JSON.
+/// One stored series: what `metrics list` prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesId {
+    pub namespace: String,
+    pub metric: String,
+    pub dimensions: Vec<(String, String)>,
+}
+
 fn dimension_key(dimensions: &[(String, String)]) -> String {
     let mut d: Vec<&(String, String)> = dimensions.iter().collect();
     d.sort();
@@ -164,6 +172,41 @@ impl EmbeddedStore {
     }
 
     /// Statistics per period of one series.
+    /// The series with values since `since_ms`, as ListMetrics gives them: namespace, metric name, dimensions;
+    /// optionally of one namespace and one metric.
+    pub fn list_metrics(
+        &self,
+        namespace: Option<&str>,
+        metric: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Vec<SeriesId>, SinkError> {
+        let (namespace, metric) = (namespace.map(str::to_owned), metric.map(str::to_owned));
+        self.with(move |conn, path| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT DISTINCT namespace, name, dimensions FROM metric_values
+                     WHERE timestamp_ms >= ?1 AND (?2 IS NULL OR namespace = ?2) AND (?3 IS NULL OR name = ?3)
+                     ORDER BY namespace, name, dimensions",
+                )
+                .map_err(store_error(path))?;
+            let rows = stmt
+                .query_map(params![since_ms, namespace, metric], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                })
+                .map_err(store_error(path))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (namespace, name, dims) = row.map_err(store_error(path))?;
+                let dims: Vec<(String, String)> = serde_json::from_str(&dims).map_err(|e| SinkError::Fatal {
+                    operation: "embedded store",
+                    message: format!("{}: stored dimensions {dims:?}: {e}", path.display()),
+                })?;
+                out.push(SeriesId { namespace, metric: name, dimensions: dims });
+            }
+            Ok(out)
+        })
+    }
+
     pub fn query_metrics(&self, q: &MetricQuery) -> Result<Vec<MetricPoint>, SinkError> {
         let q = q.clone();
         self.with(move |conn, path| {
@@ -447,6 +490,18 @@ mod tests {
             stats: vec![Stat::Sum],
         };
         assert_eq!(store.query_metrics(&q).unwrap()[0].stats[0].1, 1.0);
+        let listed = store.list_metrics(Some("AmazonChimeSDKMeetingEvents"), None, 0).unwrap();
+        assert_eq!(
+            listed,
+            [SeriesId {
+                namespace: "AmazonChimeSDKMeetingEvents".to_owned(),
+                metric: "meetingFailed".to_owned(),
+                dimensions: vec![("meetingStatus".to_owned(), "TaskFailed".to_owned())]
+            }],
+            "only what was stored"
+        );
+        assert!(store.list_metrics(None, Some("other"), 0).unwrap().is_empty());
+        assert!(store.list_metrics(None, None, 120_000).unwrap().is_empty(), "nothing since");
         let empty = store.put("g", "s", &[LogEvent { timestamp: UnixMillis(1), message: String::new() }]).await;
         assert_eq!(empty.rejected.len(), 1);
     }

@@ -9,6 +9,7 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, Length};
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
@@ -45,10 +46,13 @@ fn read_error(op: &'static str, key: &str, e: impl std::fmt::Display) -> ObjectE
 
 /// An S3 client from the AWS SDK configuration, with path-style addressing when an endpoint is set (S3-compatible
 /// stores and emulators on an IP address have no virtual-host buckets).
-pub fn client(sdk: &aws_types::SdkConfig) -> Client {
+pub fn client(sdk: &aws_types::SdkConfig, interceptors: &[SharedInterceptor]) -> Client {
     let mut builder = aws_sdk_s3::config::Builder::from(sdk);
     if sdk.endpoint_url().is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some() {
         builder = builder.force_path_style(true);
+    }
+    for i in interceptors {
+        builder.push_interceptor(i.clone());
     }
     Client::from_conf(builder.build())
 }

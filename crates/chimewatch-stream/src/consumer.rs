@@ -146,9 +146,52 @@ pub trait ShardProcessor: Send + Sync {
     async fn checkpointed(&mut self, _position: &Position) {}
 }
 
-/// Creates a worker's shard processors.
+/// Creates a worker's shard processors; `fence` tells a processor whether the worker still holds the shard.
 pub trait ProcessorFactory: Send + Sync + Debug {
-    fn create(&self, shard_id: &str) -> Box<dyn ShardProcessor>;
+    fn create(&self, shard_id: &str, fence: Fence) -> Box<dyn ShardProcessor>;
+}
+
+/// Whether this worker still owns a shard's lease, asked of the lease table itself (a consistent read): for a
+/// processor about to write somewhere the lease does not fence (objects in S3), so that a worker that lost the shard
+/// while paused stops before writing rather than after.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    store: std::sync::Arc<dyn crate::lease::LeaseStore>,
+    shard_id: String,
+    owner: String,
+}
+
+impl Fence {
+    pub fn new(store: std::sync::Arc<dyn crate::lease::LeaseStore>, shard_id: &str, owner: &str) -> Self {
+        Self { store, shard_id: shard_id.to_owned(), owner: owner.to_owned() }
+    }
+
+    /// A fence over a table of its own that gives the shard to `owner`: for a processor run outside a worker (tests,
+    /// tools), where nobody else can take it.
+    pub fn held(shard_id: &str, owner: &str) -> Self {
+        let store = crate::lease::memory::MemoryLeaseStore::default();
+        store.restore([crate::lease::Lease {
+            shard_id: shard_id.to_owned(),
+            owner: Some(owner.to_owned()),
+            counter: 1,
+            checkpoint: crate::lease::Checkpoint::TrimHorizon,
+            parents: Vec::new(),
+        }]);
+        Self::new(std::sync::Arc::new(store), shard_id, owner)
+    }
+
+    /// Ok while the lease table names this worker the shard's owner.
+    pub async fn check(&self) -> Result<(), ProcessError> {
+        match self.store.get(&self.shard_id).await {
+            Ok(Some(lease)) if lease.owner.as_deref() == Some(self.owner.as_str()) => Ok(()),
+            Ok(lease) => Err(ProcessError(format!(
+                "lease of shard {} is no longer this worker's ({}): another worker took it",
+                self.shard_id,
+                lease.and_then(|l| l.owner).map_or_else(|| "no owner".to_owned(), |o| format!("owner {o}"))
+            ))),
+            Err(e) => Err(ProcessError(format!("could not confirm the lease of shard {}: {e}", self.shard_id))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

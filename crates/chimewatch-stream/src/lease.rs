@@ -88,6 +88,10 @@ pub enum LeaseError {
 #[async_trait]
 pub trait LeaseStore: Send + Sync + std::fmt::Debug {
     async fn list(&self) -> Result<Vec<Lease>, LeaseError>;
+    /// One lease, read consistently (a processor asks whether its worker still owns the shard).
+    async fn get(&self, shard_id: &str) -> Result<Option<Lease>, LeaseError> {
+        Ok(self.list().await?.into_iter().find(|l| l.shard_id == shard_id))
+    }
     /// Creates the lease unless one exists for the shard; returns whether it created it.
     async fn create_if_absent(&self, lease: Lease) -> Result<bool, LeaseError>;
     /// Sets the owner and bumps the counter, if the counter is still `expected`.

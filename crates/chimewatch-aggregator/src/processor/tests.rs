@@ -185,8 +185,8 @@ fn pos(seq: u64) -> Option<Position> {
 async fn windows_are_published_when_the_watermark_passes_and_only_then_checkpointed() {
     let sink = Arc::new(Sink::default());
     let (agg, telemetry) = setup(&sink);
-    let mut s1 = agg.create("s1");
-    let mut s2 = agg.create("s2");
+    let mut s1 = agg.create("s1", chimewatch_stream::consumer::Fence::held("s1", "w1"));
+    let mut s2 = agg.create("s2", chimewatch_stream::consumer::Fence::held("s2", "w1"));
     assert_eq!(s1.process(batch("s1", 1, vec![start(900, T0 + 1_000), start(1_100, T0 + 2_000)])).await, Ok(None));
     assert_eq!(s2.process(batch("s2", 1, vec![start(700, T0 + 3_000)])).await, Ok(None), "the window is open");
     assert_eq!(sink.logs.lock().unwrap().len(), 3, "log events are written at once");
@@ -229,7 +229,7 @@ async fn windows_are_published_when_the_watermark_passes_and_only_then_checkpoin
 async fn a_failed_publish_is_retried_and_the_checkpoint_waits_for_it() {
     let sink = Arc::new(Sink::default());
     let (agg, telemetry) = setup(&sink);
-    let mut s1 = agg.create("s1");
+    let mut s1 = agg.create("s1", chimewatch_stream::consumer::Fence::held("s1", "w1"));
     sink.failures.store(3, Ordering::SeqCst);
     assert_eq!(s1.process(batch("s1", 1, vec![start(900, T0 + 1_000)])).await, Ok(None));
     assert_eq!(s1.process(batch("s1", 2, vec![start(800, T0 + 80_000)])).await, Ok(None));
@@ -252,7 +252,7 @@ async fn a_failed_publish_is_retried_and_the_checkpoint_waits_for_it() {
 async fn a_flush_publishes_every_open_window_and_checkpoints_everything() {
     let sink = Arc::new(Sink::default());
     let (agg, _) = setup(&sink);
-    let mut s1 = agg.create("s1");
+    let mut s1 = agg.create("s1", chimewatch_stream::consumer::Fence::held("s1", "w1"));
     s1.process(batch(
         "s1",
         1,
@@ -269,7 +269,7 @@ async fn a_flush_publishes_every_open_window_and_checkpoints_everything() {
 async fn late_events_add_values_to_their_minute() {
     let sink = Arc::new(Sink::default());
     let (agg, telemetry) = setup(&sink);
-    let mut s1 = agg.create("s1");
+    let mut s1 = agg.create("s1", chimewatch_stream::consumer::Fence::held("s1", "w1"));
     s1.process(batch("s1", 1, vec![start(900, T0 + 1_000), start(100, T0 + 80_000)])).await.unwrap();
     assert_eq!(sink.total("meetingStartDurationMs"), 1.0);
     // Published at once; not yet durable, since the first batch also fed the second minute, still open.
@@ -291,7 +291,7 @@ async fn late_events_add_values_to_their_minute() {
 async fn sip_records_pass_by_and_still_move_the_checkpoint() {
     let sink = Arc::new(Sink::default());
     let (agg, telemetry) = setup(&sink);
-    let mut s1 = agg.create("s1");
+    let mut s1 = agg.create("s1", chimewatch_stream::consumer::Fence::held("s1", "w1"));
     let sip = chimewatch_model::SipLogRecord::from_value(serde_json::json!({
         "voice_connector_id": "vc", "aws_region": "us-east-1", "event_timestamp": T0, "call_id": "c1",
         "sip_message": "OPTIONS sip:a SIP/2.0\r\n\r\n"
@@ -308,7 +308,7 @@ async fn a_refused_datum_is_dead_lettered_and_counted_and_holds_nothing_back() {
     let letters = Arc::new(Letters::default());
     let (agg, telemetry) = setup_with(&sink, config(), &letters);
     *sink.refuse.lock().unwrap() = Some("meetingStartSucceeded");
-    let mut s1 = agg.create("s1");
+    let mut s1 = agg.create("s1", chimewatch_stream::consumer::Fence::held("s1", "w1"));
     s1.process(batch("s1", 1, vec![start(900, T0 + 1_000)])).await.unwrap();
     assert_eq!(s1.flush().await, Ok(pos(1)), "the checkpoint passes what was refused");
     assert_eq!(sink.total("meetingStartDurationMs"), 1.0, "the rest was published");
@@ -326,7 +326,7 @@ async fn a_refused_datum_is_dead_lettered_and_counted_and_holds_nothing_back() {
 async fn a_publish_cut_off_by_an_aborted_shard_task_still_completes() {
     let sink = Arc::new(Sink::default());
     let (agg, _) = setup(&sink);
-    let mut s1 = agg.create("s1");
+    let mut s1 = agg.create("s1", chimewatch_stream::consumer::Fence::held("s1", "w1"));
     s1.process(batch("s1", 1, vec![start(900, T0 + 1_000)])).await.unwrap();
     sink.gated.store(true, Ordering::SeqCst);
     // The lease moves while the shard's task waits on CloudWatch: the task is aborted mid-publish.
@@ -345,7 +345,7 @@ async fn a_publish_cut_off_by_an_aborted_shard_task_still_completes() {
     }
     assert_eq!(sink.total("meetingStartDurationMs"), 1.0, "the window the aborted task was publishing was published");
     // Nothing was lost to the abort: the next processor of the shard flushes the rest.
-    agg.create("s1").flush().await.unwrap();
+    agg.create("s1", chimewatch_stream::consumer::Fence::held("s1", "w1")).flush().await.unwrap();
     assert_eq!(sink.total("meetingStartDurationMs"), 2.0);
 }
 
@@ -354,7 +354,7 @@ async fn past_its_bounds_a_shard_stops_reading_until_the_sink_takes_what_waits()
     let sink = Arc::new(Sink::default());
     let config = AggregatorServiceConfig { max_pending_log_events: 3, ..config() };
     let (agg, telemetry) = setup_with(&sink, config, &Arc::default());
-    let mut s1 = agg.create("s1");
+    let mut s1 = agg.create("s1", chimewatch_stream::consumer::Fence::held("s1", "w1"));
     sink.failures.store(6, Ordering::SeqCst);
     let events: Vec<Record> = (0..5).map(|i| start(900, T0 + 1_000 + i)).collect();
     // The call returns only once the sink took the log events: the shard read nothing more meanwhile.

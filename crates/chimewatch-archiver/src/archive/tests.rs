@@ -185,7 +185,7 @@ async fn run(
     batches: &[(u64, u64)],
     checkpoint: &mut Option<Position>,
 ) -> Result<(), ProcessError> {
-    let mut shard = archiving.create("shard-0000");
+    let mut shard = archiving.create("shard-0000", chimewatch_stream::consumer::Fence::held("shard-0000", "w1"));
     for &(from, to) in batches {
         // The runtime skips what the checkpoint covers.
         let mut b = batch(from, to);
@@ -202,7 +202,7 @@ async fn run(
 #[tokio::test]
 async fn a_cut_by_age_writes_every_partition_and_only_then_moves_the_checkpoint() {
     let s = setup(|_| {});
-    let mut shard = s.archiving.create("shard-0000");
+    let mut shard = s.archiving.create("shard-0000", chimewatch_stream::consumer::Fence::held("shard-0000", "w1"));
     assert_eq!(shard.process(batch(0, 39)).await.unwrap(), None, "rows wait for their files");
     advance(299_000);
     assert_eq!(shard.process(batch(39, 39)).await.unwrap(), None, "not yet five minutes");
@@ -238,7 +238,7 @@ async fn a_cut_by_age_writes_every_partition_and_only_then_moves_the_checkpoint(
 #[tokio::test]
 async fn files_are_sorted_by_event_time() {
     let s = setup(|_| {});
-    let mut shard = s.archiving.create("shard-0000");
+    let mut shard = s.archiving.create("shard-0000", chimewatch_stream::consumer::Fence::held("shard-0000", "w1"));
     shard.process(batch(0, 300)).await.unwrap();
     assert_eq!(shard.flush().await.unwrap(), Some(position(299)));
     assert_every_file_sorted(&s).await;
@@ -262,7 +262,7 @@ async fn assert_every_file_sorted(s: &Setup) {
 #[tokio::test]
 async fn a_cut_by_size_aims_at_the_file_size() {
     let s = setup(|c| c.max_file_bytes = 20_000);
-    let mut shard = s.archiving.create("shard-0000");
+    let mut shard = s.archiving.create("shard-0000", chimewatch_stream::consumer::Fence::held("shard-0000", "w1"));
     let mut cuts_at = Vec::new();
     for from in (0..420).step_by(21) {
         if let Some(p) = shard.process(batch(from, from + 21)).await.unwrap() {
@@ -292,7 +292,7 @@ async fn a_crash_mid_cut_then_a_replay_in_other_batches_archives_every_row_once(
         run(&s.archiving, &batches, &mut checkpoint).await.unwrap();
         assert!(checkpoint >= Some(position(128)), "the replay wrote the crashed cut");
         // Its lease moves on: the next owner starts at the checkpoint, and flushes at the end.
-        let mut shard = s.archiving.create("shard-0000");
+        let mut shard = s.archiving.create("shard-0000", chimewatch_stream::consumer::Fence::held("shard-0000", "w1"));
         let mut rest = batch(0, 159);
         rest.records.retain(|c| checkpoint.as_ref().is_none_or(|cp| &c.position > cp));
         shard.process(rest).await.unwrap();
@@ -300,8 +300,10 @@ async fn a_crash_mid_cut_then_a_replay_in_other_batches_archives_every_row_once(
         shard.checkpointed(&position(158)).await;
         assert_eq!(archived(&s.store.inner).await, expected(159), "crash after {crash_after} objects");
         assert!(s.telemetry.claims_followed.get() >= 1, "the replay followed the crashed cut's claim");
-        let claims = s.store.list("lake/_chimewatch/cuts/shard-0000/").await.unwrap();
-        assert_eq!(claims, [], "claims of checkpointed cuts are deleted");
+        for claim in s.store.list("lake/_chimewatch/cuts/shard-0000/").await.unwrap() {
+            let body: Claim = serde_json::from_slice(&s.store.get(&claim.key).await.unwrap().unwrap()).unwrap();
+            assert!(body.checkpointed_at_ms.is_some(), "claims of checkpointed cuts are tombstones: {body:?}");
+        }
     }
 }
 
@@ -314,10 +316,11 @@ async fn an_earlier_claim_ending_sooner_splits_the_cut_there() {
         first: ClaimPosition::of(&position(0)),
         through: ClaimPosition::of(&position(29)),
         claimed_at_ms: T0,
+        checkpointed_at_ms: None,
     };
     let key = format!("lake/{CLAIMS_DIR}/shard-0000/{}", claim.first.file_name());
     s.store.put(&key, Bytes::from(serde_json::to_vec(&claim).unwrap())).await.unwrap();
-    let mut shard = s.archiving.create("shard-0000");
+    let mut shard = s.archiving.create("shard-0000", chimewatch_stream::consumer::Fence::held("shard-0000", "w1"));
     shard.process(batch(0, 81)).await.unwrap();
     assert_eq!(shard.flush().await.unwrap(), Some(position(80)));
     assert_eq!(archived(&s.store.inner).await, expected(81));
@@ -339,10 +342,11 @@ async fn flush_cannot_pass_a_claim_beyond_what_was_read() {
         first: ClaimPosition::of(&position(0)),
         through: ClaimPosition::of(&position(89)),
         claimed_at_ms: T0,
+        checkpointed_at_ms: None,
     };
     let key = format!("lake/{CLAIMS_DIR}/shard-0000/{}", claim.first.file_name());
     s.store.put(&key, Bytes::from(serde_json::to_vec(&claim).unwrap())).await.unwrap();
-    let mut shard = s.archiving.create("shard-0000");
+    let mut shard = s.archiving.create("shard-0000", chimewatch_stream::consumer::Fence::held("shard-0000", "w1"));
     shard.process(batch(0, 21)).await.unwrap();
     let err = shard.flush().await.unwrap_err();
     assert!(err.0.contains("earlier claim ends at"), "{err}");
@@ -352,7 +356,7 @@ async fn flush_cannot_pass_a_claim_beyond_what_was_read() {
 #[tokio::test]
 async fn ndjson_is_the_same_layout_in_another_format() {
     let s = setup(|c| c.format = Format::NdjsonGzip);
-    let mut shard = s.archiving.create("shard-0000");
+    let mut shard = s.archiving.create("shard-0000", chimewatch_stream::consumer::Fence::held("shard-0000", "w1"));
     shard.process(batch(0, 12)).await.unwrap();
     shard.flush().await.unwrap();
     let objects = s.store.list("lake/sip_messages/").await.unwrap();
@@ -386,7 +390,7 @@ fn compact_options(s: &Setup) -> crate::compact::CompactOptions {
 /// Archives records `0..n` in cuts of `per_cut` records, flushing at the end; the worker dies before it is told
 /// of the last checkpoint, so the last cut's claim stays.
 async fn archive_in_small_cuts(s: &Setup, n: u64, per_cut: u64) {
-    let mut shard = s.archiving.create("shard-0000");
+    let mut shard = s.archiving.create("shard-0000", chimewatch_stream::consumer::Fence::held("shard-0000", "w1"));
     for from in (0..n).step_by(per_cut as usize) {
         if let Some(p) = shard.process(batch(from, from + per_cut)).await.unwrap() {
             shard.checkpointed(&p).await;
@@ -458,4 +462,45 @@ proptest::proptest! {
             proptest::prop_assert!(well_formed, "{} was taken for a claim", name);
         }
     }
+}
+
+#[tokio::test]
+async fn an_owner_that_lost_the_shard_while_paused_finds_the_tombstone_and_writes_nothing() {
+    let s = setup(|_| {});
+    // The new owner archived and checkpointed rows 0..=49.
+    let mut new_owner = s.archiving.create("shard-0000", chimewatch_stream::consumer::Fence::held("shard-0000", "w2"));
+    new_owner.process(batch(0, 50)).await.unwrap();
+    assert_eq!(new_owner.flush().await.unwrap(), Some(position(49)));
+    new_owner.checkpointed(&position(49)).await;
+    let before = s.store.list("lake/meeting_events/").await.unwrap();
+    // The old owner wakes with the same rows spooled (its fence still answers from its stale view).
+    let mut old_owner = s.archiving.create("shard-0000", chimewatch_stream::consumer::Fence::held("shard-0000", "w1"));
+    old_owner.process(batch(0, 60)).await.unwrap();
+    let err = old_owner.flush().await.unwrap_err();
+    assert!(err.0.contains("checkpointed (at"), "{err}");
+    assert_eq!(s.store.list("lake/meeting_events/").await.unwrap(), before, "nothing written twice");
+}
+
+#[tokio::test]
+async fn a_worker_the_lease_table_no_longer_names_claims_and_writes_nothing() {
+    let s = setup(|_| {});
+    // The table gives the shard to w2; this processor runs for w1.
+    let store: std::sync::Arc<dyn chimewatch_stream::lease::LeaseStore> =
+        std::sync::Arc::new(chimewatch_stream::lease::memory::MemoryLeaseStore::default());
+    store
+        .create_if_absent(chimewatch_stream::lease::Lease {
+            shard_id: "shard-0000".into(),
+            owner: Some("w2".into()),
+            counter: 3,
+            checkpoint: chimewatch_stream::lease::Checkpoint::TrimHorizon,
+            parents: vec![],
+        })
+        .await
+        .unwrap();
+    let fence = chimewatch_stream::consumer::Fence::new(store, "shard-0000", "w1");
+    let mut shard = s.archiving.create("shard-0000", fence);
+    shard.process(batch(0, 20)).await.unwrap();
+    let err = shard.flush().await.unwrap_err();
+    assert!(err.0.contains("no longer this worker's (owner w2)"), "{err}");
+    assert!(s.store.list("lake/").await.unwrap().is_empty(), "no claim, no object");
 }

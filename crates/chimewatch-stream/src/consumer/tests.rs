@@ -150,7 +150,7 @@ struct Factory {
 }
 
 impl ProcessorFactory for Factory {
-    fn create(&self, shard_id: &str) -> Box<dyn ShardProcessor> {
+    fn create(&self, shard_id: &str, _fence: Fence) -> Box<dyn ShardProcessor> {
         Box::new(Recorder {
             worker: self.worker.clone(),
             shard: shard_id.into(),

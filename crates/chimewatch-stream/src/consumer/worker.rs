@@ -289,7 +289,10 @@ impl Worker {
             store: self.store.clone(),
             source: self.source.clone(),
             shards: shards.clone(),
-            processor: self.factory.create(&lease.shard_id),
+            processor: self.factory.create(
+                &lease.shard_id,
+                super::Fence::new(self.store.clone(), &lease.shard_id, &self.config.worker_id),
+            ),
             dead_letters: self.dead_letters.clone(),
             telemetry: self.telemetry.clone(),
             stop: stop.clone(),

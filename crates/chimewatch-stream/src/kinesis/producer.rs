@@ -47,7 +47,8 @@ pub struct KinesisProducerConfig {
     pub max_aggregate_bytes: usize,
     /// Bytes accepted but not yet durable before puts are refused with `Overloaded`.
     pub max_in_flight_bytes: u64,
-    /// Longest a put keeps retrying before it is reported as failed.
+    /// Longest a put keeps retrying before it is reported as failed: the client waits that long at most (plus the
+    /// flush ahead of it), then is told to come back.
     pub put_timeout: Duration,
     /// How often the shard map is refreshed even when nothing suggests a reshard.
     pub shard_refresh: Duration,
@@ -66,7 +67,7 @@ impl KinesisProducerConfig {
             aggregation: true,
             max_aggregate_bytes: 50 << 10,
             max_in_flight_bytes: 64 << 20,
-            put_timeout: Duration::from_secs(30),
+            put_timeout: Duration::from_secs(10),
             shard_refresh: Duration::from_secs(60),
             shard_bytes_per_sec: 1.5 * f64::from(1u32 << 20),
             shard_records_per_sec: 1500.0,

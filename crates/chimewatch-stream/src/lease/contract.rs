@@ -31,6 +31,8 @@ pub async fn check(store: &dyn LeaseStore, prefix: &str) {
 
     let taken = store.take(&a, 0, "w1").await.unwrap();
     assert_eq!((taken.owner.as_deref(), taken.counter), (Some("w1"), 1), "take sets the owner and bumps the counter");
+    assert_eq!(store.get(&a).await.unwrap(), Some(taken.clone()), "get reads one lease as it stands");
+    assert_eq!(store.get(&id("shard-none")).await.unwrap(), None, "get of a missing lease");
     assert!(
         matches!(store.take(&a, 0, "w2").await, Err(LeaseError::Conflict { .. })),
         "take is conditional on the counter"

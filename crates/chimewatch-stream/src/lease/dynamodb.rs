@@ -15,6 +15,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ReturnValue, ScalarAttributeType,
     TableStatus,
 };
+use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
 
 use super::{Checkpoint, Lease, LeaseError, LeaseStore};
 
@@ -42,9 +43,13 @@ fn is_conditional_failure<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> boo
     e.as_service_error().and_then(ProvideErrorMetadata::code) == Some("ConditionalCheckFailedException")
 }
 
-/// A DynamoDB client from the AWS SDK configuration.
-pub fn client(sdk: &aws_types::SdkConfig) -> Client {
-    Client::new(sdk)
+/// A DynamoDB client from the AWS SDK configuration, with `interceptors` on every call.
+pub fn client(sdk: &aws_types::SdkConfig, interceptors: &[SharedInterceptor]) -> Client {
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(sdk);
+    for i in interceptors {
+        builder.push_interceptor(i.clone());
+    }
+    Client::from_conf(builder.build())
 }
 
 impl DynamoLeaseStore {
@@ -143,6 +148,19 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<Lease, LeaseError
 
 #[async_trait]
 impl LeaseStore for DynamoLeaseStore {
+    async fn get(&self, shard_id: &str) -> Result<Option<Lease>, LeaseError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY, s(shard_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error("GetItem", e))?;
+        out.item().map(from_item).transpose()
+    }
+
     async fn list(&self) -> Result<Vec<Lease>, LeaseError> {
         let mut out = Vec::new();
         let mut start: Option<HashMap<String, AttributeValue>> = None;

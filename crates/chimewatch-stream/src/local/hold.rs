@@ -141,6 +141,10 @@ impl<S: LeaseStore> LeaseStore for HeldCheckpoints<S> {
         Ok(leases)
     }
 
+    async fn get(&self, shard_id: &str) -> Result<Option<Lease>, LeaseError> {
+        self.inner.get(shard_id).await
+    }
+
     async fn create_if_absent(&self, lease: Lease) -> Result<bool, LeaseError> {
         self.inner.create_if_absent(lease).await
     }

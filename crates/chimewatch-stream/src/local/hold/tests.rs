@@ -158,7 +158,7 @@ struct GatedProcessor {
 }
 
 impl crate::consumer::ProcessorFactory for Gate {
-    fn create(&self, _shard_id: &str) -> Box<dyn crate::consumer::ShardProcessor> {
+    fn create(&self, _shard_id: &str, _fence: crate::consumer::Fence) -> Box<dyn crate::consumer::ShardProcessor> {
         Box::new(GatedProcessor { gate: self.clone(), read: None })
     }
 }

@@ -44,7 +44,18 @@ fn dump_local(root: &std::path::Path, from_start: bool, follow: bool, out: &mut 
     loop {
         let mut any = false;
         for reader in &mut readers {
-            for r in reader.read(1000, 16 << 20)? {
+            let records = match reader.read(1000, 16 << 20) {
+                Ok(records) => records,
+                // Damage is reported where the records it cost would have been, and the reader has moved past it.
+                Err(damage @ local::LogError::Corrupt { .. }) => {
+                    any = true;
+                    out.flush();
+                    eprintln!("chimewatch stream dump: {damage}");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for r in records {
                 any = true;
                 out.emit(Ok(StreamRecord {
                     shard_id: local::shard_id(r.shard),

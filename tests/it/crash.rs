@@ -125,12 +125,14 @@ struct Role {
     server: Option<Server>,
     /// Wall-clock milliseconds of each kill.
     kills: Vec<i64>,
+    /// What its processes printed, collected at each `drain`.
+    printed: Vec<String>,
 }
 
 impl Role {
     fn new(name: &'static str, args: &[&str], env: Vec<(&'static str, String)>) -> Self {
-        let mut role =
-            Self { name, args: args.iter().map(|a| (*a).to_owned()).collect(), env, server: None, kills: Vec::new() };
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut role = Self { name, args, env, server: None, kills: Vec::new(), printed: Vec::new() };
         role.start();
         role
     }
@@ -140,8 +142,25 @@ impl Role {
         self.server = Some(Server::start(&args, &borrow(&self.env)));
     }
 
+    /// Collects what the running process printed so far; returns the shards it restarted from their checkpoints
+    /// after an error (a replay within one worker, without a lease move).
+    fn drain(&mut self) -> Vec<String> {
+        let lines = self.server.as_ref().map(Server::printed).unwrap_or_default();
+        let restarted = lines
+            .iter()
+            .filter(|l| l.contains("restarts from its checkpoint"))
+            .filter_map(|l| {
+                let at = l.find("shardId-")?;
+                Some(l[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect())
+            })
+            .collect();
+        self.printed.extend(lines);
+        restarted
+    }
+
     /// kill -9, then start again at once, as a supervisor would.
     fn crash(&mut self) {
+        self.drain();
         let mut server = self.server.take().expect("running");
         server.child.kill().unwrap();
         server.child.wait().unwrap();
@@ -154,29 +173,37 @@ impl Role {
     }
 }
 
-/// Every move of a lease between workers, seen by polling the lease table: the shard, the checkpoint its previous
-/// owner was last seen with (no later than the one the next owner starts from), and when the move was seen.
+/// When a shard may have been processed twice: every lease move, seen by polling the lease table, and every restart
+/// of a shard from its checkpoint within a worker, seen in the workers' output. Each is kept as the shard, the
+/// checkpoint the replay started from at the earliest (one seen before it), and the latest time it happened.
 #[derive(Clone, Default)]
-struct LeaseMoves(Arc<Mutex<Vec<(String, Checkpoint, i64)>>>);
+struct Replays {
+    /// Per shard, the owner and checkpoint of each poll that saw a change, with when.
+    seen: Arc<Mutex<BTreeMap<String, Vec<(i64, String, Checkpoint)>>>>,
+    replays: Arc<Mutex<Vec<(String, Checkpoint, i64)>>>,
+}
 
-impl LeaseMoves {
+impl Replays {
     fn watch(&self, store: chimewatch_stream::lease::dynamodb::DynamoLeaseStore) -> tokio::task::JoinHandle<()> {
         use chimewatch_stream::lease::LeaseStore;
-        let moves = self.0.clone();
+        let this = self.clone();
         tokio::spawn(async move {
-            // Per shard: the last owner seen and its checkpoint then.
-            let mut last: BTreeMap<String, (String, Checkpoint)> = BTreeMap::new();
             loop {
                 if let Ok(leases) = store.list().await {
                     let now = chimewatch_stream::system_clock().as_i64();
+                    let mut seen = this.seen.lock().unwrap();
                     for lease in leases {
                         let Some(owner) = lease.owner else { continue };
-                        if let Some((before, checkpoint)) = last.get(&lease.shard_id)
-                            && *before != owner
-                        {
-                            moves.lock().unwrap().push((lease.shard_id.clone(), checkpoint.clone(), now));
+                        let history = seen.entry(lease.shard_id.clone()).or_default();
+                        match history.last() {
+                            Some((_, o, c)) if *o == owner && *c == lease.checkpoint => {}
+                            Some((_, before, checkpoint)) if *before != owner => {
+                                let moved = (lease.shard_id.clone(), checkpoint.clone(), now);
+                                this.replays.lock().unwrap().push(moved);
+                                history.push((now, owner, lease.checkpoint));
+                            }
+                            _ => history.push((now, owner, lease.checkpoint)),
                         }
-                        last.insert(lease.shard_id, (owner, lease.checkpoint));
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -184,11 +211,21 @@ impl LeaseMoves {
         })
     }
 
-    /// The `loadSeq` of every record a move may have had processed twice: after the previous owner's checkpoint, and
-    /// old enough for it to have been read before the move (plus a lease-renewal round, the time an owner that lost
-    /// its lease to a steal needs to notice).
+    /// A shard restarted from its checkpoint somewhere between `since` and `by`.
+    fn restarted(&self, shard: &str, since: i64, by: i64) {
+        let seen = self.seen.lock().unwrap();
+        let checkpoint = seen
+            .get(shard)
+            .and_then(|h| h.iter().rev().find(|(at, _, _)| *at <= since))
+            .map_or(Checkpoint::TrimHorizon, |(_, _, c)| c.clone());
+        self.replays.lock().unwrap().push((shard.to_owned(), checkpoint, by));
+    }
+
+    /// The `loadSeq` of every record a replay may have processed twice: after the checkpoint it started from, and
+    /// old enough to have been read before it (plus a lease-renewal round, the time an owner that lost its lease to
+    /// a steal needs to notice).
     fn replayable(&self, lines: &[Value]) -> BTreeSet<String> {
-        let moves = self.0.lock().unwrap();
+        let replays = self.replays.lock().unwrap();
         let mut out = BTreeSet::new();
         for l in lines {
             let (Some(shard), Some(seq), Some(stamp), Some(id)) = (
@@ -205,12 +242,23 @@ impl LeaseMoves {
                 Checkpoint::At { sequence, sub_sequence } => (&seq, sub) > (sequence, *sub_sequence),
                 Checkpoint::ShardEnd => false,
             };
-            if moves.iter().any(|(s, c, seen)| s == shard && after(c) && stamp <= seen + 2_000) {
+            if replays.iter().any(|(s, c, by)| s == shard && after(c) && stamp <= by + 2_000) {
                 out.insert(id.to_owned());
             }
         }
         out
     }
+}
+
+/// Collects every aggregator's output since the last call and records the shard restarts it tells of.
+fn drain_restarts(roles: &mut [Role], replays: &Replays, since: &mut i64) {
+    let now = chimewatch_stream::system_clock().as_i64();
+    for role in roles.iter_mut().filter(|r| r.name.starts_with("aggregator")) {
+        for shard in role.drain() {
+            replays.restarted(&shard, *since, now);
+        }
+    }
+    *since = now;
 }
 
 fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -295,10 +343,11 @@ async fn kill_minus_nine_of_any_process_at_random_moments_loses_no_acknowledged_
         Role::new("archiver-2", &archiver, env.clone()),
     ];
 
-    let moves = LeaseMoves::default();
+    let replays = Replays::default();
     let leases =
         chimewatch_stream::lease::dynamodb::DynamoLeaseStore::open(crate::leases::client(&moto), &aggregator_leases);
-    let watching = moves.watch(leases.await.unwrap());
+    let watching = replays.watch(leases.await.unwrap());
+    let mut drained = chimewatch_stream::system_clock().as_i64();
     let url = target(roles[0].url("/v1/meeting-events"));
     let load = Load::default();
     let running = {
@@ -314,6 +363,7 @@ async fn kill_minus_nine_of_any_process_at_random_moments_loses_no_acknowledged_
             order = (0..roles.len()).collect();
             order.shuffle(&mut rng);
         }
+        drain_restarts(&mut roles, &replays, &mut drained);
         let victim = &mut roles[order.pop().unwrap()];
         victim.crash();
         if victim.name == "gateway" {
@@ -338,12 +388,7 @@ async fn kill_minus_nine_of_any_process_at_random_moments_loses_no_acknowledged_
     let twice: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "events stored twice: {twice:?}");
 
-    // Duplicates downstream come only from replays after a lease moved (a crash, or a steal to rebalance): records
-    // after the shard's checkpoint that the previous owner had already processed.
     let lines = dump(&["--stream", &stream], &borrow(&aws_env(&moto)));
-    let replayable = moves.replayable(&lines);
-    watching.abort();
-    let moved = moves.0.lock().unwrap().len();
     // CloudWatch and CloudWatch Logs: every stored event counted and logged at least once.
     let logs = logs_client(&moto);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -368,7 +413,15 @@ async fn kill_minus_nine_of_any_process_at_random_moments_loses_no_acknowledged_
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    // The archivers write what they buffered when stopped; then the archive is read back.
+    // Duplicates downstream come only from replays: after a lease moved (a crash, or a steal to rebalance) or a shard
+    // restarted, of records after the checkpoint that had already been processed.
+    drain_restarts(&mut roles, &replays, &mut drained);
+    watching.abort();
+    let replayable = replays.replayable(&lines);
+    let replay_count = replays.replays.lock().unwrap().len();
+    let restarts = roles.iter().flat_map(|r| &r.printed).filter(|l| l.contains("restarts from its checkpoint")).count();
+    // The archivers write what they buffered when stopped, once they have read everything; then the archive is read.
+    crate::faults::wait_until_checkpointed(&moto, &archiver_leases, &lines, Duration::from_secs(120)).await;
     for role in roles.iter_mut().filter(|r| r.name.starts_with("archiver")) {
         role.server.take().unwrap().terminate();
     }
@@ -388,7 +441,7 @@ async fn kill_minus_nine_of_any_process_at_random_moments_loses_no_acknowledged_
     eprintln!(
         "crash test (seed {seed}): {iterations} kills ({}); {} acknowledged, {} in the stream, {} unanswered requests; \
          counted {counted} (duplicates {metric_duplicates}), logged {} distinct (duplicates {log_duplicates}), \
-         archived {} distinct; {moved} lease moves, {} records replayable",
+         archived {} distinct; {replay_count} replays ({restarts} shard restarts), {} records replayable",
         kills.join(", "),
         acked.len(),
         stored.len(),

@@ -158,3 +158,42 @@ async fn dump_without_from_start_follows_new_records() {
     follower.kill().unwrap();
     follower.wait().unwrap();
 }
+
+/// A damaged sealed segment costs `stream dump` the records in it, said on stderr, and nothing else: it reads on.
+#[tokio::test]
+async fn stream_dump_reports_a_damaged_segment_and_reads_on() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let server = Server::start(&["up", "--data-dir", dir, "--local-shards", "1", "--local-segment-bytes", "4096"], &[]);
+    for batch in 0..20 {
+        let events: Vec<_> = (0..5)
+            .map(|i| {
+                json!({"name": "meetingStartRequested", "attributes": {
+                "meetingId": "m", "attendeeId": "a", "timestampMs": 1_763_712_000_000_i64 + batch * 5 + i}})
+            })
+            .collect();
+        let (status, _) =
+            server.post("/v1/meeting-events", serde_json::to_vec(&events).unwrap(), "application/json").await;
+        assert_eq!(status, 200);
+    }
+    server.terminate();
+    let shard = data.path().join("stream/shard-0000");
+    let mut segments: Vec<_> = std::fs::read_dir(&shard).unwrap().map(|e| e.unwrap().path()).collect();
+    segments.sort();
+    assert!(segments.len() >= 3, "the log rolled: {segments:?}");
+    // Flip a byte in the middle of the first sealed segment.
+    let mut bytes = std::fs::read(&segments[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&segments[0], bytes).unwrap();
+
+    let out = std::process::Command::new(crate::harness::BIN)
+        .args(["stream", "dump", "--from-start", "--data-dir", dir])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("lost") && stderr.contains(&segments[0].display().to_string()), "{stderr}");
+    let lines = String::from_utf8(out.stdout).unwrap().lines().count();
+    assert!(lines > 0 && lines < 100, "the records outside the damage are dumped: {lines} of 100");
+}

@@ -149,6 +149,51 @@ impl Load {
     }
 }
 
+/// Waits until a consumer application's checkpoints (in its DynamoDB lease table on moto) reach the last record of
+/// each shard in the dumped `lines`, so that stopping it leaves nothing unread; panics after `timeout`.
+pub async fn wait_until_checkpointed(moto: &str, table: &str, lines: &[Value], timeout: Duration) {
+    use chimewatch_stream::SequenceNumber;
+    use chimewatch_stream::lease::{Checkpoint, LeaseStore};
+    let mut ends: BTreeMap<String, (SequenceNumber, u64)> = BTreeMap::new();
+    for l in lines {
+        let (Some(shard), Some(seq)) =
+            (l["shardId"].as_str(), l["sequenceNumber"].as_str().and_then(|s| SequenceNumber::parse(s).ok()))
+        else {
+            continue;
+        };
+        let at = (seq, l["subSequenceNumber"].as_u64().unwrap_or(0));
+        let end = ends.entry(shard.to_owned()).or_insert_with(|| at.clone());
+        if at > *end {
+            *end = at;
+        }
+    }
+    let store =
+        chimewatch_stream::lease::dynamodb::DynamoLeaseStore::open(crate::leases::client(moto), table).await.unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let leases = store.list().await.unwrap_or_default();
+        let behind: Vec<&String> = ends
+            .iter()
+            .filter(|(shard, (seq, sub))| {
+                !leases.iter().any(|l| {
+                    &l.shard_id == *shard
+                        && match &l.checkpoint {
+                            Checkpoint::At { sequence, sub_sequence } => (sequence, sub_sequence) >= (seq, sub),
+                            Checkpoint::ShardEnd => true,
+                            Checkpoint::TrimHorizon => false,
+                        }
+                })
+            })
+            .map(|(shard, _)| shard)
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{table}: shards {behind:?} not checkpointed to their end in {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// The `loadSeq` of every event in dumped records, with how often each appears.
 pub fn dumped_seqs(lines: &[Value]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
@@ -397,6 +442,7 @@ async fn under_s3_faults_the_archiver_archives_every_acknowledged_event_once() {
     let mut faulty = aws_env(&moto);
     faulty.push(("AWS_ENDPOINT_URL_S3", proxy.url.clone()));
     let spool = tempfile::tempdir().unwrap();
+    let archiver_leases = unique("it-faults-archiver-leases");
     let archiver = Server::start(
         &[
             "archiver",
@@ -405,7 +451,7 @@ async fn under_s3_faults_the_archiver_archives_every_acknowledged_event_once() {
             "--bucket",
             &bucket,
             "--lease-table",
-            &unique("it-faults-archiver-leases"),
+            &archiver_leases,
             "--archive-max-age",
             "1s",
             "--archive-spool-dir",
@@ -425,7 +471,8 @@ async fn under_s3_faults_the_archiver_archives_every_acknowledged_event_once() {
         t0,
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let lines = dump(&["--stream", &stream], &borrow(&aws_env(&moto)));
+    wait_until_checkpointed(&moto, &archiver_leases, &lines, Duration::from_secs(120)).await;
     let metrics = reqwest::get(archiver.url("/metrics")).await.unwrap().text().await.unwrap();
     let printed = archiver.terminate();
     assert!(printed.iter().any(|l| l.contains("wrote its buffered rows")), "{printed:?}");

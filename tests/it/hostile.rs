@@ -297,3 +297,67 @@ async fn external_ids_can_be_hashed_before_they_reach_the_stream() {
     let user = dumped[0]["record"]["event"]["attributes"]["externalUserId"].as_str().unwrap();
     assert!(user.starts_with("hmac-sha256:"), "{user}");
 }
+
+/// Attendee tokens through the binary, during a rotation: the new and the previous secret both admit their tokens,
+/// while missing, malformed, foreign-signed and other-attendee tokens get 401 or 403 with a reason.
+#[tokio::test]
+async fn tokens_are_checked_and_a_rotation_keeps_both_secrets_working() {
+    let (new, old) = ("the-new-token-secret-of-32-bytes!", "the-old-token-secret-of-32-bytes!");
+    let mint = |secret: &str, attendee: &str| {
+        let out = std::process::Command::new(BIN)
+            .args(["token", "mint", "--meeting-id", "m-sec", "--attendee-id", attendee, "--token-secret", secret])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let data = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        &["up", "--data-dir", data.path().to_str().unwrap()],
+        &[("CHIMEWATCH_TOKEN_SECRET", new), ("CHIMEWATCH_PREVIOUS_TOKEN_SECRETS", old)],
+    );
+    let events = serde_json::to_vec(&json!([{"name": "meetingStartRequested", "attributes": {
+        "meetingId": "m-sec", "attendeeId": "a-1", "timestampMs": 1_763_712_000_000_i64}}]))
+    .unwrap();
+    let client = reqwest::Client::new();
+    let post = |token: Option<String>| {
+        let mut req = client
+            .post(server.url("/v1/meeting-events"))
+            .header("content-type", "application/json")
+            .body(events.clone());
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    assert_eq!(post(Some(mint(new, "a-1"))).await.0, 200, "a token of the current secret");
+    assert_eq!(post(Some(mint(old, "a-1"))).await.0, 200, "a token of the previous secret, during the rotation");
+    for (token, status, says) in [
+        (None, 401, "credentials"),
+        (Some("not.a.jwt".to_owned()), 401, "token"),
+        (Some(mint("a-secret-nobody-configured-32-bytes", "a-1")), 401, "InvalidSignature"),
+        (Some(mint(new, "a-2")), 403, "a-2"),
+    ] {
+        let (code, body) = post(token.clone()).await;
+        assert_eq!(code, status, "{token:?}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| e.contains(says)), "{token:?}: {body}");
+    }
+    drop(server);
+    // After the rotation, only the new secret's tokens pass.
+    let server =
+        Server::start(&["up", "--data-dir", data.path().to_str().unwrap()], &[("CHIMEWATCH_TOKEN_SECRET", new)]);
+    let (code, body) = {
+        let r = client
+            .post(server.url("/v1/meeting-events"))
+            .header("authorization", format!("Bearer {}", mint(old, "a-1")))
+            .body(events.clone())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    assert_eq!(code, 401, "{body}");
+}

@@ -355,8 +355,17 @@ impl Worker {
                 })
                 .collect();
             self.telemetry.requests.inc();
-            let response =
-                self.client.put_records().stream_name(&self.config.stream).set_records(Some(entries)).send().await;
+            // The SDK retries a throttled request itself, with backoff: bound the whole call by what is left of the
+            // put timeout, so that clients hear back in time. A call cut short may still have stored its records;
+            // the client's retry stores them again (at least once).
+            let left = give_up_at.saturating_duration_since(Instant::now());
+            let send = self.client.put_records().stream_name(&self.config.stream).set_records(Some(entries)).send();
+            let Ok(response) = tokio::time::timeout(left, send).await else {
+                self.telemetry.retries.inc_by(chosen.len() as u64);
+                last_error =
+                    format!("PutRecords did not answer within the put timeout ({:?})", self.config.put_timeout);
+                continue;
+            };
             match response {
                 Ok(out) => {
                     let mut failed = 0;

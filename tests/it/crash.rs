@@ -173,13 +173,16 @@ impl Role {
     }
 }
 
+/// A lease as one poll saw it: when, its owner, its checkpoint.
+type Observed = (i64, String, Checkpoint);
+
 /// When a shard may have been processed twice: every lease move, seen by polling the lease table, and every restart
 /// of a shard from its checkpoint within a worker, seen in the workers' output. Each is kept as the shard, the
 /// checkpoint the replay started from at the earliest (one seen before it), and the latest time it happened.
 #[derive(Clone, Default)]
 struct Replays {
     /// Per shard, the owner and checkpoint of each poll that saw a change, with when.
-    seen: Arc<Mutex<BTreeMap<String, Vec<(i64, String, Checkpoint)>>>>,
+    seen: Arc<Mutex<BTreeMap<String, Vec<Observed>>>>,
     replays: Arc<Mutex<Vec<(String, Checkpoint, i64)>>>,
 }
 

@@ -13,8 +13,10 @@
 //!   the cardinality guard.
 //! - [`dimension`]: the one rule that turns any dimension value into one CloudWatch accepts.
 //! - [`unit`]: the units of every metric chimewatch publishes, its own health figures included.
+//! - [`alarm`]: CloudWatch metric alarms, evaluated as CloudWatch evaluates them.
 
 pub mod aggregate;
+pub mod alarm;
 pub mod catalogue;
 pub mod dimension;
 pub mod distribution;

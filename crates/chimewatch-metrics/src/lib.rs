@@ -13,8 +13,12 @@
 //!   the cardinality guard.
 //! - [`dimension`]: the one rule that turns any dimension value into one CloudWatch accepts.
 //! - [`unit`]: the units of every metric chimewatch publishes, its own health figures included.
+//! - [`alarm`]: CloudWatch metric alarms (PutMetricAlarm definitions, metric math, evaluation with CloudWatch's
+//!   missing-data and low-sample rules, state history and SNS-shaped notifications), evaluated against any
+//!   [`alarm::MetricSource`].
 
 pub mod aggregate;
+pub mod alarm;
 pub mod catalogue;
 pub mod dimension;
 pub mod distribution;
@@ -23,6 +27,7 @@ pub mod voice;
 pub mod window;
 
 pub use aggregate::{Aggregator, AggregatorConfig, ClosedWindow, Series, SeriesValue};
+pub use alarm::{AlarmDefinition, AlarmSet, AlarmState, Evaluation, MetricSource, StatQuery, StateChange, evaluate};
 pub use catalogue::{Catalogue, CatalogueConfig, Fact, FactValue};
 pub use distribution::Distribution;
 pub use unit::Unit;

@@ -1,12 +1,14 @@
 //! The embedded metric and log store of `chimewatch up`: one SQLite file under the data directory. It takes what
 //! CloudWatch would (the same datums, values with counts, the same log events) and answers the queries the CLI
-//! offers: statistics and any percentile per period from the stored distributions, and log events matching a
-//! Logs Insights `filter`. Writes commit durably (WAL, synchronous FULL) before they are acknowledged.
+//! offers: statistics and any percentile per period from the stored distributions, log events matching a Logs
+//! Insights `filter`, and the Logs Insights queries of [`crate::logs_insights`]. Writes commit durably (WAL,
+//! synchronous FULL) before they are acknowledged.
 //!
 //! It refuses what CloudWatch refuses ([`check_datum`], [`check_event`]), so `up` shows what AWS would do with the
 //! same data; only the time range is not enforced, so that captures and fixtures of any date can be replayed.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +19,7 @@ use rusqlite::{Connection, params};
 
 use crate::logs::{LogEvent, LogSink, check_event};
 use crate::logs_filter::Filter;
+use crate::logs_insights::{Flow, InsightsQuery, QueryResults, SourceEvent};
 use crate::metrics::{Datum, DatumValue, MetricSink, Outcome, SinkError, check_datum, check_namespace};
 
 const SCHEMA: &str = "
@@ -279,6 +282,59 @@ impl EmbeddedStore {
             }
             Ok(out)
         })
+    }
+
+    /// Runs a Logs Insights query over the events of `groups` in `[since, until)`.
+    ///
+    /// Events stream from SQLite, selected there by group and time, newest first when the query needs an order;
+    /// only what the query keeps is held (its groups, or the rows its `limit` allows). It reads on a connection of
+    /// its own: in WAL mode a reader does not hold up the writers, so a long query does not stall the aggregator.
+    pub fn insights(
+        &self,
+        groups: &[String],
+        since_ms: i64,
+        until_ms: i64,
+        query: &InsightsQuery,
+    ) -> Result<QueryResults, SinkError> {
+        let mut run = query.start();
+        let mut groups = groups.to_vec();
+        groups.sort();
+        groups.dedup();
+        if groups.is_empty() {
+            return Ok(run.finish());
+        }
+        let path = self.path.as_path();
+        let conn = Connection::open(path).map_err(store_error(path))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(store_error(path))?;
+        let marks = vec!["?"; groups.len()].join(", ");
+        let order = if run.newest_first() { " ORDER BY timestamp_ms DESC, rowid DESC" } else { "" };
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT log_group, log_stream, timestamp_ms, message FROM log_events
+                 WHERE log_group IN ({marks}) AND timestamp_ms >= ? AND timestamp_ms < ?{order}"
+            ))
+            .map_err(store_error(path))?;
+        let params = groups
+            .iter()
+            .map(|g| rusqlite::types::Value::Text(g.clone()))
+            .chain([since_ms, until_ms].map(rusqlite::types::Value::Integer));
+        let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(store_error(path))?;
+        // One shared name per group rather than a copy per event.
+        let names: Vec<Rc<str>> = groups.iter().map(|g| Rc::from(g.as_str())).collect();
+        while let Some(row) = rows.next().map_err(store_error(path))? {
+            let group: String = row.get(0).map_err(store_error(path))?;
+            let Some(group) = names.iter().find(|n| ***n == *group).cloned() else { continue };
+            let event = SourceEvent {
+                group,
+                stream: row.get(1).map_err(store_error(path))?,
+                timestamp_ms: row.get(2).map_err(store_error(path))?,
+                message: row.get(3).map_err(store_error(path))?,
+            };
+            if run.push(event) == Flow::Done {
+                break;
+            }
+        }
+        Ok(run.finish())
     }
 }
 

@@ -1,6 +1,12 @@
 //! The subset of CloudWatch Logs Insights' `filter` syntax the embedded store answers, enough for the blog's
 //! queries: `name = "meetingFailed" and attributes.attendeeId = "..."`, `name in ["audioInputFailed", ...]`,
 //! `!=`, `<`, `<=`, `>`, `>=`, `not`, `or`, parentheses, dotted field paths into the JSON message.
+//!
+//! Its tokenizer and parser also serve [`crate::logs_insights`], which reads whole queries (`|`, `*`, backquoted
+//! names and `#` comments are tokens here for that reason) and evaluates a filter on its own rows through
+//! [`Filter::matches_by`].
+
+use std::borrow::Cow;
 
 use serde_json::Value;
 
@@ -38,7 +44,7 @@ pub struct FilterError {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Token {
+pub(crate) enum Token {
     Ident(String),
     Str(String),
     Num(f64),
@@ -48,6 +54,40 @@ enum Token {
     LBracket,
     RBracket,
     Comma,
+    Pipe,
+    Star,
+}
+
+impl Op {
+    fn symbol(self) -> &'static str {
+        match self {
+            Self::Eq => "=",
+            Self::Ne => "!=",
+            Self::Lt => "<",
+            Self::Le => "<=",
+            Self::Gt => ">",
+            Self::Ge => ">=",
+        }
+    }
+}
+
+/// A token as an error message names it: `"foo"`, `"|"`, `the string "x"`, `the end of the query`.
+pub(crate) fn describe(token: Option<&Token>) -> String {
+    let symbol = |s: &str| format!("{s:?}");
+    match token {
+        None => "the end of the query".to_owned(),
+        Some(Token::Ident(w)) => format!("{w:?}"),
+        Some(Token::Str(s)) => format!("the string {s:?}"),
+        Some(Token::Num(n)) => format!("the number {n}"),
+        Some(Token::Op(op)) => symbol(op.symbol()),
+        Some(Token::LParen) => symbol("("),
+        Some(Token::RParen) => symbol(")"),
+        Some(Token::LBracket) => symbol("["),
+        Some(Token::RBracket) => symbol("]"),
+        Some(Token::Comma) => symbol(","),
+        Some(Token::Pipe) => symbol("|"),
+        Some(Token::Star) => symbol("*"),
+    }
 }
 
 fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, FilterError> {
@@ -60,7 +100,13 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, FilterError> {
         let start = i;
         match c {
             c if c.is_whitespace() => i += 1,
-            '(' | ')' | '[' | ']' | ',' => {
+            // A comment runs to the end of its line, as in Logs Insights.
+            '#' => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '(' | ')' | '[' | ']' | ',' | '|' | '*' => {
                 out.push((
                     start,
                     match c {
@@ -68,10 +114,20 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, FilterError> {
                         ')' => Token::RParen,
                         '[' => Token::LBracket,
                         ']' => Token::RBracket,
+                        '|' => Token::Pipe,
+                        '*' => Token::Star,
                         _ => Token::Comma,
                     },
                 ));
                 i += 1;
+            }
+            // A backquoted field name may hold any character but a backquote (`detail-type`, `a b`).
+            '`' => {
+                let Some(len) = chars[i + 1..].iter().position(|&ch| ch == '`') else {
+                    return Err(err(start, "unterminated `name`".into()));
+                };
+                out.push((start, Token::Ident(chars[i + 1..i + 1 + len].iter().collect())));
+                i += len + 2;
             }
             '"' | '\'' => {
                 let mut s = String::new();
@@ -132,27 +188,47 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, FilterError> {
     Ok(out)
 }
 
-struct Parser {
+/// A cursor over a text's tokens; positions are in characters, from 0.
+pub(crate) struct Parser {
     tokens: Vec<(usize, Token)>,
-    pos: usize,
+    pub(crate) pos: usize,
     len: usize,
 }
 
 impl Parser {
-    fn at(&self) -> usize {
+    pub(crate) fn new(text: &str) -> Result<Self, FilterError> {
+        Ok(Self { tokens: tokenize(text)?, pos: 0, len: text.chars().count() })
+    }
+
+    /// Where the current token starts (the text's length at its end).
+    pub(crate) fn at(&self) -> usize {
         self.tokens.get(self.pos).map_or(self.len, |(at, _)| *at)
     }
 
-    fn peek(&self) -> Option<&Token> {
+    pub(crate) fn peek(&self) -> Option<&Token> {
         self.tokens.get(self.pos).map(|(_, t)| t)
     }
 
-    fn keyword(&self, word: &str) -> bool {
+    pub(crate) fn peek_at(&self, ahead: usize) -> Option<&Token> {
+        self.tokens.get(self.pos + ahead).map(|(_, t)| t)
+    }
+
+    pub(crate) fn keyword(&self, word: &str) -> bool {
         matches!(self.peek(), Some(Token::Ident(w)) if w.eq_ignore_ascii_case(word))
     }
 
-    fn error<T>(&self, message: impl Into<String>) -> Result<T, FilterError> {
+    pub(crate) fn error<T>(&self, message: impl Into<String>) -> Result<T, FilterError> {
         Err(FilterError { at: self.at(), message: message.into() })
+    }
+
+    /// `expected <what>, found <the current token>`, as the caller's error type.
+    pub(crate) fn expected<T, E: From<FilterError>>(&self, what: &str) -> Result<T, E> {
+        Err(FilterError { at: self.at(), message: format!("expected {what}, found {}", describe(self.peek())) }.into())
+    }
+
+    /// A whole expression (`a = 1 and not b in [2, 3]`), stopping before the first token that cannot continue it.
+    pub(crate) fn expression(&mut self) -> Result<Filter, FilterError> {
+        self.or()
     }
 
     fn or(&mut self) -> Result<Filter, FilterError> {
@@ -182,7 +258,7 @@ impl Parser {
             self.pos += 1;
             let inner = self.or()?;
             if self.peek() != Some(&Token::RParen) {
-                return self.error("expected )");
+                return self.expected(")");
             }
             self.pos += 1;
             return Ok(inner);
@@ -195,7 +271,7 @@ impl Parser {
             Some(Token::Ident(f)) if !["and", "or", "not", "in"].contains(&f.to_ascii_lowercase().as_str()) => {
                 f.split('.').map(str::to_owned).collect::<Vec<_>>()
             }
-            _ => return self.error("expected a field name"),
+            _ => return self.expected("a field name"),
         };
         self.pos += 1;
         let negated = self.keyword("not");
@@ -209,9 +285,9 @@ impl Parser {
             return Ok(if negated { Filter::Not(Box::new(f)) } else { f });
         }
         if negated {
-            return self.error("expected `in` after `not`");
+            return self.expected("`in` after `not`");
         }
-        let Some(Token::Op(op)) = self.peek().cloned() else { return self.error("expected =, !=, <, <=, >, >= or in") };
+        let Some(Token::Op(op)) = self.peek().cloned() else { return self.expected("=, !=, <, <=, >, >= or in") };
         self.pos += 1;
         let value = self.literal()?;
         Ok(Filter::Compare { field, op, value })
@@ -219,7 +295,7 @@ impl Parser {
 
     fn list(&mut self) -> Result<Vec<Literal>, FilterError> {
         if self.peek() != Some(&Token::LBracket) {
-            return self.error("expected [ after in");
+            return self.expected("[ after in");
         }
         self.pos += 1;
         let mut values = vec![self.literal()?];
@@ -233,7 +309,7 @@ impl Parser {
                     self.pos += 1;
                     return Ok(values);
                 }
-                _ => return self.error("expected , or ]"),
+                _ => return self.expected(", or ]"),
             }
         }
     }
@@ -243,7 +319,7 @@ impl Parser {
             Some(Token::Str(s)) => Literal::Str(s.clone()),
             Some(Token::Num(n)) => Literal::Num(*n),
             Some(Token::Ident(w)) if w == "true" || w == "false" => Literal::Bool(w == "true"),
-            _ => return self.error("expected a string, a number, true or false"),
+            _ => return self.expected("a string, a number, true or false"),
         };
         self.pos += 1;
         Ok(value)
@@ -253,39 +329,47 @@ impl Parser {
 impl Filter {
     /// Parses a filter expression; a leading `filter` keyword (as in a Logs Insights query) is allowed.
     pub fn parse(text: &str) -> Result<Self, FilterError> {
-        let mut p = Parser { tokens: tokenize(text)?, pos: 0, len: text.chars().count() };
+        let mut p = Parser::new(text)?;
         if p.keyword("filter") {
             p.pos += 1;
         }
         let f = p.or()?;
         if p.pos < p.tokens.len() {
-            return p.error("unexpected text after the expression");
+            return p.error(format!("unexpected text after the expression: {}", describe(p.peek())));
         }
         Ok(f)
     }
 
+    /// Whether a JSON log message matches, its fields found by their dotted paths.
     pub fn matches(&self, message: &Value) -> bool {
+        self.matches_by(&|path| lookup(message, path.iter().map(String::as_str)).map(Cow::Borrowed))
+    }
+
+    /// Whether a row matches, `get` giving the value of a field by its path (`None` when the row lacks it).
+    pub fn matches_by<'v>(&self, get: &dyn Fn(&[String]) -> Option<Cow<'v, Value>>) -> bool {
         match self {
-            Self::And(a, b) => a.matches(message) && b.matches(message),
-            Self::Or(a, b) => a.matches(message) || b.matches(message),
-            Self::Not(f) => !f.matches(message),
-            Self::Compare { field, op, value } => {
-                let found = lookup(message, field);
-                match (op, found) {
-                    (Op::Ne, None) => true,
-                    (_, None) => false,
-                    (op, Some(v)) => compare(v, *op, value),
-                }
-            }
-            Self::In { field, values } => {
-                lookup(message, field).is_some_and(|v| values.iter().any(|l| compare(v, Op::Eq, l)))
-            }
+            Self::And(a, b) => a.matches_by(get) && b.matches_by(get),
+            Self::Or(a, b) => a.matches_by(get) || b.matches_by(get),
+            Self::Not(f) => !f.matches_by(get),
+            Self::Compare { field, op, value } => match (op, get(field)) {
+                (Op::Ne, None) => true,
+                (_, None) => false,
+                (op, Some(v)) => compare(&v, *op, value),
+            },
+            Self::In { field, values } => get(field).is_some_and(|v| values.iter().any(|l| compare(&v, Op::Eq, l))),
         }
     }
 }
 
-fn lookup<'a>(message: &'a Value, path: &[String]) -> Option<&'a Value> {
-    path.iter().try_fold(message, |v, key| v.get(key))
+/// The value at a dotted path in a JSON message; a number steps into an array (`meetingHistory.0.name`), as Logs
+/// Insights flattens arrays. A JSON `null` is no value.
+pub(crate) fn lookup<'a, 'p>(message: &'a Value, mut path: impl Iterator<Item = &'p str>) -> Option<&'a Value> {
+    let found = path.try_fold(message, |v, key| match v {
+        Value::Object(map) => map.get(key),
+        Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })?;
+    (!found.is_null()).then_some(found)
 }
 
 fn compare(v: &Value, op: Op, literal: &Literal) -> bool {

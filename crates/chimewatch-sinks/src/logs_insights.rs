@@ -16,10 +16,11 @@
 //!   ([`MAX_LIMIT`]). (An older console default was 1,000 rows; the documentation now says 10,000.)
 //! - `sort` uses a natural order: ascending, every non-number value comes before every number, numbers compare as
 //!   numbers, and other text compares in chunks, runs of digits by length and then value, the rest by code point;
-//!   `desc` is the reverse. Without `sort`, events come newest first (the console's `sort @timestamp desc`).
+//!   `desc` is the reverse.
 //! - `#` starts a comment; backquotes quote a field name.
 //!
-//! Where the documentation is silent, these are this module's choices: `sort` without `asc`/`desc` is ascending;
+//! Where the documentation is silent, these are this module's choices: without `sort`, events come newest first
+//! (the order of the console's default query, `sort @timestamp desc`); `sort` without `asc`/`desc` is ascending;
 //! rows lacking a sort field come last either way; `stats` groups come in the order of their `by` values (ascending
 //! text) until a `sort` orders them; a `stats` over no events gives no rows; numeric strings count as numbers in
 //! `sum`, `avg`, `min` and `max`; a JSON object or array is shown as its JSON text. Parentheses, `not` and function

@@ -264,7 +264,7 @@ pub struct MetricsQueryArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum LogsCommand {
-    /// Log events matching a Logs Insights filter, oldest first.
+    /// Run a Logs Insights query (fields, filter, stats, sort, limit, display) and print one JSON object per row.
     Query(LogsQueryArgs),
 }
 
@@ -272,15 +272,20 @@ pub enum LogsCommand {
 pub struct LogsQueryArgs {
     #[command(flatten)]
     pub data_dir: DataDir,
-    /// A Logs Insights filter, e.g. 'name = "meetingFailed" and attributes.attendeeId = "..."'.
+    /// A Logs Insights query, e.g. 'filter name in ["meetingStartRequested"] | stats count(*) by attributes.sdkName';
+    /// a bare filter expression is a `filter` (all events, newest first, when there is no query).
+    #[arg(conflicts_with = "filter")]
+    pub query: Option<String>,
+    /// The query, as a flag: a filter such as 'name = "meetingFailed" and attributes.attendeeId = "..."', or a
+    /// whole query.
     #[arg(long)]
     pub filter: Option<String>,
     /// How far back, e.g. 15m, 1h, 2d.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub since: Duration,
-    /// Most events printed.
-    #[arg(long, default_value_t = 1000)]
-    pub limit: usize,
+    /// Rows at most when the query has no `limit` command (1 to 100000; Logs Insights returns 10000 by default).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub limit: Option<u32>,
     /// Log group (the aggregator's event log group by default).
     #[arg(long, env = "CHIMEWATCH_LOG_GROUP")]
     pub log_group: Option<String>,

@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::{Context, bail};
 use chimewatch_aggregator::config::{DEFAULT_LOG_GROUP, DEFAULT_NAMESPACE};
 use chimewatch_sinks::embedded::{EmbeddedStore, MetricQuery, Stat};
-use chimewatch_sinks::logs_filter::Filter;
+use chimewatch_sinks::logs_insights::InsightsQuery;
 use serde_json::{Map, Value, json};
 
 use super::up::STORE_FILE;
@@ -71,18 +71,26 @@ pub fn list_metrics(args: MetricsListArgs, settings: &Settings) -> anyhow::Resul
     Ok(())
 }
 
+/// The query of `logs query` without one: every event, newest first.
+const ALL_EVENTS: &str = "fields @timestamp, @message, @logStream, @log";
+
 pub fn logs(args: LogsQueryArgs, settings: &Settings) -> anyhow::Result<()> {
+    let text = args.query.as_deref().or(args.filter.as_deref()).unwrap_or(ALL_EVENTS);
+    let mut query = InsightsQuery::parse(text)?;
+    if let Some(rows) = args.limit {
+        query = query.with_default_limit(usize::try_from(rows)?)?;
+    }
     let store = open(settings)?;
-    let filter = args.filter.as_deref().map(Filter::parse).transpose().context("--filter")?;
     let group = settings.aggregator.log_group.clone().unwrap_or_else(|| DEFAULT_LOG_GROUP.to_owned());
     let now = chimewatch_stream::system_clock().as_i64();
     let since = now.saturating_sub(i64::try_from(args.since.as_millis()).unwrap_or(i64::MAX));
     // Event time may run a little ahead of this clock (client clocks): CloudWatch accepts up to 2 h ahead.
-    let events = store.query_logs(&group, filter.as_ref(), since, now + 2 * 3600 * 1000, args.limit)?;
+    let results = store.insights(&[group], since, now + 2 * 3600 * 1000, &query)?;
     let mut out = std::io::stdout().lock();
-    for e in events {
-        let message: Value = serde_json::from_str(&e.message).unwrap_or(Value::String(e.message));
-        writeln!(out, "{}", json!({ "timestampMs": e.timestamp_ms, "logStream": e.stream, "message": message }))?;
+    for row in results.rows {
+        // serde_json keeps insertion order here (`preserve_order`): the fields print in column order.
+        let line: Map<String, Value> = row.into_iter().map(|(field, value)| (field, Value::String(value))).collect();
+        writeln!(out, "{}", Value::Object(line))?;
     }
     Ok(())
 }

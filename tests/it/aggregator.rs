@@ -192,11 +192,26 @@ async fn up_aggregates_the_fleet_into_the_embedded_store_within_the_accuracy_bou
     let filter = format!(r#"name = "meetingFailed" and attributes.attendeeId = "{}""#, f.failed_attendee);
     let found = cli(&["logs", "query", "--data-dir", &data, "--since", "1h", "--filter", &filter]);
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0]["message"]["attributes"]["attendeeId"], f.failed_attendee.as_str());
-    assert_eq!(found[0]["timestampMs"].as_i64().unwrap() / 60_000, f.minute_ms / 60_000);
+    let message: Value = serde_json::from_str(found[0]["@message"].as_str().unwrap()).unwrap();
+    assert_eq!(message["attributes"]["attendeeId"], f.failed_attendee.as_str());
+    let minute = chimewatch_sinks::logs_insights::format_timestamp(f.minute_ms);
+    assert_eq!(found[0]["@timestamp"].as_str().unwrap()[..16], minute[..16], "{found:?}");
     let posted: usize = f.batches.iter().map(Vec::len).sum();
     let logged = cli(&["logs", "query", "--data-dir", &data, "--since", "1h", "--limit", "100000"]);
     assert_eq!(logged.len(), posted, "every event of the minute is logged once");
+    // The blog dashboard's platform widget, answered as Logs Insights answers it.
+    let platforms = cli(&[
+        "logs",
+        "query",
+        "--data-dir",
+        &data,
+        "--since",
+        "1h",
+        r#"filter name in ["meetingStartRequested"] | stats count(*) as platform by attributes.sdkName"#,
+    ]);
+    let expected = ["android", "ios", "js"]
+        .map(|sdk| json!({ "attributes.sdkName": format!("amazon-chime-sdk-{sdk}"), "platform": "300" }));
+    assert_eq!(platforms, expected);
     let printed = server.terminate();
     assert!(printed.iter().any(|l| l.contains("the aggregator flushed its windows")), "{printed:?}");
 }

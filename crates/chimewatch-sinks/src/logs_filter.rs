@@ -10,10 +10,12 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+/// An expression. `and` and `or` hold all their operands in one list, so a long chain of them is a flat list
+/// rather than a deep tree (evaluating or dropping a deep tree could exhaust the stack).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
-    And(Box<Filter>, Box<Filter>),
-    Or(Box<Filter>, Box<Filter>),
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
     Not(Box<Filter>),
     Compare { field: Vec<String>, op: Op, value: Literal },
     In { field: Vec<String>, values: Vec<Literal> },
@@ -188,16 +190,21 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, FilterError> {
     Ok(out)
 }
 
+/// How deep parentheses, `not`s and function calls may nest: recursion in the parser and in evaluation is bounded
+/// by it, so no input can exhaust the stack.
+pub(crate) const MAX_DEPTH: usize = 64;
+
 /// A cursor over a text's tokens; positions are in characters, from 0.
 pub(crate) struct Parser {
     tokens: Vec<(usize, Token)>,
     pub(crate) pos: usize,
     len: usize,
+    depth: usize,
 }
 
 impl Parser {
     pub(crate) fn new(text: &str) -> Result<Self, FilterError> {
-        Ok(Self { tokens: tokenize(text)?, pos: 0, len: text.chars().count() })
+        Ok(Self { tokens: tokenize(text)?, pos: 0, len: text.chars().count(), depth: 0 })
     }
 
     /// Where the current token starts (the text's length at its end).
@@ -226,42 +233,57 @@ impl Parser {
         Err(FilterError { at: self.at(), message: format!("expected {what}, found {}", describe(self.peek())) }.into())
     }
 
+    /// Runs `f` one nesting level deeper, or fails if that is deeper than [`MAX_DEPTH`].
+    pub(crate) fn nest<T, E: From<FilterError>>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E> {
+        if self.depth >= MAX_DEPTH {
+            return Err(FilterError { at: self.at(), message: format!("nested more than {MAX_DEPTH} deep") }.into());
+        }
+        self.depth += 1;
+        let result = f(self);
+        self.depth -= 1;
+        result
+    }
+
     /// A whole expression (`a = 1 and not b in [2, 3]`), stopping before the first token that cannot continue it.
     pub(crate) fn expression(&mut self) -> Result<Filter, FilterError> {
         self.or()
     }
 
     fn or(&mut self) -> Result<Filter, FilterError> {
-        let mut left = self.and()?;
+        let mut operands = vec![self.and()?];
         while self.keyword("or") {
             self.pos += 1;
-            left = Filter::Or(Box::new(left), Box::new(self.and()?));
+            operands.push(self.and()?);
         }
-        Ok(left)
+        Ok(if operands.len() == 1 { operands.remove(0) } else { Filter::Or(operands) })
     }
 
     fn and(&mut self) -> Result<Filter, FilterError> {
-        let mut left = self.unary()?;
+        let mut operands = vec![self.unary()?];
         while self.keyword("and") {
             self.pos += 1;
-            left = Filter::And(Box::new(left), Box::new(self.unary()?));
+            operands.push(self.unary()?);
         }
-        Ok(left)
+        Ok(if operands.len() == 1 { operands.remove(0) } else { Filter::And(operands) })
     }
 
     fn unary(&mut self) -> Result<Filter, FilterError> {
         if self.keyword("not") {
-            self.pos += 1;
-            return Ok(Filter::Not(Box::new(self.unary()?)));
+            return self.nest(|p| {
+                p.pos += 1;
+                Ok(Filter::Not(Box::new(p.unary()?)))
+            });
         }
         if self.peek() == Some(&Token::LParen) {
-            self.pos += 1;
-            let inner = self.or()?;
-            if self.peek() != Some(&Token::RParen) {
-                return self.expected(")");
-            }
-            self.pos += 1;
-            return Ok(inner);
+            return self.nest(|p| {
+                p.pos += 1;
+                let inner = p.or()?;
+                if p.peek() != Some(&Token::RParen) {
+                    return p.expected(")");
+                }
+                p.pos += 1;
+                Ok(inner)
+            });
         }
         self.comparison()
     }
@@ -348,8 +370,8 @@ impl Filter {
     /// Whether a row matches, `get` giving the value of a field by its path (`None` when the row lacks it).
     pub fn matches_by<'v>(&self, get: &dyn Fn(&[String]) -> Option<Cow<'v, Value>>) -> bool {
         match self {
-            Self::And(a, b) => a.matches_by(get) && b.matches_by(get),
-            Self::Or(a, b) => a.matches_by(get) || b.matches_by(get),
+            Self::And(all) => all.iter().all(|f| f.matches_by(get)),
+            Self::Or(any) => any.iter().any(|f| f.matches_by(get)),
             Self::Not(f) => !f.matches_by(get),
             Self::Compare { field, op, value } => match (op, get(field)) {
                 (Op::Ne, None) => true,
@@ -437,6 +459,7 @@ mod tests {
             ("(name = 1", 9, "expected )"),
             (r#"name in "a""#, 8, "expected [ after in"),
             ("= 3", 0, "expected a field name"),
+            (&format!("{}a = 1", "(".repeat(100)), 64, "nested more than 64 deep"),
         ] {
             let e = Filter::parse(text).unwrap_err();
             assert_eq!(e.at, at, "{text}: {e}");

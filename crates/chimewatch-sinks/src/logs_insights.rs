@@ -16,13 +16,15 @@
 //!   ([`MAX_LIMIT`]). (An older console default was 1,000 rows; the documentation now says 10,000.)
 //! - `sort` uses a natural order: ascending, every non-number value comes before every number, numbers compare as
 //!   numbers, and other text compares in chunks, runs of digits by length and then value, the rest by code point;
-//!   `desc` is the reverse. Without `sort`, events come newest first (the console's `sort @timestamp desc`).
+//!   `desc` is the reverse.
 //! - `#` starts a comment; backquotes quote a field name.
 //!
-//! Where the documentation is silent, these are this module's choices: `sort` without `asc`/`desc` is ascending;
+//! Where the documentation is silent, these are this module's choices: without `sort`, events come newest first
+//! (the order of the console's default query, `sort @timestamp desc`); `sort` without `asc`/`desc` is ascending;
 //! rows lacking a sort field come last either way; `stats` groups come in the order of their `by` values (ascending
 //! text) until a `sort` orders them; a `stats` over no events gives no rows; numeric strings count as numbers in
-//! `sum`, `avg`, `min` and `max`; a JSON object or array is shown as its JSON text.
+//! `sum`, `avg`, `min` and `max`; a JSON object or array is shown as its JSON text. Parentheses, `not` and function
+//! calls nest at most 64 deep (deeper is a parse error, never a stack overflow).
 //!
 //! A query without a command keyword is a bare filter (`name = "meetingFailed"` is `filter name = "meetingFailed"`),
 //! as `logs query --filter` always took one.
@@ -285,23 +287,10 @@ fn expr(p: &mut Parser) -> Result<Expr, QueryError> {
                 };
                 return Err(QueryError { at, message });
             };
-            p.pos += 2;
-            let mut args = Vec::new();
-            if p.peek() == Some(&Token::RParen) {
-                p.pos += 1;
-            } else {
-                loop {
-                    args.push(expr(p)?);
-                    match p.peek() {
-                        Some(Token::Comma) => p.pos += 1,
-                        Some(Token::RParen) => {
-                            p.pos += 1;
-                            break;
-                        }
-                        _ => return p.expected(&format!("\",\" or \")\" in the arguments of {}", function.name())),
-                    }
-                }
-            }
+            let args = p.nest(|p| {
+                p.pos += 2;
+                arguments(p, function)
+            })?;
             let arity_ok = if function.variadic() { !args.is_empty() } else { args.len() == 1 };
             if !arity_ok {
                 let takes = if function.variadic() { "at least one argument" } else { "one argument" };
@@ -328,6 +317,26 @@ fn expr(p: &mut Parser) -> Result<Expr, QueryError> {
             Ok(Expr::Literal(Literal::Num(n)))
         }
         _ => p.expected("a field name, a function or a value"),
+    }
+}
+
+/// A function's arguments, after its `(` and up to its `)`.
+fn arguments(p: &mut Parser, function: Function) -> Result<Vec<Expr>, QueryError> {
+    let mut args = Vec::new();
+    if p.peek() == Some(&Token::RParen) {
+        p.pos += 1;
+        return Ok(args);
+    }
+    loop {
+        args.push(expr(p)?);
+        match p.peek() {
+            Some(Token::Comma) => p.pos += 1,
+            Some(Token::RParen) => {
+                p.pos += 1;
+                return Ok(args);
+            }
+            _ => return p.expected(&format!("\",\" or \")\" in the arguments of {}", function.name())),
+        }
     }
 }
 
@@ -1657,6 +1666,18 @@ mod tests {
             assert_eq!(e.at, at, "{text}: {e}");
             assert!(e.message.starts_with(message), "{text}: {e}");
         }
+        for deep in [
+            format!("filter {}a = 1", "(".repeat(10_000)),
+            format!("filter {}a = 1", "not ".repeat(10_000)),
+            format!("fields {}a", "concat(".repeat(10_000)),
+        ] {
+            let e = InsightsQuery::parse(&deep).unwrap_err();
+            assert!(e.message.starts_with("nested more than 64 deep"), "{e}");
+            assert!(e.at > 64 && e.at <= 7 + 64 * 7, "{e}");
+        }
+        let long = format!("filter {}", vec!["name = 'x'"; 100_000].join(" or "));
+        let results = run(&InsightsQuery::parse(&long).unwrap(), &[json!({ "name": "x" }).to_string()]);
+        assert_eq!(results.rows.len(), 1, "a long chain is a flat list, evaluated without deep recursion");
         let e = InsightsQuery::parse(r#"filter name in ["x"] | stats count(*) foo"#).unwrap_err();
         assert_eq!(e.to_string(), r#"query, at character 38: expected "by" or "|" after stats function, found "foo""#);
     }

@@ -23,8 +23,9 @@ pub struct RejectLabels {
     pub reason: &'static str,
 }
 
-static REQUESTS: [Total<RequestLabels>; 3] = [
+static REQUESTS: [Total<RequestLabels>; 4] = [
     (cw("Requests", Unit::Count), |_| true),
+    (cw("ClientErrors", Unit::Count), |l| (400..500).contains(&l.status)),
     (cw("ThrottledResponses", Unit::Count), |l| l.status == 429),
     (cw("ServerErrors", Unit::Count), |l| l.status >= 500),
 ];

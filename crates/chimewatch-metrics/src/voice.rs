@@ -1,7 +1,8 @@
 //! The Voice Connector metrics, from the call tracker's facts: the 15 that Amazon publishes in
 //! `AWS/ChimeVoiceConnector` (by `VoiceConnectorId` and `Region`), and what it does not publish - call setup time,
 //! post-dial delay and call duration as distributions, active calls as a count per minute of each call up, cancellations, failures by status code and reason, and
-//! teardowns by `Reason` header.
+//! teardowns by `Reason` header. Attempts, failures and status classes are also counted fleet-wide (no dimensions),
+//! so one alarm covers every connector (an alarm names one series and cannot search).
 
 use chimewatch_sip::{CallFact, Direction, Observed};
 
@@ -48,7 +49,8 @@ const CLASSES: [&str; 6] = ["Sip1xxCodes", "Sip2xxCodes", "Sip3xxCodes", "Sip4xx
 pub fn facts(o: &Observed) -> Vec<Fact> {
     match &o.fact {
         CallFact::Attempt { direction } => {
-            vec![count(by_direction(*direction, "InboundCallAttempts", "OutboundCallAttempts"), base(o))]
+            let metric = by_direction(*direction, "InboundCallAttempts", "OutboundCallAttempts");
+            vec![count(metric, base(o)), count(metric, Vec::new())]
         }
         CallFact::Answered { direction, setup_ms } => {
             let mut out =
@@ -61,6 +63,7 @@ pub fn facts(o: &Observed) -> Vec<Fact> {
         }
         CallFact::Failed { direction, status, reason } => vec![
             count(by_direction(*direction, "InboundCallFailures", "OutboundCallFailures"), base(o)),
+            count(by_direction(*direction, "InboundCallFailures", "OutboundCallFailures"), Vec::new()),
             count(
                 "CallFailuresByStatus",
                 with(
@@ -89,7 +92,11 @@ pub fn facts(o: &Observed) -> Vec<Fact> {
             vec![count(by_direction(*direction, "InboundCallsActive", "OutboundCallsActive"), base(o))]
         }
         CallFact::Response { class, method } => match CLASSES.get(usize::from(*class).wrapping_sub(1)) {
-            Some(metric) => vec![count(metric, base(o)), count(metric, with(base(o), &[("Method", method.clone())]))],
+            Some(metric) => vec![
+                count(metric, base(o)),
+                count(metric, with(base(o), &[("Method", method.clone())])),
+                count(metric, Vec::new()),
+            ],
             None => Vec::new(),
         },
     }
@@ -106,7 +113,12 @@ mod tests {
     #[test]
     fn each_fact_feeds_amazons_metric_and_the_extra_ones() {
         let names = |f: CallFact| facts(&observed(f)).iter().map(|f| f.metric).collect::<Vec<_>>();
-        assert_eq!(names(CallFact::Attempt { direction: Direction::Outbound }), ["OutboundCallAttempts"]);
+        assert_eq!(
+            names(CallFact::Attempt { direction: Direction::Outbound }),
+            ["OutboundCallAttempts", "OutboundCallAttempts"]
+        );
+        let fleet_wide = facts(&observed(CallFact::Attempt { direction: Direction::Inbound }));
+        assert!(fleet_wide[1].dimensions.is_empty(), "the second series is fleet-wide: {fleet_wide:?}");
         assert_eq!(
             names(CallFact::Answered { direction: Direction::Inbound, setup_ms: 4_200 }),
             ["InboundCallsAnswered", "CallSetupTimeMs", "CallSetupTimeMs"]
@@ -117,9 +129,12 @@ mod tests {
                 status: 503,
                 reason: "Service Unavailable".into()
             }),
-            ["OutboundCallFailures", "CallFailuresByStatus"]
+            ["OutboundCallFailures", "OutboundCallFailures", "CallFailuresByStatus"]
         );
-        assert_eq!(names(CallFact::Response { class: 4, method: "INVITE".into() }), ["Sip4xxCodes", "Sip4xxCodes"]);
+        assert_eq!(
+            names(CallFact::Response { class: 4, method: "INVITE".into() }),
+            ["Sip4xxCodes", "Sip4xxCodes", "Sip4xxCodes"]
+        );
         assert!(names(CallFact::Response { class: 9, method: "X".into() }).is_empty());
         assert_eq!(names(CallFact::Throttled), ["Throttles"]);
         let ended = facts(&observed(CallFact::Ended {

@@ -8,9 +8,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{
-    AggregatorSettings, ArchiveFormat, ArchiveSettings, ArchiverSettings, CloudWatchSettings, ConsumerSettings,
-    DataDir, GatewaySettings, KinesisSettings, LimitsSettings, Listen, LocalSettings, PipelineSettings, Settings,
-    Stream,
+    AggregatorSettings, ArchiveFormat, ArchiveSettings, ArchiverSettings, CloudWatchSettings, ConsoleSettings,
+    ConsumerSettings, DataDir, GatewaySettings, KinesisSettings, LimitsSettings, Listen, LocalSettings,
+    PipelineSettings, Settings, Stream,
 };
 
 #[derive(Debug, Parser)]
@@ -55,6 +55,9 @@ pub enum Command {
     /// Attendee tokens for the gateway's token authentication.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The alarms a running `up` evaluates: states and history.
+    #[command(subcommand)]
+    Alarms(AlarmsCommand),
 }
 
 impl Command {
@@ -70,6 +73,8 @@ impl Command {
                 s.local = a.local.clone();
                 s.aggregator = a.aggregator.clone();
                 s.archive = a.archive.clone();
+                s.pipeline = a.pipeline.clone();
+                s.console = a.console.clone();
             }
             Command::Gateway(a) => {
                 s.listen = a.listen.clone();
@@ -114,6 +119,7 @@ impl Command {
                 s.stream = a.stream.clone();
             }
             Command::Token(TokenCommand::Mint(a)) => s.gateway.token_secret = a.token_secret.clone(),
+            Command::Alarms(AlarmsCommand::List(a) | AlarmsCommand::History(a)) => s.listen = a.listen.clone(),
         }
         s
     }
@@ -135,6 +141,13 @@ pub struct UpArgs {
     pub aggregator: AggregatorSettings,
     #[command(flatten, next_help_heading = "Archive files")]
     pub archive: ArchiveSettings,
+    #[command(flatten, next_help_heading = "Pipeline metrics")]
+    pub pipeline: PipelineSettings,
+    #[command(flatten, next_help_heading = "Console and alarms")]
+    pub console: ConsoleSettings,
+    /// Also run a simulated fleet against this `up`, with an incident that fires an alarm and resolves it.
+    #[arg(long)]
+    pub demo: bool,
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +226,24 @@ pub struct CompactArgs {
     /// Format of the files to merge.
     #[arg(long, env = "CHIMEWATCH_ARCHIVE_FORMAT", value_enum)]
     pub format: Option<ArchiveFormat>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlarmsCommand {
+    /// Each alarm with its state, when it last changed and why.
+    List(AlarmsArgs),
+    /// Every state change still held (the latest 100 per alarm), newest first.
+    History(AlarmsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AlarmsArgs {
+    /// The address `up` listens on.
+    #[command(flatten)]
+    pub listen: Listen,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

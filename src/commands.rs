@@ -1,6 +1,7 @@
 //! The commands: each resolves its settings, wires ports to adapters, and runs. No decisions beyond wiring here.
 
 mod aggregator;
+mod alarms;
 mod archiver;
 mod consumer;
 mod dump;
@@ -15,7 +16,9 @@ use anyhow::Context;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::cli::{ArchiveCommand, Cli, Command, LogsCommand, MetricsCommand, StreamCommand, TokenCommand};
+use crate::cli::{
+    AlarmsCommand, ArchiveCommand, Cli, Command, LogsCommand, MetricsCommand, StreamCommand, TokenCommand,
+};
 use crate::config;
 
 /// Resolves the settings once, then runs the command with its finished configuration.
@@ -30,6 +33,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Metrics(MetricsCommand::Query(args)) => query::metrics(args, &settings),
         Command::Metrics(MetricsCommand::List(args)) => query::list_metrics(args, &settings),
         Command::Logs(LogsCommand::Query(args)) => query::logs(args, &settings),
+        Command::Alarms(AlarmsCommand::List(args)) => alarms::list(args, &settings).await,
+        Command::Alarms(AlarmsCommand::History(args)) => alarms::history(args, &settings).await,
         Command::Stream(StreamCommand::Dump(args)) => dump::run(args, &settings).await,
         Command::Token(TokenCommand::Mint(args)) => token::mint(args, &settings),
     }

@@ -41,6 +41,7 @@ pub struct Settings {
     pub consumer: ConsumerSettings,
     pub archiver: ArchiverSettings,
     pub archive: ArchiveSettings,
+    pub console: ConsoleSettings,
 }
 
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
@@ -200,6 +201,17 @@ pub struct PipelineSettings {
     /// CloudWatch namespace of the pipeline metrics.
     #[arg(id = "pipeline_namespace", long = "pipeline-namespace", env = "CHIMEWATCH_PIPELINE_NAMESPACE")]
     pub namespace: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// URL that each alarm state change is POSTed to, as the JSON CloudWatch sends to SNS.
+    #[arg(long, env = "CHIMEWATCH_ALARM_WEBHOOK")]
+    pub alarm_webhook: Option<String>,
+    /// Seconds between two evaluations of the alarms.
+    #[arg(long, env = "CHIMEWATCH_ALARM_INTERVAL_SECS")]
+    pub alarm_interval_secs: Option<u64>,
 }
 
 /// A comma-separated list of dimension names on the command line (`""` is fleet-wide), a list in the file.
@@ -549,6 +561,26 @@ impl Settings {
         })
     }
 
+    pub fn console(&self) -> anyhow::Result<ConsoleConfig> {
+        let c = &self.console;
+        let alarm_webhook = match &c.alarm_webhook {
+            None => None,
+            Some(url) => {
+                let parsed = reqwest::Url::parse(url)
+                    .map_err(|e| anyhow::anyhow!("invalid setting: console.alarm_webhook {url:?}: {e}"))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    bail!("invalid setting: console.alarm_webhook {url:?}: the URL must be http or https");
+                }
+                Some(parsed)
+            }
+        };
+        let alarm_interval = match c.alarm_interval_secs.unwrap_or(10) {
+            0 => bail!("invalid setting: console.alarm_interval_secs must be at least 1"),
+            secs => Duration::from_secs(secs),
+        };
+        Ok(ConsoleConfig { alarm_webhook, alarm_interval })
+    }
+
     pub fn pipeline(&self) -> anyhow::Result<Option<PipelineConfig>> {
         let p = &self.pipeline;
         if !p.enabled.unwrap_or(true) {
@@ -684,10 +716,20 @@ pub struct Serving {
 pub struct UpConfig {
     pub serving: Serving,
     pub data_dir: PathBuf,
+    /// The services' own figures, into the embedded store.
+    pub pipeline: PipelineConfig,
+    pub console: ConsoleConfig,
     pub local: LocalLogConfig,
     pub gateway: GatewayConfig,
     pub aggregation: AggregatorServiceConfig,
     pub archiving: ArchiverConfig,
+}
+
+/// The console of `up`: alarm evaluation and notification.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    pub alarm_webhook: Option<reqwest::Url>,
+    pub alarm_interval: Duration,
 }
 
 /// `chimewatch gateway`, finished.
@@ -744,8 +786,15 @@ impl Settings {
         if self.gateway.cors_origins.is_none() && serving.listen.ip().is_loopback() {
             gateway.cors_origins = vec!["*".into()];
         }
+        // `up` always reports its own figures (into its own store); the interval and namespace are settings.
+        let pipeline = match self.pipeline()? {
+            Some(p) => p,
+            None => bail!("invalid setting: pipeline.enabled: `up` always records its own figures"),
+        };
         Ok(UpConfig {
             serving,
+            pipeline,
+            console: self.console()?,
             local: self.local()?,
             gateway,
             aggregation,

@@ -7,6 +7,11 @@ mod config;
 
 use clap::Parser;
 
+/// mimalloc rather than glibc's malloc: in a 30-minute soak of `up`, glibc kept 440 MB resident of which 6 MB was in
+/// use (what the archiver's file cuts had freed stayed in its per-thread arenas); see RELIABILITY.md, "Soak".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     init_tracing(&cli.log);

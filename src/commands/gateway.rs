@@ -43,6 +43,7 @@ pub async fn run(config: GatewayCommandConfig) -> anyhow::Result<()> {
             let extra: Vec<SampleSource> = vec![Box::new(move || aws.samples())];
             (sink, p, extra)
         }),
+        axum::Router::new(),
         super::shutdown_signal(),
     )
     .await
@@ -66,6 +67,7 @@ pub(super) async fn serve_gateway(
     producer_telemetry: ProducerTelemetry,
     mut registry: Registry,
     reporting: Option<(Arc<dyn MetricSink>, PipelineConfig, Vec<SampleSource>)>,
+    extra_routes: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listen = serving.listen;
@@ -115,9 +117,10 @@ pub(super) async fn serve_gateway(
             let _ = stop_reporting.await;
         }))
     });
-    let served = chimewatch_gateway::serve(listener, state, serving.tls, stop.clone().cancelled_owned())
-        .await
-        .context("serving HTTP");
+    let served =
+        chimewatch_gateway::serve_with(listener, state, extra_routes, serving.tls, stop.clone().cancelled_owned())
+            .await
+            .context("serving HTTP");
     stop.cancel();
     if let Some(server) = metrics_server {
         let _ = server.await;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use chimewatch_aggregator::config::{AggregatorServiceConfig, DEFAULT_LOG_GROUP};
 use chimewatch_sinks::embedded::EmbeddedStore;
 use chimewatch_sinks::{LocalObjects, MetricSink};
 use chimewatch_stream::consumer::{DeadLetters, WorkerConfig};
@@ -15,13 +16,16 @@ use prometheus_client::registry::Registry;
 
 use super::aggregator::{self, Parts};
 use super::archiver;
-use crate::config::{PipelineConfig, UpConfig};
+use crate::config::{ConsoleConfig, PipelineConfig, UpConfig};
+
+/// The region `up`'s dashboards and alarm notifications name: it has none.
+const LOCAL_REGION: &str = "local";
 
 /// The embedded store's file under the data directory.
 pub const STORE_FILE: &str = "embedded.sqlite";
 
 pub async fn run(config: UpConfig) -> anyhow::Result<()> {
-    let UpConfig { serving, data_dir, local, gateway, aggregation, archiving } = config;
+    let UpConfig { serving, data_dir, pipeline, console, local, gateway, aggregation, archiving } = config;
     let archive_dir = data_dir.join(archiver::ARCHIVE_DIR);
 
     let mut registry = Registry::with_prefix("chimewatch");
@@ -55,12 +59,9 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
     );
     let store = Arc::new(store);
     let metrics: Arc<dyn MetricSink> = store.clone();
-    let pipeline = PipelineConfig {
-        namespace: chimewatch_sinks::pipeline::DEFAULT_NAMESPACE.to_owned(),
-        interval: std::time::Duration::from_secs(60),
-    };
 
     let stop = super::cancel_on_signal();
+    let (console_routes, evaluator) = start_console(&store, &aggregation, &pipeline, console, stop.clone())?;
     // One process holds every shard: take them all at once.
     let up_worker = |id: &str| WorkerConfig {
         round_interval: std::time::Duration::from_secs(1),
@@ -106,13 +107,55 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
         producer_telemetry,
         registry,
         Some((metrics, pipeline, vec![Box::new(move || log_telemetry.samples()) as super::gateway::SampleSource])),
+        console_routes,
         stop.clone().cancelled_owned(),
     )
     .await;
     stop.cancel();
+    let _ = evaluator.await;
     worker.await.context("the aggregator worker")?;
     archiver_worker.await.context("the archiver worker")?;
     dead.close().await;
     eprintln!("chimewatch up: the aggregator flushed its windows and the archiver wrote its files; stopped");
     served
+}
+
+/// The console's routes and the alarm evaluator: the deploy files' dashboards and alarms, filled with this `up`'s
+/// namespaces and log group, over its store.
+fn start_console(
+    store: &EmbeddedStore,
+    aggregation: &AggregatorServiceConfig,
+    pipeline: &PipelineConfig,
+    console: ConsoleConfig,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<(axum::Router, tokio::task::JoinHandle<()>)> {
+    use chimewatch_console::alarms::{self, Alarms, Notify};
+    use chimewatch_console::{Console, builtin, template::Values};
+
+    let log_group = aggregation.log_group.clone().unwrap_or_else(|| DEFAULT_LOG_GROUP.to_owned());
+    let values = Values::new()
+        .set("Region", LOCAL_REGION)
+        .set("MeetingNamespace", &aggregation.namespace)
+        .set("VoiceNamespace", &aggregation.voice_namespace)
+        .set("PipelineNamespace", &pipeline.namespace)
+        .set("MeetingLogGroup", &log_group);
+    let dashboards = builtin::dashboards(&values).map_err(anyhow::Error::msg)?;
+    let now = || chimewatch_stream::system_clock().as_i64();
+    let set = chimewatch_metrics::alarm::AlarmSet::with_definitions(
+        builtin::alarms(&values).map_err(anyhow::Error::msg)?,
+        now(),
+    )
+    .map_err(|e| anyhow::anyhow!("the built-in alarms: {e}"))?;
+    let alarms = Arc::new(Alarms::new(set));
+    let notify = Notify { webhook: console.alarm_webhook, region: LOCAL_REGION.into(), account: "000000000000".into() };
+    let evaluator = tokio::spawn(alarms::run(
+        alarms.clone(),
+        store.clone(),
+        console.alarm_interval,
+        notify,
+        now,
+        stop.cancelled_owned(),
+    ));
+    let console = Console { store: store.clone(), dashboards, log_group, alarms, now };
+    Ok((chimewatch_console::router(Arc::new(console)), evaluator))
 }

@@ -189,12 +189,24 @@ pub async fn serve(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, state, Router::new(), tls, shutdown).await
+}
+
+/// [`serve`], with `extra` routes beside the gateway's (`up`'s console). They are outside the gateway's admission
+/// limit and CORS, so that a busy gateway still shows its console and no other origin can read it.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    extra: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let producer = state.producer.clone();
     let flag = state.shutting_down.clone();
     let addr = listener.local_addr()?;
     tracing::info!(%addr, tls = tls.is_some(), "The gateway is listening.");
     let header_timeout = state.config.header_read_timeout;
-    serve_router(listener, router(state), tls, header_timeout, async move {
+    serve_router(listener, router(state).merge(extra), tls, header_timeout, async move {
         shutdown.await;
         flag.store(true, Ordering::Release);
         tracing::info!("The gateway is shutting down: no new connections; finishing requests in flight.");

@@ -1,0 +1,182 @@
+//! The dashboards and alarms of `deploy/`, compiled into the binary: `up` renders and evaluates exactly the files
+//! that `dashboards put`, `alarms put` and the CloudFormation template deploy.
+
+use chimewatch_metrics::alarm::{AlarmDefinition, AlarmMetric, MetricStat, QueryKind};
+
+use crate::body::{Dashboard, SeriesSpec, WidgetKind};
+use crate::search;
+use crate::template::Values;
+
+/// The dashboards, in the console's menu order: (name, body with placeholders).
+pub const DASHBOARDS: [(&str, &str); 3] = [
+    ("meetings", include_str!("../../../deploy/dashboards/meetings.json")),
+    ("voice", include_str!("../../../deploy/dashboards/voice.json")),
+    ("pipeline", include_str!("../../../deploy/dashboards/pipeline.json")),
+];
+
+/// The alarms: (file name without `.json`, PutMetricAlarm request with placeholders).
+pub const ALARMS: [(&str, &str); 10] = [
+    ("meeting-start-duration-p99", include_str!("../../../deploy/alarms/meeting-start-duration-p99.json")),
+    ("join-failure-ratio", include_str!("../../../deploy/alarms/join-failure-ratio.json")),
+    ("meetings-failed", include_str!("../../../deploy/alarms/meetings-failed.json")),
+    ("voice-failure-ratio", include_str!("../../../deploy/alarms/voice-failure-ratio.json")),
+    ("sip-5xx-burst", include_str!("../../../deploy/alarms/sip-5xx-burst.json")),
+    ("aggregator-iterator-age", include_str!("../../../deploy/alarms/aggregator-iterator-age.json")),
+    ("archiver-iterator-age", include_str!("../../../deploy/alarms/archiver-iterator-age.json")),
+    ("dead-letters", include_str!("../../../deploy/alarms/dead-letters.json")),
+    ("gateway-5xx", include_str!("../../../deploy/alarms/gateway-5xx.json")),
+    ("gateway-throttles", include_str!("../../../deploy/alarms/gateway-throttles.json")),
+];
+
+/// The dashboards with their placeholders filled, parsed and checked.
+pub fn dashboards(values: &Values) -> Result<Vec<(String, Dashboard)>, String> {
+    DASHBOARDS
+        .iter()
+        .map(|(name, text)| {
+            let file = format!("deploy/dashboards/{name}.json");
+            let filled = values.fill(&file, text).map_err(|e| e.to_string())?;
+            let body = Dashboard::parse(&filled).map_err(|e| format!("{file}: {e}"))?;
+            Ok(((*name).to_owned(), body))
+        })
+        .collect()
+}
+
+/// The alarms with their placeholders filled, validated as PutMetricAlarm validates them.
+pub fn alarms(values: &Values) -> Result<Vec<AlarmDefinition>, String> {
+    ALARMS
+        .iter()
+        .map(|(name, text)| {
+            let file = format!("deploy/alarms/{name}.json");
+            let filled = values.fill(&file, text).map_err(|e| e.to_string())?;
+            AlarmDefinition::from_json(&filled).map_err(|e| format!("{file}: {e}"))
+        })
+        .collect()
+}
+
+/// A series a dashboard or alarm names: its namespace, metric and dimension names (a `SEARCH` schema names no values).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SeriesRef {
+    pub namespace: String,
+    pub metric: String,
+    pub dimension_names: Vec<String>,
+    /// Where it is named, for messages.
+    pub named_in: String,
+}
+
+fn named(namespace: &str, metric: &str, dimensions: impl Iterator<Item = String>, named_in: String) -> SeriesRef {
+    let mut dimension_names: Vec<String> = dimensions.collect();
+    dimension_names.sort();
+    SeriesRef { namespace: namespace.to_owned(), metric: metric.to_owned(), dimension_names, named_in }
+}
+
+/// Every series the dashboards and alarms name.
+pub fn references(dashboards: &[(String, Dashboard)], alarms: &[AlarmDefinition]) -> Result<Vec<SeriesRef>, String> {
+    let mut out = Vec::new();
+    for (name, dashboard) in dashboards {
+        for widget in &dashboard.widgets {
+            let WidgetKind::Metric(m) = &widget.kind else { continue };
+            let at = format!("dashboard {name}, widget {:?}", m.title);
+            for spec in &m.series {
+                match spec {
+                    SeriesSpec::Metric { namespace, name, dimensions, .. } => {
+                        out.push(named(namespace, name, dimensions.iter().map(|d| d.0.clone()), at.clone()));
+                    }
+                    SeriesSpec::Expression { expression, .. } => {
+                        if let Some(s) = search::parse(expression)? {
+                            out.push(named(&s.namespace, &s.metric, s.dimension_names.into_iter(), at.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for alarm in alarms {
+        let at = format!("alarm {}", alarm.name());
+        let stats: Vec<&MetricStat> = match alarm.metric() {
+            AlarmMetric::Stat(s) => vec![s],
+            AlarmMetric::Math(queries) => queries
+                .iter()
+                .filter_map(|q| match &q.kind {
+                    QueryKind::Stat(s) => Some(s),
+                    QueryKind::Expression { .. } => None,
+                })
+                .collect(),
+        };
+        for s in stats {
+            let m = &s.metric;
+            out.push(named(&m.namespace, &m.metric_name, m.dimensions.iter().map(|d| d.0.clone()), at.clone()));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values() -> Values {
+        Values::new()
+            .set("Region", "eu-west-1")
+            .set("MeetingNamespace", "AmazonChimeSDKMeetingEvents")
+            .set("VoiceNamespace", "ChimeWatch/VoiceConnector")
+            .set("PipelineNamespace", "ChimeWatch/Pipeline")
+            .set("MeetingLogGroup", "/chimewatch/meeting-events")
+    }
+
+    /// Each file passes CloudWatch's rules once filled, and the console can draw and evaluate all of it: every
+    /// `SEARCH` is one it runs, every metric math expression parses, every log query parses.
+    #[test]
+    fn the_deploy_files_are_valid_and_renderable() {
+        let dashboards = dashboards(&values()).unwrap();
+        let alarms = alarms(&values()).unwrap();
+        assert_eq!((dashboards.len(), alarms.len()), (3, 10));
+        for (name, d) in &dashboards {
+            for w in &d.widgets {
+                match &w.kind {
+                    WidgetKind::Metric(m) => {
+                        for spec in &m.series {
+                            if let SeriesSpec::Expression { expression, .. } = spec {
+                                if search::parse(expression).unwrap().is_none() {
+                                    chimewatch_metrics::alarm::math::parse(expression).unwrap();
+                                }
+                            }
+                        }
+                    }
+                    WidgetKind::Log(l) => {
+                        chimewatch_sinks::logs_insights::InsightsQuery::parse(&l.query)
+                            .unwrap_or_else(|e| panic!("{name} {:?}: {e}", l.title));
+                    }
+                    WidgetKind::Text(_) => {}
+                }
+            }
+        }
+        let refs = references(&dashboards, &alarms).unwrap();
+        assert!(refs.iter().any(|r| r.metric == "meetingStartDurationMs" && r.dimension_names == ["sdkName"]));
+        assert!(refs.iter().any(|r| r.named_in == "alarm chimewatch-dead-letters" && r.dimension_names == ["Service"]));
+    }
+
+    #[test]
+    fn an_unfilled_placeholder_is_an_error() {
+        let e = dashboards(&Values::new().set("Region", "x")).unwrap_err();
+        assert!(e.contains("deploy/dashboards/meetings.json") && e.contains("unknown placeholder"), "{e}");
+    }
+
+    /// A file added to `deploy/` but not here would be deployed and never shown or evaluated by `up`.
+    #[test]
+    fn every_deploy_file_is_compiled_in() {
+        for (dir, listed) in [
+            ("dashboards", DASHBOARDS.iter().map(|(n, _)| *n).collect::<Vec<_>>()),
+            ("alarms", ALARMS.iter().map(|(n, _)| *n).collect::<Vec<_>>()),
+        ] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(dir);
+            let mut files: Vec<String> = std::fs::read_dir(&path)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".json").to_owned())
+                .collect();
+            files.sort();
+            let mut listed: Vec<String> = listed.into_iter().map(str::to_owned).collect();
+            listed.sort();
+            assert_eq!(files, listed, "deploy/{dir}");
+        }
+    }
+}

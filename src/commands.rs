@@ -6,6 +6,7 @@ mod consumer;
 mod dump;
 mod gateway;
 mod query;
+mod simulate;
 mod token;
 mod up;
 
@@ -32,6 +33,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(LogsCommand::Query(args)) => query::logs(args, &settings),
         Command::Stream(StreamCommand::Dump(args)) => dump::run(args, &settings).await,
         Command::Token(TokenCommand::Mint(args)) => token::mint(args, &settings),
+        Command::Simulate(args) => simulate::run(*args, &settings).await,
     }
 }
 

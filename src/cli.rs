@@ -12,6 +12,7 @@ use crate::config::{
     ConsumerSettings, DataDir, GatewaySettings, KinesisSettings, LimitsSettings, Listen, LocalSettings,
     PipelineSettings, Settings, Stream,
 };
+use crate::simulate::Scenario;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,6 +59,8 @@ pub enum Command {
     /// The alarms a running `up` evaluates: states and history.
     #[command(subcommand)]
     Alarms(AlarmsCommand),
+    /// Play a simulated fleet (JS, Android and iOS attendees, Voice Connector calls) against a gateway.
+    Simulate(Box<SimulateArgs>),
 }
 
 impl Command {
@@ -120,6 +123,7 @@ impl Command {
             }
             Command::Token(TokenCommand::Mint(a)) => s.gateway.token_secret = a.token_secret.clone(),
             Command::Alarms(AlarmsCommand::List(a) | AlarmsCommand::History(a)) => s.listen = a.listen.clone(),
+            Command::Simulate(a) => s.gateway.token_secret = a.token_secret.clone(),
         }
         s
     }
@@ -363,4 +367,36 @@ pub struct MintArgs {
     pub external_user_id: Option<String>,
     #[arg(long, env = "CHIMEWATCH_TOKEN_SECRET", hide_env_values = true)]
     pub token_secret: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The gateway's base URL (`up` listens on http://127.0.0.1:8080 by default).
+    #[arg(long, env = "CHIMEWATCH_SIMULATE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Events per second (meeting events and SIP messages), on average.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// How long to run, e.g. 30s or 10m (until Ctrl-C when omitted).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// The same seed plays the same fleet: the same requests in the same order, only the timestamps differ.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// How the fleet's health changes over the run.
+    #[arg(long, value_enum, default_value_t = Scenario::Steady)]
+    pub scenario: Scenario,
+    /// API key of the customer's backend (attendee registrations, SIP records); by default the first of
+    /// gateway.api_keys in the --config file.
+    #[arg(long, env = "CHIMEWATCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The gateway's token secret: blog-style apps then post with attendee tokens, as a backend would mint them.
+    #[arg(long, env = "CHIMEWATCH_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// Requests in flight at once, at most.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// No progress on stderr.
+    #[arg(long)]
+    pub quiet: bool,
 }

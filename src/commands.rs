@@ -7,6 +7,7 @@ mod consumer;
 mod dump;
 mod gateway;
 mod query;
+mod simulate;
 mod token;
 mod up;
 
@@ -37,6 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Alarms(AlarmsCommand::History(args)) => alarms::history(args, &settings).await,
         Command::Stream(StreamCommand::Dump(args)) => dump::run(args, &settings).await,
         Command::Token(TokenCommand::Mint(args)) => token::mint(args, &settings),
+        Command::Simulate(args) => simulate::run(*args, &settings).await,
     }
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test of chimewatch: formatting, clippy, unit, property, router and end-to-end tests.
-# Installs what it needs (moto into .venv, the Node tools) and starts what it needs (moto, the CloudWatch bridge and
+# Installs what it needs (moto into .venv, the Node tools, Chromium) and starts what it needs (moto, the CloudWatch bridge and
 # kinesalite on free loopback ports), then stops them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +38,16 @@ if ! node_installed; then
   echo "==> installing the Node test tools (amazon-chime-sdk-js, kinesalite)"
   npm install --prefix "$node_dir" --no-package-lock --no-audit --no-fund --loglevel=error >/dev/null
 fi
+
+# Debian's Chromium, for the console test (driven by playwright-core from the Node tools above).
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "==> installing Debian's chromium (the console test opens the dashboards in it)"
+  if [ "$(id -u)" = 0 ]; then apt_get=(apt-get); else apt_get=(sudo apt-get); fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${apt_get[@]}" install -y --no-install-recommends chromium >/dev/null 2>&1 \
+    || { "${apt_get[@]}" update >/dev/null && "${apt_get[@]}" install -y --no-install-recommends chromium >/dev/null; }
+fi
+export CHROMIUM="$(command -v chromium)"
 
 workdir="$(mktemp -d)"
 pids=()

@@ -26,7 +26,7 @@ use crate::config;
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = config::resolve(cli.config.as_deref(), cli.command.settings())?;
     match cli.command {
-        Command::Up(_) => up::run(settings.up()?).await,
+        Command::Up(args) => up::run(settings.up()?, args.demo).await,
         Command::Gateway(_) => gateway::run(settings.gateway_command()?).await,
         Command::Aggregator(_) => aggregator::run(settings.aggregator_command()?).await,
         Command::Archiver(_) => archiver::run(settings.archiver_command()?).await,

@@ -44,6 +44,7 @@ pub async fn run(config: GatewayCommandConfig) -> anyhow::Result<()> {
             (sink, p, extra)
         }),
         axum::Router::new(),
+        None,
         super::shutdown_signal(),
     )
     .await
@@ -68,6 +69,7 @@ pub(super) async fn serve_gateway(
     mut registry: Registry,
     reporting: Option<(Arc<dyn MetricSink>, PipelineConfig, Vec<SampleSource>)>,
     extra_routes: axum::Router,
+    bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listen = serving.listen;
@@ -107,6 +109,9 @@ pub(super) async fn serve_gateway(
     };
     let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
+    if let Some(bound) = bound {
+        let _ = bound.send(addr);
+    }
     let scheme = if serving.tls.is_some() { "https" } else { "http" };
     eprintln!(
         "chimewatch gateway listening on {scheme}://{addr} (POST /v1/meeting-events, /meetingevents, /v1/sip-messages, /v1/client-events; GET /metrics)"

@@ -24,8 +24,11 @@ const LOCAL_REGION: &str = "local";
 /// The embedded store's file under the data directory.
 pub const STORE_FILE: &str = "embedded.sqlite";
 
-pub async fn run(config: UpConfig) -> anyhow::Result<()> {
+pub async fn run(config: UpConfig, demo: bool) -> anyhow::Result<()> {
     let UpConfig { serving, data_dir, pipeline, console, local, gateway, aggregation, archiving } = config;
+    if demo && !gateway.auth.is_anonymous() {
+        anyhow::bail!("--demo posts its fleet without credentials: run it without --api-keys and --token-secret");
+    }
     let archive_dir = data_dir.join(archiver::ARCHIVE_DIR);
 
     let mut registry = Registry::with_prefix("chimewatch");
@@ -100,6 +103,8 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
     log_telemetry.register(&mut registry);
     let archiver_worker = archiver::start(archiver_parts, &mut registry, stop.clone());
     let worker = aggregator::start(parts, &mut registry, stop.clone());
+    let (bound, on_bound) = tokio::sync::oneshot::channel();
+    let demo = demo.then(|| tokio::spawn(run_demo(on_bound, stop.clone())));
     let served = super::gateway::serve_gateway(
         serving,
         gateway,
@@ -108,11 +113,15 @@ pub async fn run(config: UpConfig) -> anyhow::Result<()> {
         registry,
         Some((metrics, pipeline, vec![Box::new(move || log_telemetry.samples()) as super::gateway::SampleSource])),
         console_routes,
+        Some(bound),
         stop.clone().cancelled_owned(),
     )
     .await;
     stop.cancel();
     let _ = evaluator.await;
+    if let Some(demo) = demo {
+        let _ = demo.await;
+    }
     worker.await.context("the aggregator worker")?;
     archiver_worker.await.context("the archiver worker")?;
     dead.close().await;
@@ -158,4 +167,37 @@ fn start_console(
     ));
     let console = Console { store: store.clone(), dashboards, log_group, alarms, now };
     Ok((chimewatch_console::router(Arc::new(console)), evaluator))
+}
+
+/// Events per second of `up --demo`'s fleet: enough to fill every panel, gentle on a laptop.
+const DEMO_RATE: f64 = 40.0;
+
+/// `up --demo`: the incident scenario played against this `up` until it stops, so every panel fills and the burst
+/// fires an alarm that then resolves.
+async fn run_demo(
+    bound: tokio::sync::oneshot::Receiver<std::net::SocketAddr>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use crate::simulate::{Options, Scenario};
+
+    let Ok(addr) = bound.await else { return };
+    let url = format!("http://{addr}");
+    eprintln!(
+        "chimewatch up --demo: a simulated fleet (incident scenario, {DEMO_RATE} events/s) posts to {url}; open {url}/ \
+         to watch the dashboards and the alarm it fires"
+    );
+    let options = Options {
+        url,
+        rate: DEMO_RATE,
+        duration: None,
+        seed: 1,
+        scenario: Scenario::Incident,
+        api_key: None,
+        token_secret: None,
+        concurrency: 4,
+        progress: false,
+    };
+    if let Err(failure) = crate::simulate::run(options, stop.cancelled_owned()).await {
+        tracing::error!(error = %failure.message, "The demo fleet stopped.");
+    }
 }

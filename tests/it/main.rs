@@ -8,6 +8,7 @@
 
 mod aggregator;
 mod archive;
+mod console;
 mod consumer;
 mod crash;
 mod embedded;

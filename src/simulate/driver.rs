@@ -518,7 +518,7 @@ impl Progress {
             Some(d) => {
                 let bar = ProgressBar::new(d.as_millis() as u64);
                 bar.set_style(
-                    ProgressStyle::with_template("{spinner} {elapsed_precise} [{wide_bar}] {msg}")
+                    ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:20}] {msg}")
                         .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
                 bar
@@ -534,7 +534,7 @@ impl Progress {
         let events: u64 =
             tally.endpoints.iter().filter(|(e, _)| **e != Endpoint::Attendees).map(|(_, s)| s.events).sum();
         let statuses: Vec<String> = tally.statuses.iter().map(|(s, n)| format!("{s}:{n}")).collect();
-        let attendees = sessions.map_or(String::new(), |n| format!(", {n} attendees in meetings"));
+        let attendees = sessions.map_or(String::new(), |n| format!(", {n} attending"));
         format!(
             "{events} events sent, {} requests ({}), {} rejected{attendees}",
             tally.requests,

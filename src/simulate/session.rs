@@ -219,6 +219,8 @@ pub struct Session {
     presence_at: Option<i64>,
     tiles: u32,
     tiles_from: i64,
+    /// When the person switches to another app, leaving the meeting in the background (mobile).
+    background_from: i64,
     audio_error: (&'static str, &'static str),
     video_error: (&'static str, &'static str, &'static str),
     battery: (&'static str, f64),
@@ -352,6 +354,7 @@ fn plan_session(
         presence_at: None,
         tiles: 0,
         tiles_from: i64::MAX,
+        background_from: i64::MAX,
         audio_error,
         video_error,
         battery: profile::battery(rng),
@@ -393,6 +396,9 @@ fn plan_session(
         session.tiles_from = succeeded + between(rng, 500, 8_000);
 
         let leave = leave.max(succeeded + 1_000);
+        if sdk != Sdk::Js && chance(rng, 0.2) {
+            session.background_from = between(rng, succeeded, leave);
+        }
         let peak = scenario.peak();
         // The first drop, if any, by thinning a Poisson process at the scenario's peak rate.
         let mut end = (leave, None);
@@ -639,7 +645,7 @@ impl Session {
         let minutes = (o.at - self.requested_at).max(0) as f64 / 60_000.0;
         let (battery_state, level) = self.battery;
         let level = if battery_state == "Discharging" { (level - 0.004 * minutes).max(0.01) } else { level };
-        let app_state = if o.retry > 0 && o.retry % 3 == 0 { "Background" } else { "Active" };
+        let app_state = if o.at >= self.background_from { "Background" } else { "Active" };
         a.insert("appState".into(), json!(app_state));
         a.insert("batteryState".into(), json!(battery_state));
         a.insert("batteryLevel".into(), json!((level * 100.0).round() / 100.0));

@@ -1,6 +1,7 @@
 //! The fleet generator's tests: a seed replays the same requests whatever the clock, every payload passes the
 //! gateway's own parsers (and every SIP message the call tracker), each SDK's shapes and status casing, status mixes
-//! within their expected ranges, and the scenarios' bursts where they belong.
+//! within their expected ranges, and the scenarios' bursts where they belong. And the driver against a fake gateway:
+//! a 503 waited out for its Retry-After, a 4xx that stops the run.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -459,4 +460,100 @@ fn voice_connector_calls_are_whole_calls_to_the_call_tracker() {
             _ => {}
         }
     }
+}
+
+/// What the fake gateway answers to its `n`th POST: status, reason, Retry-After, body.
+type Answer = fn(usize) -> (u16, &'static str, Option<u64>, &'static str);
+
+const OK: (u16, &str, Option<u64>, &str) = (200, "OK", None, r#"{"accepted":0,"rejected":[]}"#);
+
+/// A bare HTTP/1.1 server on a free port that answers `/readyz` with 200 and each POST as `answer` says; returns
+/// its URL and when each POST arrived.
+async fn fake_gateway(answer: Answer) -> (String, std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let posts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = posts.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut stream = tokio::io::BufReader::new(stream);
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        head.push_str(&line);
+                    }
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0; length];
+                    stream.read_exact(&mut body).await.unwrap();
+                    let (status, reason, retry_after, json) = if head.starts_with("GET") {
+                        OK
+                    } else {
+                        let mut seen = seen.lock().unwrap();
+                        seen.push(std::time::Instant::now());
+                        answer(seen.len() - 1)
+                    };
+                    let mut response = format!(
+                        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+                        json.len()
+                    );
+                    if let Some(s) = retry_after {
+                        response.push_str(&format!("retry-after: {s}\r\n"));
+                    }
+                    response.push_str("\r\n");
+                    response.push_str(json);
+                    stream.get_mut().write_all(response.as_bytes()).await.unwrap();
+                }
+            });
+        }
+    });
+    (url, posts)
+}
+
+fn options(url: String) -> super::Options {
+    super::Options {
+        url,
+        rate: 50.0,
+        duration: Some(std::time::Duration::from_millis(1_500)),
+        seed: 1,
+        scenario: Scenario::Steady,
+        api_key: Some("key".into()),
+        token_secret: None,
+        concurrency: 4,
+        progress: false,
+    }
+}
+
+#[tokio::test]
+async fn the_driver_waits_out_a_503s_retry_after_and_stops_at_a_4xx() {
+    // The first request (the registrations, which everything else waits for) is refused once with Retry-After: 1.
+    let (url, posts) =
+        fake_gateway(|n| if n == 0 { (503, "Service Unavailable", Some(1), r#"{"error":"busy"}"#) } else { OK }).await;
+    let summary = super::run(options(url), std::future::pending()).await.unwrap();
+    assert_eq!(summary.statuses.get("503"), Some(&1), "{summary:?}");
+    assert!(summary.retries >= 1 && summary.failed_requests == 0, "{summary:?}");
+    assert!(summary.events_sent > 0);
+    let posts = posts.lock().unwrap().clone();
+    assert!(posts[1] - posts[0] >= std::time::Duration::from_secs(1), "retried after {:?}", posts[1] - posts[0]);
+
+    let (url, _) =
+        fake_gateway(|n| if n == 2 { (400, "Bad Request", None, r#"{"error":"no such thing"}"#) } else { OK }).await;
+    let failure = super::run(options(url), std::future::pending()).await.unwrap_err();
+    assert!(failure.message.contains("answered 400 Bad Request to POST"), "{}", failure.message);
+    assert!(failure.message.contains("no such thing"), "{}", failure.message);
+    assert_eq!(failure.summary.statuses.get("400"), Some(&1));
 }

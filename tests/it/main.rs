@@ -21,4 +21,5 @@ mod kinesis;
 mod leases;
 mod pipeline;
 mod real_client;
+mod simulate;
 mod voice;

@@ -39,12 +39,13 @@ pub async fn run(config: GatewayCommandConfig) -> anyhow::Result<()> {
         Arc::new(producer),
         telemetry,
         registry,
-        reporting.map(|(sink, p)| {
-            let extra: Vec<SampleSource> = vec![Box::new(move || aws.samples())];
-            (sink, p, extra)
-        }),
-        axum::Router::new(),
-        None,
+        Extras {
+            reporting: reporting.map(|(sink, p)| {
+                let extra: Vec<SampleSource> = vec![Box::new(move || aws.samples())];
+                (sink, p, extra)
+            }),
+            ..Extras::default()
+        },
         super::shutdown_signal(),
     )
     .await
@@ -59,6 +60,15 @@ struct Reporting {
     interval: std::time::Duration,
 }
 
+/// What a gateway runs with beyond its own: the reporting of its figures to CloudWatch (with more sources of them),
+/// and in `up`, the console's routes and where to tell the address the gateway bound.
+#[derive(Default)]
+pub(super) struct Extras {
+    pub reporting: Option<(Arc<dyn MetricSink>, PipelineConfig, Vec<SampleSource>)>,
+    pub routes: axum::Router,
+    pub bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+}
+
 /// Binds the listener and serves the gateway until `shutdown`; reports pipeline metrics meanwhile, and once more
 /// after the stream is flushed, so the final counts are published too.
 pub(super) async fn serve_gateway(
@@ -67,11 +77,10 @@ pub(super) async fn serve_gateway(
     producer: Arc<dyn Producer>,
     producer_telemetry: ProducerTelemetry,
     mut registry: Registry,
-    reporting: Option<(Arc<dyn MetricSink>, PipelineConfig, Vec<SampleSource>)>,
-    extra_routes: axum::Router,
-    bound: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+    extras: Extras,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let Extras { reporting, routes: extra_routes, bound } = extras;
     let listen = serving.listen;
     if config.auth.is_anonymous() && !listen.ip().is_loopback() {
         tracing::warn!(%listen, "The gateway accepts unauthenticated requests on a non-loopback address; set API keys or a token secret.");

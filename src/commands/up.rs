@@ -111,9 +111,15 @@ pub async fn run(config: UpConfig, demo: bool) -> anyhow::Result<()> {
         log,
         producer_telemetry,
         registry,
-        Some((metrics, pipeline, vec![Box::new(move || log_telemetry.samples()) as super::gateway::SampleSource])),
-        console_routes,
-        Some(bound),
+        super::gateway::Extras {
+            reporting: Some((
+                metrics,
+                pipeline,
+                vec![Box::new(move || log_telemetry.samples()) as super::gateway::SampleSource],
+            )),
+            routes: console_routes,
+            bound: Some(bound),
+        },
         stop.clone().cancelled_owned(),
     )
     .await;

@@ -182,10 +182,10 @@ impl Dashboard {
     pub fn from_value(v: &Value) -> Result<Self, BodyError> {
         let top = object(v, "body")?;
         only_keys(top, &["start", "end", "periodOverride", "widgets", "variables"], "body")?;
-        if let Some(p) = top.get("periodOverride") {
-            if !matches!(p.as_str(), Some("auto" | "inherit")) {
-                return Err(err("periodOverride", "must be \"auto\" or \"inherit\""));
-            }
+        if let Some(p) = top.get("periodOverride")
+            && !matches!(p.as_str(), Some("auto" | "inherit"))
+        {
+            return Err(err("periodOverride", "must be \"auto\" or \"inherit\""));
         }
         let start = top.get("start").map(|s| string(s, "start")).transpose()?;
         let widgets =
@@ -308,10 +308,10 @@ fn metric_widget(props: &Map<String, Value>, at: &str) -> Result<MetricWidget, B
     for (i, row) in rows.iter().enumerate() {
         let row_at = format!("{at}.metrics[{i}]");
         let spec = metric_row(row, &row_at, &mut previous)?;
-        if let Some(id) = spec.id() {
-            if series.iter().any(|s| s.id() == Some(id)) {
-                return Err(err(row_at, format!("id {id:?} is used twice")));
-            }
+        if let Some(id) = spec.id()
+            && series.iter().any(|s| s.id() == Some(id))
+        {
+            return Err(err(row_at, format!("id {id:?} is used twice")));
         }
         series.push(spec);
     }

@@ -135,10 +135,10 @@ mod tests {
                 match &w.kind {
                     WidgetKind::Metric(m) => {
                         for spec in &m.series {
-                            if let SeriesSpec::Expression { expression, .. } = spec {
-                                if search::parse(expression).unwrap().is_none() {
-                                    chimewatch_metrics::alarm::math::parse(expression).unwrap();
-                                }
+                            if let SeriesSpec::Expression { expression, .. } = spec
+                                && search::parse(expression).unwrap().is_none()
+                            {
+                                chimewatch_metrics::alarm::math::parse(expression).unwrap();
                             }
                         }
                     }
@@ -153,6 +153,47 @@ mod tests {
         let refs = references(&dashboards, &alarms).unwrap();
         assert!(refs.iter().any(|r| r.metric == "meetingStartDurationMs" && r.dimension_names == ["sdkName"]));
         assert!(refs.iter().any(|r| r.named_in == "alarm chimewatch-dead-letters" && r.dimension_names == ["Service"]));
+    }
+
+    /// Voice Connector series need whole calls of every outcome, which no short end-to-end run produces (the
+    /// console test checks the other namespaces against a run): so every call fact the tracker can produce is fed to
+    /// the catalogue of Voice Connector metrics, and what the deploy files name must be among its series.
+    #[test]
+    fn every_voice_series_named_is_one_the_aggregator_publishes() {
+        use chimewatch_metrics::voice;
+        use chimewatch_sip::{CallFact, Direction, Observed};
+
+        let mut facts = vec![CallFact::Throttled];
+        for direction in [Direction::Inbound, Direction::Outbound] {
+            facts.extend([
+                CallFact::Attempt { direction },
+                CallFact::Answered { direction, setup_ms: 1 },
+                CallFact::Ringing { direction, post_dial_delay_ms: 1 },
+                CallFact::Failed { direction, status: 486, reason: "Busy Here".into() },
+                CallFact::Cancelled { direction },
+                CallFact::Ended { direction, duration_ms: 1, reason: Some("ACK timeout".into()), timed_out: false },
+                CallFact::Active { direction },
+            ]);
+        }
+        facts.extend((1..=6).map(|class| CallFact::Response { class, method: "INVITE".into() }));
+        let published: Vec<(String, Vec<String>)> = facts
+            .into_iter()
+            .flat_map(|fact| {
+                let observed = Observed { at_ms: 0, voice_connector_id: "vc".into(), region: "r".into(), fact };
+                voice::facts(&observed)
+            })
+            .map(|f| {
+                let mut names: Vec<String> = f.dimensions.into_iter().map(|d| d.0).collect();
+                names.sort();
+                (f.metric.to_owned(), names)
+            })
+            .collect();
+        let refs = references(&dashboards(&values()).unwrap(), &alarms(&values()).unwrap()).unwrap();
+        let voice: Vec<&SeriesRef> = refs.iter().filter(|r| r.namespace == "ChimeWatch/VoiceConnector").collect();
+        assert!(voice.len() > 20, "{voice:?}");
+        for r in voice {
+            assert!(published.contains(&(r.metric.clone(), r.dimension_names.clone())), "never published: {r:?}");
+        }
     }
 
     #[test]

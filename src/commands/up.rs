@@ -104,7 +104,7 @@ pub async fn run(config: UpConfig, demo: bool) -> anyhow::Result<()> {
     let archiver_worker = archiver::start(archiver_parts, &mut registry, stop.clone());
     let worker = aggregator::start(parts, &mut registry, stop.clone());
     let (bound, on_bound) = tokio::sync::oneshot::channel();
-    let demo = demo.then(|| tokio::spawn(run_demo(on_bound, stop.clone())));
+    let console_task = tokio::spawn(console_ready(on_bound, demo, stop.clone()));
     let served = super::gateway::serve_gateway(
         serving,
         gateway,
@@ -125,9 +125,7 @@ pub async fn run(config: UpConfig, demo: bool) -> anyhow::Result<()> {
     .await;
     stop.cancel();
     let _ = evaluator.await;
-    if let Some(demo) = demo {
-        let _ = demo.await;
-    }
+    let _ = console_task.await;
     worker.await.context("the aggregator worker")?;
     archiver_worker.await.context("the archiver worker")?;
     dead.close().await;
@@ -178,16 +176,21 @@ fn start_console(
 /// Events per second of `up --demo`'s fleet: enough to fill every panel, gentle on a laptop.
 const DEMO_RATE: f64 = 40.0;
 
-/// `up --demo`: the incident scenario played against this `up` until it stops, so every panel fills and the burst
-/// fires an alarm that then resolves.
-async fn run_demo(
+/// Once the gateway is listening: says where the console is, and with `--demo` plays the incident scenario against
+/// this `up` until it stops, so every panel fills and the outage fires an alarm that then resolves.
+async fn console_ready(
     bound: tokio::sync::oneshot::Receiver<std::net::SocketAddr>,
+    demo: bool,
     stop: tokio_util::sync::CancellationToken,
 ) {
     use crate::simulate::{Options, Scenario};
 
     let Ok(addr) = bound.await else { return };
     let url = format!("http://{addr}");
+    eprintln!("chimewatch console on {url}/ (dashboards, alarms, search one attendee or meeting)");
+    if !demo {
+        return;
+    }
     eprintln!(
         "chimewatch up --demo: a simulated fleet (incident scenario, {DEMO_RATE} events/s) posts to {url}; open {url}/ \
          to watch the dashboards and the alarm it fires"

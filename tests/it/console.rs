@@ -98,11 +98,27 @@ fn widget<'a>(page: &'a Value, title: &str) -> &'a Value {
 
 #[tokio::test]
 async fn the_console_shows_every_panel_with_what_was_posted_and_the_alarm_the_burst_fired() {
+    // Where `--alarm-webhook` posts: a listener that keeps every notification.
+    let notifications = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", hook.local_addr().unwrap());
+    let kept = notifications.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| async move {
+            kept.lock().unwrap().push(body);
+            "ok"
+        }),
+    );
+    tokio::spawn(async move { axum::serve(hook, app).await.unwrap() });
+
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_str().unwrap();
     let server = Server::start(
         &[
             "up",
+            "--alarm-webhook",
+            &hook_url,
             "--data-dir",
             dir,
             "--window-secs",
@@ -249,6 +265,16 @@ async fn the_console_shows_every_panel_with_what_was_posted_and_the_alarm_the_bu
     assert_eq!(search["events"], 1, "{search}");
     assert!(search["body"].as_str().unwrap().contains("SignalingBadRequest"), "{search}");
 
+    // The webhook got the change as CloudWatch's SNS message.
+    let sent = notifications.lock().unwrap().clone();
+    let fired = sent
+        .iter()
+        .find(|n| n["AlarmName"] == "chimewatch-meetings-failed" && n["NewStateValue"] == "ALARM")
+        .unwrap_or_else(|| panic!("no ALARM notification in {sent:#?}"));
+    assert_eq!(fired["Trigger"]["MetricName"], "meetingFailed", "{fired}");
+    assert_eq!(fired["Trigger"]["Threshold"], 5.0, "{fired}");
+    assert!(fired["NewStateReason"].as_str().unwrap().contains("Threshold Crossed"), "{fired}");
+
     // The same states through the CLI.
     let addr = server.addr.to_string();
     let listed = Command::new(BIN).args(["alarms", "list", "--listen", &addr, "--json"]).output().unwrap();
@@ -256,5 +282,8 @@ async fn the_console_shows_every_panel_with_what_was_posted_and_the_alarm_the_bu
     let listed = String::from_utf8(listed.stdout).unwrap();
     assert_eq!(listed.lines().count(), 10, "{listed}");
     assert!(listed.lines().any(|l| l.contains("chimewatch-meetings-failed") && l.contains("\"ALARM\"")), "{listed}");
+    let history = Command::new(BIN).args(["alarms", "history", "--listen", &addr]).output().unwrap();
+    let history = String::from_utf8(history.stdout).unwrap();
+    assert!(history.lines().any(|l| l.contains("chimewatch-meetings-failed") && l.contains("-> ALARM")), "{history}");
     drop(server);
 }

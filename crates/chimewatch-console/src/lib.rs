@@ -23,4 +23,7 @@ pub mod server;
 pub mod template;
 pub mod timeline;
 
+#[cfg(test)]
+mod tests;
+
 pub use server::{Console, router};

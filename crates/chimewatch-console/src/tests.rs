@@ -10,8 +10,8 @@ use crate::body::{Dashboard, WidgetKind};
 use crate::data::{self, Range};
 use crate::page;
 
-/// Two whole minutes of an hour, and a range around them.
-const T0: i64 = 1_790_000_040_000 - 1_790_000_040_000 % 60_000;
+/// The start of a minute (1_790_000_040_000 is a multiple of 60,000), and a range of 20 minutes around it.
+const T0: i64 = 1_790_000_040_000;
 const RANGE: Range = Range { start_ms: T0 - 600_000, end_ms: T0 + 600_000 };
 
 fn datum(name: &str, dims: &[(&str, &str)], at: i64, value: DatumValue) -> Datum {

@@ -144,8 +144,21 @@ pub fn time_series(
     Ok(svg)
 }
 
-/// Horizontal bars, one per labelled value, largest first as given.
+/// Bars narrower than this make unreadable labels.
+const BAR_PX: u32 = 20;
+
+/// Horizontal bars, one per labelled value, the largest on top; as many as the height can show with their labels,
+/// the rest counted in the last line.
 pub fn bars(values: &[(String, f64)], size: (u32, u32)) -> Result<String, String> {
+    let mut sorted: Vec<(String, f64)> = values.to_vec();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let fit = usize::try_from((size.1.saturating_sub(30) / BAR_PX).max(1)).unwrap_or(1);
+    if sorted.len() > fit {
+        let rest = sorted.split_off(fit.saturating_sub(1));
+        let total: f64 = rest.iter().map(|v| v.1).sum();
+        sorted.push((format!("{} more", rest.len()), total));
+    }
+    let values = &sorted;
     let max = values.iter().map(|v| v.1).filter(|v| v.is_finite()).fold(0.0_f64, f64::max);
     let max = if max <= 0.0 { 1.0 } else { max * 1.1 };
     let n = values.len().max(1) as f64;
@@ -251,8 +264,13 @@ mod tests {
         let svg = time_series(&s, 0, 120_000, false, (400, 200)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
         assert!(svg.contains("00:01"), "x axis labels are clock times");
-        let svg = bars(&[("js".into(), 4.0), ("ios".into(), 2.0)], (400, 200)).unwrap();
+        let svg = bars(&[("ios".into(), 2.0), ("js".into(), 4.0)], (400, 200)).unwrap();
         assert!(svg.contains("js  4") && svg.contains("ios  2"), "{svg}");
+        assert!(svg.find("js  4") < svg.find("ios  2"), "the largest first: {svg}");
+        // Too many for the height: the smallest are summed in one bar.
+        let many: Vec<(String, f64)> = (1..=30).map(|i| (format!("s{i}"), f64::from(i))).collect();
+        let svg = bars(&many, (400, 130)).unwrap();
+        assert!(svg.contains("s30  30") && svg.contains("s27  27") && svg.contains("26 more  351"), "{svg}");
         let svg = pie(&[("js".into(), 3.0), ("ios".into(), 1.0), ("none".into(), 0.0)], (300, 300)).unwrap();
         assert!(svg.contains("75%") && svg.contains("25%"), "{svg}");
         // No data is an empty chart, not an error.

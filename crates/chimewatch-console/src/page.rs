@@ -60,7 +60,7 @@ table{border-collapse:collapse;font-size:12px;width:100%}th,td{text-align:left;p
 .error{color:#d13212}.empty{color:#687078}
 .state{padding:1px 8px;border-radius:10px;color:#fff;font-size:12px;font-weight:600}
 .ALARM{background:#d13212}.OK{background:#1d8102}.INSUFFICIENT_DATA{background:#687078}
-.page{padding:12px 16px}.page section{background:#fff;border:1px solid #d5dbdb;border-radius:4px;padding:10px;margin-bottom:12px}
+.page td{white-space:normal;vertical-align:top}.page{padding:12px 16px}.page section{background:#fff;border:1px solid #d5dbdb;border-radius:4px;padding:10px;margin-bottom:12px}
 .timeline li{margin:2px 0}.muted{color:#687078}
 "#;
 

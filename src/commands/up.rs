@@ -206,7 +206,11 @@ async fn console_ready(
         concurrency: 4,
         progress: false,
     };
+    let stopping = stop.clone();
     if let Err(failure) = crate::simulate::run(options, stop.cancelled_owned()).await {
-        tracing::error!(error = %failure.message, "The demo fleet stopped.");
+        // Its last flush can race the gateway's own shutdown; only a failure while `up` runs is news.
+        if !stopping.is_cancelled() {
+            tracing::error!(error = %failure.message, "The demo fleet stopped.");
+        }
     }
 }

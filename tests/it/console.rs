@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{BIN, Server};
 
-/// Events the burst posts: more than the 5 a minute that `chimewatch-meetings-failed` allows.
+/// Sessions the burst ends in failure, in a minute where none ends well: `chimewatch-meetings-failed` fires past 10 %.
 const BURST: usize = 8;
 
 fn cli(args: &[&str]) -> Vec<Value> {
@@ -271,8 +271,8 @@ async fn the_console_shows_every_panel_with_what_was_posted_and_the_alarm_the_bu
         .iter()
         .find(|n| n["AlarmName"] == "chimewatch-meetings-failed" && n["NewStateValue"] == "ALARM")
         .unwrap_or_else(|| panic!("no ALARM notification in {sent:#?}"));
-    assert_eq!(fired["Trigger"]["MetricName"], "meetingFailed", "{fired}");
-    assert_eq!(fired["Trigger"]["Threshold"], 5.0, "{fired}");
+    assert!(fired["Trigger"]["Metrics"].to_string().contains("meetingFailed"), "{fired}");
+    assert_eq!(fired["Trigger"]["Threshold"], 10.0, "{fired}");
     assert!(fired["NewStateReason"].as_str().unwrap().contains("Threshold Crossed"), "{fired}");
 
     // The same states through the CLI.

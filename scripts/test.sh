@@ -94,6 +94,9 @@ start_server proxy-self-test "$venv/bin/python" scripts/fault_proxy.py "$moto_ur
   || { cat "$workdir/proxy-test.log" >&2; exit 1; }
 tail -n 1 "$workdir/bridge-test.log" "$workdir/proxy-test.log" | sed -n '/passed\|ok/p'
 
+# The deployment, offline: the rendered CloudFormation template, cfn-lint and checkov on it and on the Dockerfile.
+CHIMEWATCH_VENV="$venv" bash scripts/check_deploy.sh
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy (the sans-IO crates also under clippy.sans-io.toml: no clocks, files, sockets)"

@@ -4,6 +4,8 @@
 //! holds: `meeting_events/dt=2026-11-21/hour=13/shardId-000000000001-<first>-<last>.parquet`. Writing the same
 //! records again after a crash produces the same key, so an overwrite replaces rather than duplicates.
 
+use chimewatch_model::time::civil_from_days;
+
 /// A table of the archive, and its prefix under the archive's root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Table {
@@ -29,37 +31,13 @@ pub struct Partition {
     pub hour: u8,
 }
 
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day): Howard Hinnant's `civil_from_days`.
-pub(crate) fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
-    (year, month, day)
-}
-
-/// The inverse of [`civil_from_days`]: Howard Hinnant's `days_from_civil`.
-pub(crate) fn days_from_civil(year: i64, month: u8, day: u8) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 impl Partition {
     /// The partition of an event time in milliseconds since the epoch (UTC).
     pub fn of(event_ms: i64) -> Self {
         let hours = event_ms.div_euclid(3_600_000);
         let (year, month, day) = civil_from_days(hours.div_euclid(24));
-        Self { year, month, day, hour: hours.rem_euclid(24) as u8 }
+        // The casts hold for any i64 of milliseconds: its year fits an i32, a month, day and hour a u8.
+        Self { year: year as i32, month: month as u8, day: day as u8, hour: hours.rem_euclid(24) as u8 }
     }
 
     /// `dt=YYYY-MM-DD/hour=HH`, as Athena partition projection and DuckDB's hive partitioning read it.

@@ -15,14 +15,12 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{ArrowError, DataType, SchemaRef, TimeUnit};
 use serde_json::{Map, Value};
 
-use crate::layout::{civil_from_days, days_from_civil};
+use chimewatch_model::time::{Civil, days_from_civil};
 
 /// `2025-11-21T08:00:00.123Z` for milliseconds since the epoch, for any instant.
 pub fn format_time(ms: i64) -> String {
-    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
-    let (year, month, day) = civil_from_days(days);
-    let (h, m, s, milli) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+    let c = Civil::of(ms);
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis)
 }
 
 /// The inverse of [`format_time`]; `None` for anything else.
@@ -42,7 +40,7 @@ pub fn parse_time(text: &str) -> Option<i64> {
     if !separators || !(1..=12).contains(&month) || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 59 {
         return None;
     }
-    let days = days_from_civil(year, month as u8, day as u8);
+    let days = days_from_civil(year, month as u32, day as u32);
     Some(days * 86_400_000 + h * 3_600_000 + m * 60_000 + s * 1000 + milli)
 }
 

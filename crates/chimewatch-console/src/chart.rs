@@ -1,6 +1,7 @@
 //! Charts as SVG, drawn with plotters: time series (lines or stacked areas), horizontal bars and pies. The SVG goes
 //! inline into the page, so the console needs no script or asset from anywhere.
 
+use chimewatch_model::Civil;
 use plotters::prelude::*;
 
 /// One line of a chart: its legend label and its points (period start in ms, value).
@@ -27,27 +28,12 @@ fn failed(e: impl std::fmt::Display) -> String {
 
 /// `HH:MM` (UTC) of a Unix time in ms; with the date when the range spans days.
 pub fn clock(ms: i64, with_date: bool) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let hm = format!("{:02}:{:02}", of_day / 3600, of_day % 3600 / 60);
-    if !with_date {
-        return hm;
+    let c = Civil::of(ms);
+    if with_date {
+        format!("{:02}-{:02} {:02}:{:02}", c.month, c.day, c.hour, c.minute)
+    } else {
+        format!("{:02}:{:02}", c.hour, c.minute)
     }
-    let (_, month, day) = civil_from_days(days);
-    format!("{month:02}-{day:02} {hm}")
-}
-
-/// Year, month, day of a count of days since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// A short form of a value for axes and single values: 1234567 -> 1.23M.
@@ -237,9 +223,6 @@ mod tests {
     fn clock_and_days() {
         assert_eq!(clock(0, false), "00:00");
         assert_eq!(clock(1_764_609_300_000, true), "12-01 17:15");
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_423), (2025, 12, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
     }
 
     #[test]

@@ -30,4 +30,4 @@ pub use json::{BatchError, split_batch};
 pub use partition::{HashKey, partition_key_for};
 pub use record::{DecodeError, Delivery, Ingest, MeetingEventRecord, Record, SipMessageRecord};
 pub use sip::SipLogRecord;
-pub use time::{Clock, UnixMillis};
+pub use time::{Civil, Clock, UnixMillis};

@@ -5,48 +5,11 @@
 //! - [`short_time`]: `12/01/26 17:00:00` (day/month/year), the form of datapoint times in a state reason.
 //! - [`java_double`]: `12.0`, `0.25`, `1.0E7`, the way CloudWatch (a Java service) prints a double.
 
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day): Howard Hinnant's `civil_from_days`.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    // The casts hold: a day is 1..=31 and a month 1..=12 by construction.
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
-/// A UTC instant split into its calendar fields.
-struct Civil {
-    year: i64,
-    month: u32,
-    day: u32,
-    hour: i64,
-    minute: i64,
-    second: i64,
-    millis: i64,
-}
-
-fn civil(ms: i64) -> Civil {
-    let (year, month, day) = civil_from_days(ms.div_euclid(86_400_000));
-    let in_day = ms.rem_euclid(86_400_000);
-    Civil {
-        year,
-        month,
-        day,
-        hour: in_day / 3_600_000,
-        minute: in_day / 60_000 % 60,
-        second: in_day / 1_000 % 60,
-        millis: in_day % 1_000,
-    }
-}
+use chimewatch_model::Civil;
 
 /// `2026-01-12T17:00:00.000+0000`.
 pub fn iso8601(ms: i64) -> String {
-    let c = civil(ms);
+    let c = Civil::of(ms);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}+0000",
         c.year, c.month, c.day, c.hour, c.minute, c.second, c.millis
@@ -55,7 +18,7 @@ pub fn iso8601(ms: i64) -> String {
 
 /// `12/01/26 17:00:00`: day, month, two-digit year, as CloudWatch lists datapoints in a state reason.
 pub fn short_time(ms: i64) -> String {
-    let c = civil(ms);
+    let c = Civil::of(ms);
     format!("{:02}/{:02}/{:02} {:02}:{:02}:{:02}", c.day, c.month, c.year.rem_euclid(100), c.hour, c.minute, c.second)
 }
 
@@ -121,9 +84,9 @@ mod tests {
         #[test]
         fn the_calendar_agrees_with_day_arithmetic(ms in -4_000_000_000_000_i64..8_000_000_000_000) {
             // Consecutive days differ by one calendar day, and the fields stay in range.
-            let c = civil(ms);
+            let c = Civil::of(ms);
             prop_assert!((1..=12).contains(&c.month) && (1..=31).contains(&c.day));
-            let next = civil(ms + 86_400_000);
+            let next = Civil::of(ms + 86_400_000);
             let same_month = next.month == c.month && next.year == c.year;
             prop_assert!(
                 (same_month && next.day == c.day + 1) || (next.day == 1 && (next.month == c.month % 12 + 1)),

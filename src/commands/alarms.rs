@@ -43,11 +43,8 @@ pub async fn list(args: AlarmsArgs, settings: &Settings) -> anyhow::Result<()> {
 
 pub async fn history(args: AlarmsArgs, settings: &Settings) -> anyhow::Result<()> {
     let alarms = fetch(settings).await?;
-    let mut changes: Vec<(&str, &chimewatch_console::alarms::HistoryItem)> =
-        alarms.iter().flat_map(|a| a.history.iter().map(move |h| (a.name.as_str(), h))).collect();
-    changes.sort_by_key(|(_, h)| std::cmp::Reverse(h.at_ms));
     let mut out = std::io::stdout().lock();
-    for (name, h) in changes {
+    for (name, h) in chimewatch_console::alarms::history(&alarms) {
         if args.json {
             let line =
                 serde_json::json!({ "name": name, "atMs": h.at_ms, "from": h.from, "to": h.to, "reason": h.reason });

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chimewatch_metrics::alarm::{AlarmSet, AlarmState, MetricSource, StatQuery, StateChange, Statistic};
-use chimewatch_sinks::embedded::{EmbeddedStore, MetricQuery, Stat};
+use chimewatch_sinks::embedded::{EmbeddedStore, Stat};
 use maud::{Markup, html};
 use serde::{Deserialize, Serialize};
 
@@ -48,21 +48,8 @@ impl MetricSource for StoreSource<'_> {
             Statistic::Average => Stat::Average,
             Statistic::Percentile(p) => Stat::Percentile(p),
         };
-        let query = MetricQuery {
-            namespace: q.namespace.clone(),
-            name: q.metric_name.clone(),
-            dimensions: q.dimensions.clone(),
-            since_ms: q.start_ms,
-            until_ms: q.end_ms,
-            period_ms: q.period_ms,
-            stats: vec![stat],
-        };
-        let points = self.0.query_metrics(&query).map_err(|e| e.to_string())?;
-        Ok(points
-            .into_iter()
-            .filter_map(|p| p.stats.first().map(|(_, v)| (p.timestamp_ms, *v)))
-            .filter(|p| p.1.is_finite())
-            .collect())
+        let series = (q.namespace.as_str(), q.metric_name.as_str(), q.dimensions.as_slice());
+        crate::data::points(self.0, series, stat, q.period_ms, (q.start_ms, q.end_ms))
     }
 }
 
@@ -222,7 +209,7 @@ pub fn page(alarms: &[AlarmView]) -> Markup {
 }
 
 /// Every alarm's history, newest first.
-fn history(alarms: &[AlarmView]) -> Vec<(&str, &HistoryItem)> {
+pub fn history(alarms: &[AlarmView]) -> Vec<(&str, &HistoryItem)> {
     let mut all: Vec<(&str, &HistoryItem)> =
         alarms.iter().flat_map(|a| a.history.iter().map(move |h| (a.name.as_str(), h))).collect();
     all.sort_by_key(|(_, h)| std::cmp::Reverse(h.at_ms));

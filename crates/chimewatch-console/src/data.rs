@@ -29,22 +29,23 @@ fn dimension_text(dimensions: &[(String, String)]) -> String {
     dimensions.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(" ")
 }
 
-/// Points of one stored series.
-fn points(
+/// Points of one stored series: one statistic per period over `[since_ms, until_ms)`, periods without a finite
+/// value left out. The alarms read the store through this too (`alarms::StoreSource`).
+pub(crate) fn points(
     store: &EmbeddedStore,
     (namespace, name, dimensions): (&str, &str, &[(String, String)]),
-    stat_text: &str,
+    stat: Stat,
     period_ms: i64,
-    range: Range,
+    (since_ms, until_ms): (i64, i64),
 ) -> Result<Vec<(i64, f64)>, String> {
     let query = MetricQuery {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
         dimensions: dimensions.to_vec(),
-        since_ms: range.start_ms,
-        until_ms: range.end_ms,
+        since_ms,
+        until_ms,
         period_ms,
-        stats: vec![stat(stat_text)?],
+        stats: vec![stat],
     };
     let found = store.query_metrics(&query).map_err(|e| e.to_string())?;
     Ok(found
@@ -60,13 +61,14 @@ pub fn metric_series(store: &EmbeddedStore, widget: &MetricWidget, range: Range)
     let period_of = |p: Option<u64>| {
         if one_value { WHOLE_RANGE } else { i64::try_from(p.unwrap_or(widget.period_s) * 1000).unwrap_or(WHOLE_RANGE) }
     };
+    let span = (range.start_ms, range.end_ms);
     let mut by_id: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
     let mut shown = Vec::new();
     for spec in &widget.series {
         match spec {
             SeriesSpec::Metric { id, namespace, name, dimensions, stat: s, period_s, label, visible } => {
                 let stat_text = s.as_deref().unwrap_or(&widget.stat);
-                let found = points(store, (namespace, name, dimensions), stat_text, period_of(*period_s), range)?;
+                let found = points(store, (namespace, name, dimensions), stat(stat_text)?, period_of(*period_s), span)?;
                 if let Some(id) = id {
                     by_id.insert(id.clone(), found.clone());
                 }
@@ -79,7 +81,7 @@ pub fn metric_series(store: &EmbeddedStore, widget: &MetricWidget, range: Range)
             }
             SeriesSpec::Expression { id, expression, label, visible } => match search::parse(expression)? {
                 Some(search) => {
-                    let period = period_of(Some(search.period_s));
+                    let (period, search_stat) = (period_of(Some(search.period_s)), stat(&search.stat)?);
                     let listed = store
                         .list_metrics(Some(&search.namespace), Some(&search.metric), range.start_ms)
                         .map_err(|e| e.to_string())?;
@@ -87,9 +89,9 @@ pub fn metric_series(store: &EmbeddedStore, widget: &MetricWidget, range: Range)
                         let found = points(
                             store,
                             (&search.namespace, &search.metric, &series.dimensions),
-                            &search.stat,
+                            search_stat,
                             period,
-                            range,
+                            span,
                         )?;
                         if *visible && !found.is_empty() {
                             let what = dimension_text(&series.dimensions);

@@ -62,17 +62,33 @@ fn stack(series: &[Series]) -> Vec<Vec<(i64, f64)>> {
     series
         .iter()
         .map(|s| {
+            let at: std::collections::HashMap<i64, f64> = s.points.iter().copied().collect();
             times
                 .iter()
                 .enumerate()
                 .map(|(i, t)| {
-                    let v = s.points.iter().find(|p| p.0 == *t).map_or(0.0, |p| p.1);
+                    let v = at.get(t).copied().unwrap_or(0.0);
                     below[i] += v;
                     (*t, below[i])
                 })
                 .collect()
         })
         .collect()
+}
+
+/// An SVG of `size` on a white ground, with what `draw` puts on it.
+fn svg(
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
+) -> Result<String, String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(failed)?;
+        draw(&root)?;
+        root.present().map_err(failed)?;
+    }
+    Ok(svg)
 }
 
 /// A time series chart over `[start_ms, end_ms)`.
@@ -89,11 +105,8 @@ pub fn time_series(
     let (lo, hi) = finite.fold((0.0_f64, 0.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let hi = if hi <= lo { lo + 1.0 } else { hi + (hi - lo) * 0.08 };
     let with_date = end_ms - start_ms > 86_400_000;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        root.fill(&WHITE).map_err(failed)?;
-        let mut chart = ChartBuilder::on(&root)
+    svg(size, |root| {
+        let mut chart = ChartBuilder::on(root)
             .margin(6)
             .x_label_area_size(22)
             .y_label_area_size(48)
@@ -125,9 +138,8 @@ pub fn time_series(
                 chart.draw_series(LineSeries::new(points, c.stroke_width(2))).map_err(failed)?;
             }
         }
-        root.present().map_err(failed)?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// Bars narrower than this make unreadable labels.
@@ -148,11 +160,8 @@ pub fn bars(values: &[(String, f64)], size: (u32, u32)) -> Result<String, String
     let max = values.iter().map(|v| v.1).filter(|v| v.is_finite()).fold(0.0_f64, f64::max);
     let max = if max <= 0.0 { 1.0 } else { max * 1.1 };
     let n = values.len().max(1) as f64;
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        root.fill(&WHITE).map_err(failed)?;
-        let mut chart = ChartBuilder::on(&root)
+    svg(size, |root| {
+        let mut chart = ChartBuilder::on(root)
             .margin(6)
             .x_label_area_size(22)
             .build_cartesian_2d(0.0..max, 0.0..n)
@@ -185,9 +194,8 @@ pub fn bars(values: &[(String, f64)], size: (u32, u32)) -> Result<String, String
                 )))
                 .map_err(failed)?;
         }
-        root.present().map_err(failed)?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 /// A pie of labelled values; values that are not positive are left out (they have no slice).
@@ -198,10 +206,7 @@ pub fn pie(values: &[(String, f64)], size: (u32, u32)) -> Result<String, String>
     let colors: Vec<RGBColor> = kept.iter().map(|(i, _)| color(*i)).collect();
     let total: f64 = sizes.iter().sum();
     let labels: Vec<String> = kept.iter().map(|(_, v)| format!("{:.0}%", 100.0 * v.1 / total)).collect();
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        root.fill(&WHITE).map_err(failed)?;
+    svg(size, |root| {
         if !sizes.is_empty() {
             let center = (i32::try_from(size.0 / 2).unwrap_or(0), i32::try_from(size.1 / 2).unwrap_or(0));
             let radius = f64::from(size.0.min(size.1)) * 0.38;
@@ -210,9 +215,8 @@ pub fn pie(values: &[(String, f64)], size: (u32, u32)) -> Result<String, String>
             pie.label_style(("sans-serif", 12).into_font().color(&BLACK));
             root.draw(&pie).map_err(failed)?;
         }
-        root.present().map_err(failed)?;
-    }
-    Ok(svg)
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -220,7 +224,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn clock_and_days() {
+    fn clock_times() {
         assert_eq!(clock(0, false), "00:00");
         assert_eq!(clock(1_764_609_300_000, true), "12-01 17:15");
     }

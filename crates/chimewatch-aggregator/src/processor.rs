@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use chimewatch_metrics::aggregate::{Counters, Placement};
 use chimewatch_metrics::{Aggregator, Catalogue, ClosedWindow, voice};
 use chimewatch_model::{Clock, Record, UnixMillis};
-use chimewatch_sinks::{Datum, LogEvent, LogSink, MetricSink};
+use chimewatch_sinks::{Datum, LogEvent, LogSink, MetricSink, Outcome};
 use chimewatch_sip::{CallTracker, Message};
 use chimewatch_stream::consumer::{
     Batch, DeadData, DeadLetters, Fence, Position, ProcessError, ProcessorFactory, Refused, ShardProcessor,
@@ -239,6 +239,16 @@ impl Drop for ShardAggregation {
 }
 
 impl State {
+    /// What was not sent goes back in front of what arrived since, in its order.
+    fn put_back(&mut self, unsent: Vec<Outgoing>, unwritten: Vec<Pending>) {
+        let newer: Vec<Outgoing> = self.outbox.drain(..).collect();
+        self.outbox.extend(unsent);
+        self.outbox.extend(newer);
+        let newer: Vec<Pending> = self.logs.drain(..).collect();
+        self.logs.extend(unwritten);
+        self.logs.extend(newer);
+    }
+
     /// Queues the datums of closed windows; a window without any is published at once.
     fn enqueue(&mut self, family: Family, closed: Vec<ClosedWindow>, window_ms: i64) {
         for w in closed {
@@ -433,19 +443,13 @@ impl Shared {
             }
             let plain: Vec<Datum> = batch.iter().map(|o| o.datum.clone()).collect();
             let outcome = self.metrics.publish(namespace, &plain).await;
-            if let Some(e) = &outcome.error {
-                errors.push(format!("publishing metrics to {namespace}: {e}"));
-            }
-            let mut back = vec![false; batch.len()];
-            outcome.unsent.iter().for_each(|&i| back[i] = true);
-            for (i, reason) in outcome.rejected {
-                refused.push(Refused {
-                    kind: "metricDatum",
-                    destination: namespace.clone(),
-                    reason,
-                    item: DeadData::of(format!("{:?}", batch[i].datum).as_bytes()),
-                });
-            }
+            let context = || format!("publishing metrics to {namespace}");
+            let back = sent_back(outcome, batch.len(), context, &mut errors, &mut refused, |i, reason| Refused {
+                kind: "metricDatum",
+                destination: namespace.clone(),
+                reason,
+                item: DeadData::of(format!("{:?}", batch[i].datum).as_bytes()),
+            });
             let published = back.iter().filter(|b| !**b).count() as u64;
             self.telemetry.datums_published.inc_by(published);
             for (o, back) in batch.into_iter().zip(back) {
@@ -471,23 +475,17 @@ impl Shared {
                 let stream = format!("{shard}/{}", self.worker_id);
                 let events: Vec<LogEvent> = pending.iter().map(|p| p.event.clone()).collect();
                 let outcome = sink.put(&group, &stream, &events).await;
-                if let Some(e) = &outcome.error {
-                    errors.push(format!("writing log events to {group}: {e}"));
-                }
-                let mut back = vec![false; pending.len()];
-                outcome.unsent.iter().for_each(|&i| back[i] = true);
-                for (i, reason) in outcome.rejected {
-                    refused.push(Refused {
-                        kind: "logEvent",
-                        destination: format!("{group}/{stream}"),
-                        reason,
-                        item: DeadData::of(
-                            serde_json::json!({ "timestampMs": events[i].timestamp, "message": events[i].message })
-                                .to_string()
-                                .as_bytes(),
-                        ),
-                    });
-                }
+                let context = || format!("writing log events to {group}");
+                let back = sent_back(outcome, pending.len(), context, &mut errors, &mut refused, |i, reason| Refused {
+                    kind: "logEvent",
+                    destination: format!("{group}/{stream}"),
+                    reason,
+                    item: DeadData::of(
+                        serde_json::json!({ "timestampMs": events[i].timestamp, "message": events[i].message })
+                            .to_string()
+                            .as_bytes(),
+                    ),
+                });
                 self.telemetry.log_events_written.inc_by(back.iter().filter(|b| !**b).count() as u64);
                 unwritten.extend(pending.into_iter().zip(back).filter(|(_, b)| *b).map(|(p, _)| p));
             }
@@ -501,12 +499,7 @@ impl Shared {
             // Nothing refused is settled; it is published (and refused) again on the next try.
             errors.push(format!("dead-lettering what the sinks refused: {e}"));
             let mut s = self.lock().map_err(|e| e.0)?;
-            let newer: Vec<Outgoing> = s.outbox.drain(..).collect();
-            s.outbox.extend(unsent);
-            s.outbox.extend(newer);
-            let newer: Vec<Pending> = s.logs.drain(..).collect();
-            s.logs.extend(unwritten);
-            s.logs.extend(newer);
+            s.put_back(unsent, unwritten);
             let message = errors.join("; ");
             self.failed(&mut s, now, &message);
             return Err(message);
@@ -516,13 +509,7 @@ impl Shared {
         let mut s = self.lock().map_err(|e| e.0)?;
         let completed = settled.into_iter().filter(|w| s.settle(*w)).count();
         self.telemetry.windows_published.inc_by(completed as u64);
-        // What was not sent goes back in front of what arrived since, in its order.
-        let newer: Vec<Outgoing> = s.outbox.drain(..).collect();
-        s.outbox.extend(unsent);
-        s.outbox.extend(newer);
-        let newer: Vec<Pending> = s.logs.drain(..).collect();
-        s.logs.extend(unwritten);
-        s.logs.extend(newer);
+        s.put_back(unsent, unwritten);
         if wrote_logs || self.logs.is_none() {
             s.logs_written = s.logs.front().map_or(s.logs_appended, |p| p.seq - 1);
             s.last_log_write_ms = now;
@@ -568,6 +555,25 @@ impl Shared {
         }
         Ok(durable)
     }
+}
+
+/// A sink's outcome for `n` items: its error recorded in `errors`, each refused item made a dead letter by `refusal`,
+/// and which items go back (were not sent).
+fn sent_back(
+    outcome: Outcome,
+    n: usize,
+    context: impl FnOnce() -> String,
+    errors: &mut Vec<String>,
+    refused: &mut Vec<Refused>,
+    refusal: impl Fn(usize, String) -> Refused,
+) -> Vec<bool> {
+    if let Some(e) = &outcome.error {
+        errors.push(format!("{}: {e}", context()));
+    }
+    let mut back = vec![false; n];
+    outcome.unsent.iter().for_each(|&i| back[i] = true);
+    refused.extend(outcome.rejected.into_iter().map(|(i, reason)| refusal(i, reason)));
+    back
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Checks deploy/ offline: the rendered CloudFormation template is current and matches the Athena DDL and the binary's settings, cfn-lint and checkov are clean on it, checkov is clean on the Dockerfile.
 #
-# Installs the pinned cfn-lint and checkov into .venv (CHIMEWATCH_VENV) when they are missing. Needs no AWS account
+# Installs the pinned cfn-lint and checkov into .venv-deploy (CHIMEWATCH_DEPLOY_VENV) when they are missing: a venv of
+# their own, since checkov pins an older botocore than the suite's moto works with. Needs no AWS account
 # and no network once they are installed (checkov runs with --skip-download).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv="${CHIMEWATCH_VENV:-.venv}"
+venv="${CHIMEWATCH_DEPLOY_VENV:-.venv-deploy}"
 cfn_lint_version="1.58.0"
 checkov_version="3.3.30"
 

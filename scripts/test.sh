@@ -95,7 +95,7 @@ start_server proxy-self-test "$venv/bin/python" scripts/fault_proxy.py "$moto_ur
 tail -n 1 "$workdir/bridge-test.log" "$workdir/proxy-test.log" | sed -n '/passed\|ok/p'
 
 # The deployment, offline: the rendered CloudFormation template, cfn-lint and checkov on it and on the Dockerfile.
-CHIMEWATCH_VENV="$venv" bash scripts/check_deploy.sh
+bash scripts/check_deploy.sh
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

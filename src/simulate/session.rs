@@ -63,31 +63,21 @@ impl Ev {
     /// Whether the SDK hands this to observers (and its uploader) as an event; otherwise it shows in the history
     /// (device selections on mobile) or only in counters (poor connections on mobile).
     pub fn is_event(self, sdk: Sdk) -> bool {
+        // What both mobile SDKs hand over; iOS also its audio input failures.
+        let mobile = matches!(
+            self,
+            Self::StartRequested
+                | Self::StartSucceeded
+                | Self::StartFailed { .. }
+                | Self::Reconnected { .. }
+                | Self::Ended { .. }
+                | Self::Failed { .. }
+                | Self::VideoInputFailed
+        );
         match sdk {
             Sdk::Js => true,
-            Sdk::Android => matches!(
-                self,
-                Self::StartRequested
-                    | Self::StartSucceeded
-                    | Self::StartFailed { .. }
-                    | Self::Reconnected { .. }
-                    | Self::Ended { .. }
-                    | Self::Failed { .. }
-                    | Self::VideoInputFailed
-            ),
-            Sdk::Ios => {
-                matches!(
-                    self,
-                    Self::StartRequested
-                        | Self::StartSucceeded
-                        | Self::StartFailed { .. }
-                        | Self::Reconnected { .. }
-                        | Self::Ended { .. }
-                        | Self::Failed { .. }
-                        | Self::VideoInputFailed
-                        | Self::AudioInputFailed
-                )
-            }
+            Sdk::Android => mobile,
+            Sdk::Ios => mobile || self == Self::AudioInputFailed,
         }
     }
 

@@ -3,27 +3,23 @@
 
 use std::path::{Path, PathBuf};
 
-/// Directories that hold build outputs, installed tools or fetched data, not the project's own files.
-const SKIPPED: &[&str] = &["target", ".git", "node_modules", ".venv", "corpus", "artifacts", "chimewatch-data"];
-
-fn files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
-        let path = entry.path();
-        let name = entry.file_name();
-        if entry.file_type().unwrap().is_dir() {
-            if !SKIPPED.contains(&name.to_str().unwrap_or_default()) {
-                files(&path, out);
-            }
-        } else {
-            out.push(path);
-        }
-    }
-}
-
+/// The repository's files as git sees them: tracked, or new and not ignored. `.gitignore` already says what is a build
+/// output, an installed tool or fetched data, so this list follows it.
 fn repository_files() -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    files(Path::new(env!("CARGO_MANIFEST_DIR")), &mut out);
-    out
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("git")
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .current_dir(root)
+        .output()
+        .expect("running git ls-files: the house rules need the repository's git");
+    assert!(out.status.success(), "git ls-files: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+        .split(|b| *b == 0)
+        .filter(|p| !p.is_empty())
+        .map(|p| root.join(String::from_utf8_lossy(p).as_ref()))
+        // A tracked file deleted in the working tree is not there to read.
+        .filter(|p| p.is_file())
+        .collect()
 }
 
 #[test]

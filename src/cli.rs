@@ -380,6 +380,10 @@ pub struct SimulateArgs {
     /// How long to run, e.g. 30s or 10m (until Ctrl-C when omitted).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
+    /// Start the fleet this far in the past, e.g. 2m: that stretch is played at once, with its own timestamps,
+    /// so charts have history from the first second. Then the fleet follows the wall clock.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub backfill: Duration,
     /// The same seed plays the same fleet: the same requests in the same order, only the timestamps differ.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

@@ -24,9 +24,15 @@ use crate::config;
 
 /// Resolves the settings once, then runs the command with its finished configuration.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = config::resolve(cli.config.as_deref(), cli.command.settings())?;
+    let mut settings = config::resolve(cli.config.as_deref(), cli.command.settings())?;
     match cli.command {
-        Command::Up(args) => up::run(settings.up()?, args.demo).await,
+        Command::Up(args) => {
+            if args.demo {
+                // The pipeline panels fill from the demo's first seconds, unless an interval was chosen.
+                settings.pipeline.interval_secs.get_or_insert(up::DEMO_PIPELINE_INTERVAL_SECS);
+            }
+            up::run(settings.up()?, args.demo).await
+        }
         Command::Gateway(_) => gateway::run(settings.gateway_command()?).await,
         Command::Aggregator(_) => aggregator::run(settings.aggregator_command()?).await,
         Command::Archiver(_) => archiver::run(settings.archiver_command()?).await,

@@ -12,6 +12,7 @@ pub async fn run(args: SimulateArgs, settings: &Settings) -> anyhow::Result<()> 
         url: args.url,
         rate: args.rate,
         duration: args.duration,
+        backfill: args.backfill,
         seed: args.seed,
         scenario: args.scenario,
         api_key,
@@ -28,8 +29,13 @@ pub async fn run(args: SimulateArgs, settings: &Settings) -> anyhow::Result<()> 
             None => format!("{} from {}s", p.name, p.from_secs),
         })
         .collect();
+    let backfill = if options.backfill.is_zero() {
+        String::new()
+    } else {
+        format!(", the first {} played at once", humantime::format_duration(options.backfill))
+    };
     eprintln!(
-        "chimewatch simulate: {} fleet (seed {}, {}) at {} events/s against {}{}",
+        "chimewatch simulate: {} fleet (seed {}, {}) at {} events/s against {}{}{backfill}",
         options.scenario.name(),
         options.seed,
         phases.join(", "),

@@ -173,8 +173,8 @@ fn start_console(
     Ok((chimewatch_console::router(Arc::new(console)), evaluator))
 }
 
-/// Events per second of `up --demo`'s fleet: enough to fill every panel, gentle on a laptop.
-const DEMO_RATE: f64 = 40.0;
+/// Seconds between two publications of `up --demo`'s own figures, so the pipeline dashboard fills at once.
+pub const DEMO_PIPELINE_INTERVAL_SECS: u64 = 10;
 
 /// Once the gateway is listening: says where the console is, and with `--demo` plays the incident scenario against
 /// this `up` until it stops, so every panel fills and the outage fires an alarm that then resolves.
@@ -183,7 +183,7 @@ async fn console_ready(
     demo: bool,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    use crate::simulate::{Options, Scenario};
+    use crate::simulate::{DEMO_BACKFILL, DEMO_RATE, DEMO_SEED, Options, Scenario};
 
     let Ok(addr) = bound.await else { return };
     let url = format!("http://{addr}");
@@ -191,15 +191,22 @@ async fn console_ready(
     if !demo {
         return;
     }
+    let back = DEMO_BACKFILL.as_secs();
+    let outage = Scenario::Incident.phases().into_iter().find(|p| p.name == "outage");
+    let (from, to) = outage.map_or((0, 0), |p| (p.from_secs, p.to_secs.unwrap_or(p.from_secs)));
     eprintln!(
-        "chimewatch up --demo: a simulated fleet (incident scenario, {DEMO_RATE} events/s) posts to {url}; open {url}/ \
-         to watch the dashboards and the alarm it fires"
+        "chimewatch up --demo: a simulated fleet (incident scenario, {DEMO_RATE} events/s) posts to {url}, starting \
+         {back} s in the past so the charts have history at once; its outage runs from {} s to {} s from now, \
+         fires an alarm and resolves it. Open {url}/ to watch.",
+        from as i64 - back as i64,
+        to as i64 - back as i64,
     );
     let options = Options {
         url,
         rate: DEMO_RATE,
         duration: None,
-        seed: 1,
+        backfill: DEMO_BACKFILL,
+        seed: DEMO_SEED,
         scenario: Scenario::Incident,
         api_key: None,
         token_secret: None,

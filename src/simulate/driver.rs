@@ -39,8 +39,11 @@ pub struct Options {
     pub url: String,
     /// Events per second, on average.
     pub rate: f64,
-    /// How long to run; `None` runs until `shutdown`.
+    /// How long to run in real time; `None` runs until `shutdown`.
     pub duration: Option<Duration>,
+    /// The fleet starts this far in the past: that stretch is played at once (in order, stamped with its own
+    /// times), then the fleet's clock follows the wall clock.
+    pub backfill: Duration,
     pub seed: u64,
     pub scenario: Scenario,
     /// Sent by the customer's backend (attendee registrations, SIP records) and, without a token secret, by
@@ -220,7 +223,6 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     });
     let mut fleet = Fleet::new(FleetConfig { seed: options.seed, scenario: options.scenario, rate: options.rate });
     let mut progress = Progress::new(options.progress, options.duration);
-    let deadline = options.duration.map(|d| Instant::now() + d);
     let permits = Arc::new(Semaphore::new(options.concurrency));
     let mut tasks = JoinSet::new();
     // The fleet's clock follows the wall clock tick by tick; when the gateway holds requests back, it waits.
@@ -228,7 +230,24 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let run_started = Instant::now();
     tokio::pin!(shutdown);
-    loop {
+    // The backfill: as fast as the gateway takes it, stopping early (and still flushing) on shutdown.
+    let backfill_ticks = options.backfill.as_millis() as i64 / TICK_MS;
+    let backfill_from = wall_ms() - backfill_ticks * TICK_MS;
+    let mut shut_down = false;
+    for tick in 1..=backfill_ticks {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => { shut_down = true; break }
+            () = std::future::ready(()) => {}
+        }
+        if !dispatch(&shared, &permits, &mut tasks, fleet.step(backfill_from + tick * TICK_MS)).await {
+            break;
+        }
+        while tasks.try_join_next().is_some() {}
+        progress.update(&shared, run_started.elapsed(), fleet.sessions());
+    }
+    let deadline = options.duration.map(|d| Instant::now() + d);
+    while !shut_down && !shared.stop.is_cancelled() {
         tokio::select! {
             _ = ticks.tick() => {}
             () = &mut shutdown => break,

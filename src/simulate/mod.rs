@@ -24,5 +24,13 @@ pub mod voice;
 pub use driver::{Failure, Options, Summary, run};
 pub use scenario::Scenario;
 
+/// Events per second of `up --demo`'s fleet (incident scenario): enough to fill every panel, gentle on a laptop.
+pub const DEMO_RATE: f64 = 40.0;
+/// The demo's fleet starts this far in the past, played at once: its first minutes (calm, then the outage
+/// beginning) are on the charts and their windows closed as soon as the console opens.
+pub const DEMO_BACKFILL: std::time::Duration = std::time::Duration::from_secs(120);
+/// The demo's seed: every `up --demo` plays the same fleet.
+pub const DEMO_SEED: u64 = 1;
+
 #[cfg(test)]
 mod tests;

@@ -415,9 +415,8 @@ fn the_reconnect_storm_scenario_has_its_storm() {
     assert!(poor_storm > 5.0 * per_minute(&events, "receivingAudioDropped", 5.0, 55.0).max(1.0));
 }
 
-#[test]
-fn voice_connector_calls_are_whole_calls_to_the_call_tracker() {
-    let requests = play(9, Scenario::Incident, 200.0, 200, BASE);
+/// What the call tracker makes of the fleet's SIP messages, and the methods and statuses among them.
+fn call_facts(requests: &[(i64, Request)]) -> (Vec<chimewatch_sip::Observed>, HashSet<String>) {
     let mut tracker = CallTracker::new(Policy::default());
     let mut facts = Vec::new();
     let mut methods = HashSet::new();
@@ -437,6 +436,13 @@ fn voice_connector_calls_are_whole_calls_to_the_call_tracker() {
         }
     }
     facts.extend(tracker.flush_pending());
+    (facts, methods)
+}
+
+#[test]
+fn voice_connector_calls_are_whole_calls_to_the_call_tracker() {
+    let requests = play(9, Scenario::Incident, 200.0, 200, BASE);
+    let (facts, methods) = call_facts(&requests);
     for m in ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "100", "180", "183", "200", "486", "480", "487", "503"] {
         assert!(methods.contains(m), "no {m} in {methods:?}");
     }
@@ -449,6 +455,13 @@ fn voice_connector_calls_are_whole_calls_to_the_call_tracker() {
     assert!(answered as f64 > 0.5 * attempts as f64, "{answered} of {attempts} answered");
     assert!(failed > 10 && cancelled > 5, "{failed} failed, {cancelled} cancelled");
     assert!(count(&|f| matches!(f, CallFact::Ended { .. })) > 10, "calls end with BYE");
+    let reasons: HashSet<&str> = facts
+        .iter()
+        .filter_map(|o| if let CallFact::Ended { reason, .. } = &o.fact { reason.as_deref() } else { None })
+        .collect();
+    for reason in ["Normal call clearing", "Temporary failure"] {
+        assert!(reasons.contains(reason), "no teardown {reason:?} in {reasons:?}");
+    }
     assert!(count(&|f| matches!(f, CallFact::Throttled)) > 0, "the outage's 503s");
     let inbound = count(&|f| matches!(f, CallFact::Attempt { direction: chimewatch_sip::Direction::Inbound }));
     assert!(inbound > attempts / 4 && inbound < attempts * 3 / 4, "{inbound} inbound of {attempts}");
@@ -460,6 +473,21 @@ fn voice_connector_calls_are_whole_calls_to_the_call_tracker() {
             _ => {}
         }
     }
+}
+
+#[test]
+fn the_demo_fleet_fills_every_voice_panel_in_its_first_minute() {
+    let requests = play(super::DEMO_SEED, Scenario::Incident, super::DEMO_RATE, 60, BASE);
+    let (facts, _) = call_facts(&requests);
+    let seen = |f: &dyn Fn(&CallFact) -> bool| facts.iter().any(|o| f(&o.fact));
+    assert!(seen(&|f| matches!(f, CallFact::Active { .. })), "calls active");
+    assert!(seen(&|f| matches!(f, CallFact::Attempt { direction: chimewatch_sip::Direction::Inbound })), "inbound");
+    assert!(seen(&|f| matches!(f, CallFact::Attempt { direction: chimewatch_sip::Direction::Outbound })), "outbound");
+    assert!(seen(&|f| matches!(f, CallFact::Failed { .. })), "failures");
+    assert!(seen(&|f| matches!(f, CallFact::Answered { .. })), "setup times");
+    assert!(seen(&|f| matches!(f, CallFact::Ringing { .. })), "post-dial delays");
+    assert!(seen(&|f| matches!(f, CallFact::Cancelled { .. })), "cancellations");
+    assert!(seen(&|f| matches!(f, CallFact::Ended { reason: Some(_), .. })), "teardowns with a reason");
 }
 
 /// What the fake gateway answers to its `n`th POST: status, reason, Retry-After, body.
@@ -526,6 +554,7 @@ async fn fake_gateway(answer: Answer) -> (String, std::sync::Arc<std::sync::Mute
 
 fn options(url: String) -> super::Options {
     super::Options {
+        backfill: std::time::Duration::ZERO,
         url,
         rate: 50.0,
         duration: Some(std::time::Duration::from_millis(1_500)),

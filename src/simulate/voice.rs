@@ -279,7 +279,12 @@ impl Voice {
         // Post-dial delay: the first 180 (inbound, the PBX rings a phone) or 183 (outbound, early media).
         let ringing = trying + log_normal_ms(rng, if inbound { 900.0 } else { 1_800.0 }, 0.5, 100, 15_000);
         let ring_time = log_normal_ms(rng, 6_000.0, 0.6, 800, 45_000);
-        let talk = log_normal_ms(rng, 100_000.0, 0.9, 5_000, 45 * 60_000);
+        // A fifth of answered calls are short (voicemail checks, wrong numbers, IVR hang-ups), the rest conversations.
+        let talk = if chance(rng, 0.2) {
+            log_normal_ms(rng, 12_000.0, 0.5, 3_000, 60_000)
+        } else {
+            log_normal_ms(rng, 150_000.0, 0.9, 10_000, 45 * 60_000)
+        };
         let ack_timeout = !inbound && chance(rng, 0.01);
         let caller_hangs_up = chance(rng, 0.5);
         let (progress_code, progress_reason) = if inbound { (180, "Ringing") } else { (183, "Session Progress") };
@@ -323,8 +328,21 @@ impl Voice {
                     msgs.push((ok_at + between(rng, 20, 90), a.request("ACK", 1, &[], None), "ACK"));
                     ok_at + talk
                 };
+                // Voice Connector's side says why it hangs up (Q.850, as carriers do); a PBX's BYE says nothing.
+                let vc_hangs_up = inbound == caller_hangs_up;
                 let reason = if ack_timeout {
                     vec![("Reason".to_owned(), "SIP;cause=200;text=\"ACK timeout\"".to_owned())]
+                } else if vc_hangs_up {
+                    let temporary = if conditions.sip_refused > 0.0 { 30 } else { 3 };
+                    let (cause, text) = weighted(
+                        rng,
+                        &[
+                            ((16, "Normal call clearing"), 90),
+                            ((31, "Normal, unspecified"), 7),
+                            ((41, "Temporary failure"), temporary),
+                        ],
+                    );
+                    vec![("Reason".to_owned(), format!("Q.850;cause={cause};text=\"{text}\""))]
                 } else {
                     Vec::new()
                 };

@@ -56,9 +56,12 @@ pub enum Command {
     /// Attendee tokens for the gateway's token authentication.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// The alarms a running `up` evaluates: states and history.
+    /// The alarms: states and history in a running `up`, and `put` into CloudWatch.
     #[command(subcommand)]
     Alarms(AlarmsCommand),
+    /// The dashboards: `put` into CloudWatch.
+    #[command(subcommand)]
+    Dashboards(DashboardsCommand),
     /// Play a simulated fleet (JS, Android and iOS attendees, Voice Connector calls) against a gateway.
     Simulate(Box<SimulateArgs>),
 }
@@ -123,6 +126,8 @@ impl Command {
             }
             Command::Token(TokenCommand::Mint(a)) => s.gateway.token_secret = a.token_secret.clone(),
             Command::Alarms(AlarmsCommand::List(a) | AlarmsCommand::History(a)) => s.listen = a.listen.clone(),
+            Command::Alarms(AlarmsCommand::Put(a)) => a.target.apply(&mut s),
+            Command::Dashboards(DashboardsCommand::Put(a)) => a.target.apply(&mut s),
             Command::Simulate(a) => s.gateway.token_secret = a.token_secret.clone(),
         }
         s
@@ -238,6 +243,67 @@ pub enum AlarmsCommand {
     List(AlarmsArgs),
     /// Every state change still held (the latest 100 per alarm), newest first.
     History(AlarmsArgs),
+    /// Create or update the alarms of deploy/alarms/ in CloudWatch (PutMetricAlarm), for deployments without the
+    /// CloudFormation template.
+    Put(AlarmsPutArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DashboardsCommand {
+    /// Create or update the dashboards of deploy/dashboards/ in CloudWatch (PutDashboard), for deployments without
+    /// the CloudFormation template.
+    Put(DashboardsPutArgs),
+}
+
+/// Where dashboards and alarms go, and what their placeholders stand for.
+#[derive(Debug, Args)]
+pub struct PutTarget {
+    /// AWS region (by default the SDK's: AWS_REGION, then the profile).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Names are `PREFIX-meetings`, `PREFIX-dead-letters`...; one prefix per pipeline sharing an account.
+    #[arg(long, default_value = "chimewatch")]
+    pub name_prefix: String,
+    /// The aggregator's meeting metric namespace.
+    #[arg(long, env = "CHIMEWATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The aggregator's Voice Connector metric namespace.
+    #[arg(long, env = "CHIMEWATCH_VOICE_NAMESPACE")]
+    pub voice_namespace: Option<String>,
+    /// The services' own metric namespace.
+    #[arg(long, env = "CHIMEWATCH_PIPELINE_NAMESPACE")]
+    pub pipeline_namespace: Option<String>,
+    /// The log group of meeting events (the dashboards' Logs Insights widgets).
+    #[arg(long, env = "CHIMEWATCH_LOG_GROUP")]
+    pub log_group: Option<String>,
+    /// Print the API requests as JSON lines instead of sending them.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl PutTarget {
+    /// The namespaces and log group are the services' settings, so a config file shared with them applies.
+    fn apply(&self, s: &mut Settings) {
+        s.aggregator.namespace = self.namespace.clone();
+        s.aggregator.voice_namespace = self.voice_namespace.clone();
+        s.aggregator.log_group = self.log_group.clone();
+        s.pipeline.namespace = self.pipeline_namespace.clone();
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardsPutArgs {
+    #[command(flatten)]
+    pub target: PutTarget,
+}
+
+#[derive(Debug, Args)]
+pub struct AlarmsPutArgs {
+    #[command(flatten)]
+    pub target: PutTarget,
+    /// ARN notified when an alarm goes into ALARM and back to OK (an SNS topic, say); repeat for more, up to 5.
+    #[arg(long = "alarm-action")]
+    pub alarm_actions: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod archiver;
 mod consumer;
 mod dump;
 mod gateway;
+mod put;
 mod query;
 mod simulate;
 mod token;
@@ -18,7 +19,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::cli::{
-    AlarmsCommand, ArchiveCommand, Cli, Command, LogsCommand, MetricsCommand, StreamCommand, TokenCommand,
+    AlarmsCommand, ArchiveCommand, Cli, Command, DashboardsCommand, LogsCommand, MetricsCommand, StreamCommand,
+    TokenCommand,
 };
 use crate::config;
 
@@ -42,6 +44,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(LogsCommand::Query(args)) => query::logs(args, &settings),
         Command::Alarms(AlarmsCommand::List(args)) => alarms::list(args, &settings).await,
         Command::Alarms(AlarmsCommand::History(args)) => alarms::history(args, &settings).await,
+        Command::Alarms(AlarmsCommand::Put(args)) => put::alarms(args, &settings).await,
+        Command::Dashboards(DashboardsCommand::Put(args)) => put::dashboards(args, &settings).await,
         Command::Stream(StreamCommand::Dump(args)) => dump::run(args, &settings).await,
         Command::Token(TokenCommand::Mint(args)) => token::mint(args, &settings),
         Command::Simulate(args) => simulate::run(*args, &settings).await,

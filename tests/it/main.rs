@@ -8,6 +8,7 @@
 
 mod aggregator;
 mod archive;
+mod cloudwatch_put;
 mod console;
 mod consumer;
 mod crash;

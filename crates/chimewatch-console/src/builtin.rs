@@ -53,6 +53,63 @@ pub fn alarms(values: &Values) -> Result<Vec<AlarmDefinition>, String> {
         .collect()
 }
 
+/// Checks a deployment's name prefix: dashboard names take letters, digits, `-` and `_` (PutDashboard), and the
+/// alarms are named after it too.
+fn check_prefix(prefix: &str) -> Result<(), String> {
+    let ok =
+        (1..=64).contains(&prefix.len()) && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("name prefix {prefix:?}: 1 to 64 letters, digits, '-' or '_' (a dashboard name takes no others)"))
+    }
+}
+
+/// The PutDashboard requests of one deployment: (`{prefix}-{name}`, the filled body as compact JSON), each body
+/// checked as the console checks it.
+pub fn dashboard_requests(values: &Values, prefix: &str) -> Result<Vec<(String, String)>, String> {
+    check_prefix(prefix)?;
+    DASHBOARDS
+        .iter()
+        .map(|(name, text)| {
+            let file = format!("deploy/dashboards/{name}.json");
+            let filled = values.fill(&file, text).map_err(|e| e.to_string())?;
+            Dashboard::parse(&filled).map_err(|e| format!("{file}: {e}"))?;
+            let body: serde_json::Value = serde_json::from_str(&filled).map_err(|e| format!("{file}: {e}"))?;
+            Ok((format!("{prefix}-{name}"), body.to_string()))
+        })
+        .collect()
+}
+
+/// The PutMetricAlarm requests of one deployment, as the JSON `aws cloudwatch put-metric-alarm --cli-input-json`
+/// takes and as validated definitions: each alarm named `{prefix}-{file name}`, with `actions` (SNS topic ARNs, say)
+/// notified when it goes into ALARM and back to OK.
+pub fn alarm_requests(
+    values: &Values,
+    prefix: &str,
+    actions: &[String],
+) -> Result<Vec<(serde_json::Value, AlarmDefinition)>, String> {
+    check_prefix(prefix)?;
+    if let Some(bad) = actions.iter().find(|a| !a.starts_with("arn:")) {
+        return Err(format!("alarm action {bad:?} is not an ARN (arn:aws:sns:REGION:ACCOUNT:TOPIC, for one)"));
+    }
+    ALARMS
+        .iter()
+        .map(|(name, text)| {
+            let file = format!("deploy/alarms/{name}.json");
+            let filled = values.fill(&file, text).map_err(|e| e.to_string())?;
+            let mut request: serde_json::Value = serde_json::from_str(&filled).map_err(|e| format!("{file}: {e}"))?;
+            request["AlarmName"] = format!("{prefix}-{name}").into();
+            if !actions.is_empty() {
+                request["AlarmActions"] = actions.into();
+                request["OKActions"] = actions.into();
+            }
+            let definition = AlarmDefinition::from_json(&request.to_string()).map_err(|e| format!("{file}: {e}"))?;
+            Ok((request, definition))
+        })
+        .collect()
+}
+
 /// A series a dashboard or alarm names: its namespace, metric and dimension names (a `SEARCH` schema names no values).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SeriesRef {
@@ -219,5 +276,40 @@ mod tests {
             listed.sort();
             assert_eq!(files, listed, "deploy/{dir}");
         }
+    }
+
+    /// The requests `dashboards put` and `alarms put` send: named after the prefix, filled, and for the default
+    /// prefix exactly the files' own alarm names; the actions on every alarm; bad prefixes and actions refused.
+    #[test]
+    fn put_requests_are_named_after_the_prefix_and_carry_the_actions() {
+        let dashboards = dashboard_requests(&values(), "prod_1").unwrap();
+        let names: Vec<&str> = dashboards.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["prod_1-meetings", "prod_1-voice", "prod_1-pipeline"]);
+        for (name, body) in &dashboards {
+            assert!(!body.contains("${") && body.contains("eu-west-1"), "{name} is filled");
+            Dashboard::parse(body).unwrap();
+        }
+        let topic = "arn:aws:sns:eu-west-1:123456789012:chimewatch-alarms".to_owned();
+        for (request, definition) in alarm_requests(&values(), "chimewatch", std::slice::from_ref(&topic)).unwrap() {
+            let file = ALARMS.iter().find(|(n, _)| definition.name() == format!("chimewatch-{n}")).unwrap().1;
+            let original: serde_json::Value = serde_json::from_str(file).unwrap();
+            assert_eq!(original["AlarmName"], request["AlarmName"]);
+            assert_eq!(
+                (definition.alarm_actions(), definition.ok_actions()),
+                (&[topic.clone()][..], &[topic.clone()][..])
+            );
+            assert!(!request.to_string().contains("${"));
+        }
+        assert!(alarm_requests(&values(), "x", &[]).unwrap().iter().all(|(r, _)| r.get("AlarmActions").is_none()));
+        for bad in ["", "has space", "a/b", &"x".repeat(65)] {
+            assert!(dashboard_requests(&values(), bad).unwrap_err().contains("name prefix"), "{bad:?}");
+        }
+        let err = alarm_requests(&values(), "x", &["my-topic".into()]).unwrap_err();
+        assert!(err.contains("\"my-topic\" is not an ARN"), "{err}");
+        let six = vec![topic; 6];
+        assert!(
+            alarm_requests(&values(), "x", &six).unwrap_err().contains("at most 5 actions"),
+            "five actions at most"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The CloudWatch adapter of the metric sink: PutMetricData within 1,000 datums and 1 MB per request, 150 values per
 //! datum, and 30 dimensions. Request bodies are gzip-compressed by the SDK (PutMetricData supports request
-//! compression). Only this module names `aws_sdk_cloudwatch` types.
+//! compression). Only this module and [`crate::cloudwatch_admin`] (dashboards and alarms) name `aws_sdk_cloudwatch` types.
 //!
 //! Nothing CloudWatch would refuse is sent: each datum is checked against PutMetricData's rules first
 //! ([`check_datum`]). Should CloudWatch still refuse a request for its content (a 400 such as `InvalidParameterValue`),

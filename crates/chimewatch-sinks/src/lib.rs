@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`metrics`]: the metric sink port: datums with single values or value/count distributions.
-//! - [`cloudwatch`]: the CloudWatch adapter (PutMetricData within its request limits).
+//! - [`cloudwatch`]: the CloudWatch adapter (PutMetricData within its request limits); [`cloudwatch_admin`] puts
+//!   dashboards and alarms and reads them back.
 //! - [`logs`]: the log sink port and PutLogEvents batch planning; [`cloudwatch_logs`] is its CloudWatch adapter.
 //! - [`emf`]: metrics as Embedded Metric Format log lines, for users who prefer logs-based metrics.
 //! - [`embedded`]: the SQLite store of `up` (metrics and logs), with the queries the CLI answers from it;
@@ -12,6 +13,7 @@
 //! - [`pipeline`]: publishes a service's self-metrics (namespace `ChimeWatch/Pipeline`, dimension `Service`).
 
 pub mod cloudwatch;
+pub mod cloudwatch_admin;
 pub mod cloudwatch_logs;
 pub mod embedded;
 pub mod emf;

@@ -13,7 +13,7 @@ if ! "$venv/bin/python" -c "import cbor2, duckdb, moto, sys; sys.exit(moto.__ver
   echo "==> installing moto $moto_version, cbor2 (for the CloudWatch bridge) and DuckDB $duckdb_version (to read the archive) into $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "moto[kinesis,cloudwatch,logs,s3,dynamodb,server]==$moto_version" flask flask-cors cbor2 "duckdb==$duckdb_version"
+    "moto[kinesis,cloudwatch,logs,s3,dynamodb,cloudformation,server]==$moto_version" flask flask-cors cbor2 "duckdb==$duckdb_version"
 fi
 # The archive tests read Parquet back with DuckDB, a reader independent of the one that wrote it.
 case "$venv" in /*) venv_abs="$venv" ;; *) venv_abs="$PWD/$venv" ;; esac

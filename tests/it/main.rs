@@ -23,4 +23,5 @@ mod leases;
 mod pipeline;
 mod real_client;
 mod simulate;
+mod stack;
 mod voice;

@@ -1,7 +1,7 @@
 //! The console of `up`, end to end: a simulated fleet and a failure burst posted to `up`, then its dashboards,
 //! alarms and search opened in headless Chromium. Every panel must show data, the figures must be what was posted,
 //! the burst must have fired an alarm, and every series the deploy files name must be one the services published.
-//! Screenshots of each page are kept under `target/test-artifacts/console/`.
+//! Screenshots of each page are kept under `target/test-artifacts/console/`. And `up --demo` as a newcomer runs it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -285,5 +285,39 @@ async fn the_console_shows_every_panel_with_what_was_posted_and_the_alarm_the_bu
     let history = Command::new(BIN).args(["alarms", "history", "--listen", &addr]).output().unwrap();
     let history = String::from_utf8(history.stdout).unwrap();
     assert!(history.lines().any(|l| l.contains("chimewatch-meetings-failed") && l.contains("-> ALARM")), "{history}");
+    drop(server);
+}
+
+/// `up --demo` as a newcomer runs it: within a minute every panel of the three dashboards has data (its backfilled
+/// two minutes close their windows at once), and the demo's outage fires an alarm.
+#[tokio::test]
+async fn up_demo_fills_every_panel_within_a_minute_and_fires_an_alarm() {
+    let data = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let server = Server::start(&["up", "--demo", "--data-dir", data.path().to_str().unwrap()], &[]);
+    let pages = ["/dashboards/meetings", "/dashboards/voice", "/dashboards/pipeline"];
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let seen = browse(&server.url(""), &pages);
+        let empty: Vec<String> = pages
+            .iter()
+            .flat_map(|p| seen[p]["widgets"].as_array().unwrap().iter().map(move |w| (p, w)))
+            .filter(|(_, w)| w["points"].as_u64() == Some(0) || w["error"] != Value::Null)
+            .map(|(p, w)| format!("{p}: {w}"))
+            .collect();
+        if empty.is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "empty a minute after start: {empty:#?}");
+    }
+    let deadline = started + Duration::from_secs(120);
+    loop {
+        let alarms: Vec<Value> = reqwest::get(server.url("/api/alarms")).await.unwrap().json().await.unwrap();
+        if alarms.iter().any(|a| a["state"] == "ALARM") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no alarm fired within two minutes: {alarms:#?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     drop(server);
 }

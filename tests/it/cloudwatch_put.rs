@@ -60,7 +60,8 @@ async fn dashboards_and_alarms_put_round_trip_through_cloudwatch() {
     // The dry run: every request, filled for this deployment, nothing sent (no endpoint would answer).
     let (ok, dashboards, err) = run("http://127.0.0.1:9", &args(["dashboards", "put"], &prefix, &["--dry-run"]));
     assert!(ok, "{err}");
-    let names: Vec<String> = dashboards.iter().map(|d| d["request"]["DashboardName"].as_str().unwrap().into()).collect();
+    let names: Vec<String> =
+        dashboards.iter().map(|d| d["request"]["DashboardName"].as_str().unwrap().into()).collect();
     assert_eq!(names, ["meetings", "voice", "pipeline"].map(|n| format!("{prefix}-{n}")));
     let bodies: Vec<&str> = dashboards.iter().map(|d| d["request"]["DashboardBody"].as_str().unwrap()).collect();
     for body in &bodies {

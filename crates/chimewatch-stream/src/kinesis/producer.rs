@@ -1,10 +1,14 @@
-//! A KPL-compatible producer: batches records for a short linger, packs those bound for one shard into KPL
-//! aggregates, puts them with PutRecords, and retries only the entries that failed, until each put is durable.
+//! A KPL-compatible producer: packs the records bound for one shard into KPL aggregates, puts them with PutRecords,
+//! and retries only the entries that failed, until each put is durable.
 //!
 //! Ordering: each request carries at most one entry per ordering group (the shard when aggregating, else the
 //! partition key), and a group's next entry is sent only after its previous one succeeded. A failed entry is
 //! therefore retried before anything after it, so one attendee's events keep their order - unlike a plain PutRecords
 //! retry loop, where a later entry can land before a throttled earlier one.
+//!
+//! Throughput: several PutRecords calls are in flight at once, each with the heads of the groups that may send, so a
+//! throttled or slow shard holds back only its own group. A call leaves once one of its entries has lingered its
+//! time or a full request's worth is ready; while a group waits for its call, its next aggregate keeps filling.
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
@@ -20,7 +24,7 @@ use chimewatch_model::HashKey;
 use chimewatch_model::kpl::{self, Aggregator};
 use rand::RngExt;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use super::KinesisError;
@@ -57,6 +61,8 @@ pub struct KinesisProducerConfig {
     pub shard_records_per_sec: f64,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// PutRecords calls in flight at once (each carries at most one entry per shard).
+    pub max_requests_in_flight: usize,
 }
 
 impl KinesisProducerConfig {
@@ -73,6 +79,7 @@ impl KinesisProducerConfig {
             shard_records_per_sec: 1500.0,
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            max_requests_in_flight: 8,
         }
     }
 }
@@ -114,7 +121,13 @@ impl KinesisProducer {
             client,
             map,
             map_age: Instant::now(),
-            buckets: HashMap::new(),
+            generation: 0,
+            shards: HashMap::new(),
+            groups: HashMap::new(),
+            jobs: HashMap::new(),
+            next_job: 0,
+            requests: JoinSet::new(),
+            carried: HashMap::new(),
             telemetry: telemetry.clone(),
             config,
         };
@@ -183,9 +196,13 @@ struct Entry {
     data: Blob,
     shard: Option<String>,
     user_records: usize,
-    jobs: Vec<usize>,
+    jobs: Vec<u64>,
     /// How many times its records were re-put after landing on a shard that did not cover them.
     reroutes: u32,
+    /// When it should leave at the latest (its linger); a request goes out once one of its entries is due.
+    due: Instant,
+    /// When its earliest job gives up.
+    deadline: Instant,
 }
 
 /// Re-puts of one record after landing on the wrong shard before its put fails: more means the shard map keeps
@@ -198,11 +215,52 @@ impl Entry {
     }
 }
 
+/// A job's records, spread over entries: it is acknowledged when the last of them is durable (or has failed).
+struct JobState {
+    ack: oneshot::Sender<Result<(), ProduceError>>,
+    outstanding: usize,
+    failure: Option<ProduceError>,
+    _permit: Permit,
+}
+
+/// One ordering group (a shard when aggregating, else a partition key): entries leave one at a time, in order.
+struct Group {
+    queue: VecDeque<Entry>,
+    /// The aggregate being filled; it closes when full, or when its linger ended and the group has nothing ahead.
+    open: Option<OpenAggregate>,
+    /// An entry of this group is in a request that has not answered yet.
+    busy: bool,
+    /// The shard map generation the group was made with (aggregating: its shard belongs to that map).
+    generation: u64,
+}
+
+impl Group {
+    fn is_idle(&self) -> bool {
+        !self.busy && self.queue.is_empty() && self.open.is_none()
+    }
+}
+
+/// Per shard: the send-rate budget, and the backoff after the shard throttled or the request failed.
 #[derive(Debug)]
-struct TokenBucket {
+struct ShardState {
     bytes: f64,
     records: f64,
     at: Instant,
+    attempts: u32,
+    not_before: Instant,
+    last_error: String,
+}
+
+/// How a PutRecords call ended: answered, refused, or cut short by the put timeout.
+type Outcome = Result<
+    Result<aws_sdk_kinesis::operation::put_records::PutRecordsOutput, KinesisError>,
+    tokio::time::error::Elapsed,
+>;
+
+/// A PutRecords call that ended: the entries it carried (with their groups), and how.
+struct Sent {
+    entries: Vec<(String, Entry)>,
+    outcome: Outcome,
 }
 
 struct Worker {
@@ -210,245 +268,446 @@ struct Worker {
     config: KinesisProducerConfig,
     map: ShardMap,
     map_age: Instant,
-    buckets: HashMap<String, TokenBucket>,
+    /// Bumped at each change of the shard map.
+    generation: u64,
+    shards: HashMap<String, ShardState>,
+    groups: HashMap<String, Group>,
+    jobs: HashMap<u64, JobState>,
+    next_job: u64,
+    requests: JoinSet<Outcome>,
+    /// The entries of each call in flight, by its task: they stay here, so that none is lost with a failed task.
+    carried: HashMap<tokio::task::Id, Vec<(String, Entry)>>,
     telemetry: ProducerTelemetry,
 }
 
-/// Buffered bytes that trigger a flush before the linger ends: a full request's worth.
-const FLUSH_BYTES: usize = MAX_REQUEST_BYTES;
+/// What woke the worker.
+enum Event {
+    Job(Option<Job>),
+    Answered(Result<(tokio::task::Id, Outcome), tokio::task::JoinError>),
+    Tick,
+}
+
+/// Jobs taken in at once between two passes over the groups.
+const MAX_JOBS_PER_PASS: usize = 256;
+
+/// Longest the worker sleeps with nothing due, so that a periodic shard-map refresh still happens.
+const IDLE_TICK: Duration = Duration::from_secs(1);
 
 impl Worker {
+    /// Takes jobs, fills each group's queue, and keeps up to `max_requests_in_flight` PutRecords calls going, each
+    /// with at most one entry per group: a slow or throttled shard holds back only its own group.
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
-        let mut pending: Vec<Job> = Vec::new();
-        let mut pending_bytes = 0;
-        let mut deadline: Option<Instant> = None;
+        let mut closing = false;
         loop {
-            let next = match deadline {
-                Some(d) => tokio::select! {
-                    job = rx.recv() => Some(job),
-                    () = tokio::time::sleep_until(d) => None,
-                },
-                None => Some(rx.recv().await),
+            let now = Instant::now();
+            self.close_aggregates(now, closing);
+            self.expire(now);
+            while self.requests.len() < self.config.max_requests_in_flight && self.dispatch(now, closing) {}
+            if closing && self.requests.is_empty() && self.groups.values().all(Group::is_idle) {
+                return;
+            }
+            let wake = self.next_wake(now);
+            let event = tokio::select! {
+                job = rx.recv(), if !closing => Event::Job(job),
+                Some(done) = self.requests.join_next_with_id(), if !self.requests.is_empty() => Event::Answered(done),
+                () = tokio::time::sleep_until(wake) => Event::Tick,
             };
-            match next {
-                Some(Some(job)) => {
-                    pending_bytes += job.records.iter().map(OutRecord::cost).sum::<usize>();
-                    pending.push(job);
-                    deadline.get_or_insert_with(|| Instant::now() + self.config.linger);
-                    if pending_bytes < FLUSH_BYTES {
-                        continue;
+            match event {
+                Event::Job(Some(job)) => {
+                    self.accept(job);
+                    // Take what else is waiting before the next pass over the groups.
+                    for _ in 0..MAX_JOBS_PER_PASS {
+                        let Ok(job) = rx.try_recv() else { break };
+                        self.accept(job);
                     }
                 }
-                // Closed: flush what is left, then stop.
-                Some(None) => {
-                    self.flush(std::mem::take(&mut pending)).await;
-                    return;
+                // Closed: send what is left, then stop.
+                Event::Job(None) => closing = true,
+                Event::Answered(Ok((task, outcome))) => {
+                    let entries = self.carried.remove(&task).unwrap_or_default();
+                    self.settle(Sent { entries, outcome }).await;
                 }
-                None => {}
+                Event::Answered(Err(e)) => {
+                    // Its entries are tried again, like those of a call that failed.
+                    tracing::error!(error = %e, "A PutRecords call ended without an answer.");
+                    let entries = self.carried.remove(&e.id()).unwrap_or_default();
+                    let outcome = Ok(Err(KinesisError::Transient {
+                        operation: "PutRecords",
+                        message: e.to_string(),
+                        throttled: false,
+                    }));
+                    self.settle(Sent { entries, outcome }).await;
+                }
+                Event::Tick => {}
             }
-            self.flush(std::mem::take(&mut pending)).await;
-            pending_bytes = 0;
-            deadline = None;
+            if self.map_age.elapsed() >= self.config.shard_refresh {
+                self.refresh_map().await;
+            }
         }
     }
 
-    async fn flush(&mut self, mut jobs: Vec<Job>) {
-        if jobs.is_empty() {
-            return;
-        }
-        let mut groups = self.group(&mut jobs);
-        let failures = self.send_all(&mut groups).await;
-        for (i, job) in jobs.into_iter().enumerate() {
-            let _ = job.ack.send(match failures.get(i) {
-                Some(Some(e)) => Err(e.clone()),
-                _ => Ok(()),
+    /// A job's records into their groups: appended to the group's open aggregate, or queued one entry each.
+    fn accept(&mut self, job: Job) {
+        let id = self.next_job;
+        self.next_job += 1;
+        let now = Instant::now();
+        let deadline = now + self.config.put_timeout;
+        let mut outstanding = 0;
+        for record in job.records {
+            let shard = self.map.shard_for(HashKey::of(&record.partition_key)).map(str::to_owned);
+            let key =
+                if self.config.aggregation { shard.clone().unwrap_or_default() } else { record.partition_key.clone() };
+            let generation = self.generation;
+            let group = self.groups.entry(key).or_insert_with(|| Group {
+                queue: VecDeque::new(),
+                open: None,
+                busy: false,
+                generation,
             });
+            if !self.config.aggregation {
+                group.queue.push_back(Entry {
+                    partition_key: record.partition_key,
+                    data: Blob::new(record.data),
+                    shard,
+                    user_records: 1,
+                    jobs: vec![id],
+                    reroutes: 0,
+                    due: now + self.config.linger,
+                    deadline,
+                });
+                outstanding += 1;
+                continue;
+            }
+            let full = group.open.as_ref().is_some_and(|o| {
+                !o.agg.is_empty()
+                    && o.agg.size_with(&record.partition_key, record.data.len()) > self.config.max_aggregate_bytes
+            });
+            if full && let Some(o) = group.open.take() {
+                let due = o.since + self.config.linger;
+                group.queue.push_back(o.finish(due));
+            }
+            let o = group.open.get_or_insert_with(|| OpenAggregate::new(shard, now, deadline));
+            o.agg.push(&record.partition_key, record.data);
+            if o.jobs.last() != Some(&id) {
+                o.jobs.push(id);
+                outstanding += 1;
+            }
         }
-        if self.map_age.elapsed() >= self.config.shard_refresh {
-            self.refresh_map().await;
+        self.jobs.insert(id, JobState { ack: job.ack, outstanding, failure: None, _permit: job._permit });
+    }
+
+    /// Closes the aggregates whose linger ended and whose group has nothing ahead of them (a busy group keeps filling
+    /// its aggregate, so that it leaves fuller); all of them when closing.
+    fn close_aggregates(&mut self, now: Instant, closing: bool) {
+        let linger = self.config.linger;
+        for group in self.groups.values_mut() {
+            let ripe = group.open.as_ref().is_some_and(|o| closing || (o.since + linger <= now && !group.busy));
+            if ripe
+                && group.queue.is_empty()
+                && let Some(o) = group.open.take()
+            {
+                let due = o.since + linger;
+                group.queue.push_back(o.finish(due));
+            }
         }
     }
 
-    /// Turns jobs into per-group queues of entries, in arrival order. The records move into the entries; a job keeps
-    /// only what its acknowledgement needs.
-    fn group(&self, jobs: &mut [Job]) -> Vec<VecDeque<Entry>> {
-        let mut index: HashMap<String, usize> = HashMap::new();
-        let mut groups: Vec<VecDeque<Entry>> = Vec::new();
-        let mut open: Vec<Option<OpenAggregate>> = Vec::new();
-        for (job_index, job) in jobs.iter_mut().enumerate() {
-            for record in std::mem::take(&mut job.records) {
-                let shard = self.map.shard_for(HashKey::of(&record.partition_key)).map(str::to_owned);
-                let group_key = if self.config.aggregation {
-                    shard.clone().unwrap_or_default()
-                } else {
-                    record.partition_key.clone()
-                };
-                let g = *index.entry(group_key).or_insert_with(|| {
-                    groups.push(VecDeque::new());
-                    open.push(None);
-                    groups.len() - 1
-                });
-                if !self.config.aggregation {
-                    groups[g].push_back(Entry {
-                        partition_key: record.partition_key,
-                        data: Blob::new(record.data),
-                        shard,
-                        user_records: 1,
-                        jobs: vec![job_index],
-                        reroutes: 0,
-                    });
-                    continue;
-                }
-                let fits = open[g].as_ref().is_none_or(|o| {
-                    o.agg.is_empty()
-                        || o.agg.size_with(&record.partition_key, record.data.len()) <= self.config.max_aggregate_bytes
-                });
-                if !fits && let Some(full) = open[g].take() {
-                    groups[g].push_back(full.finish());
-                }
-                let o =
-                    open[g].get_or_insert_with(|| OpenAggregate { agg: Aggregator::new(), jobs: Vec::new(), shard });
-                o.agg.push(&record.partition_key, record.data);
-                if o.jobs.last() != Some(&job_index) {
-                    o.jobs.push(job_index);
-                }
+    /// Fails the groups whose head outlived its put timeout, with everything behind it (sending those later
+    /// entries would put them before the failed one, which its client is about to retry).
+    fn expire(&mut self, now: Instant) {
+        let mut failed: Vec<(Vec<u64>, ProduceError)> = Vec::new();
+        for group in self.groups.values_mut() {
+            let expired = match (group.busy, group.queue.front(), &group.open) {
+                (true, _, _) => false,
+                (false, Some(head), _) => head.deadline <= now,
+                (false, None, Some(o)) => o.deadline <= now,
+                (false, None, None) => false,
+            };
+            if !expired {
+                continue;
+            }
+            let shard = group.queue.front().and_then(|h| h.shard.clone()).unwrap_or_default();
+            let last = self.shards.get(&shard).map(|s| s.last_error.clone()).unwrap_or_default();
+            let reason = format!("records not accepted within {:?}; last error: {last}", self.config.put_timeout);
+            let error = ProduceError::Unavailable { reason, retry_after: Duration::from_secs(5) };
+            for entry in group.queue.drain(..) {
+                failed.push((entry.jobs, error.clone()));
+            }
+            if let Some(o) = group.open.take() {
+                failed.push((o.jobs, error.clone()));
             }
         }
-        for (g, slot) in open.into_iter().enumerate() {
-            if let Some(o) = slot {
-                groups[g].push_back(o.finish());
-            }
+        for (jobs, error) in failed {
+            self.finish_entry(&jobs, Some(&error));
         }
-        groups
     }
 
-    /// Sends every entry, in order per group; returns each job's failure, if any.
-    async fn send_all(&mut self, groups: &mut [VecDeque<Entry>]) -> Vec<Option<ProduceError>> {
-        let job_count = groups.iter().flatten().flat_map(|e| e.jobs.iter()).max().map_or(0, |m| m + 1);
-        let mut failures: Vec<Option<ProduceError>> = vec![None; job_count];
-        let give_up_at = Instant::now() + self.config.put_timeout;
-        let mut attempt: u32 = 0;
-        let mut last_error = String::new();
-        let mut refresh = false;
-        let mut misrouted: Vec<(usize, Entry, String)> = Vec::new();
-        while groups.iter().any(|g| !g.is_empty()) {
-            if Instant::now() >= give_up_at {
-                let reason =
-                    format!("records not accepted within {:?}; last error: {last_error}", self.config.put_timeout);
-                fail_remaining(
-                    groups,
-                    &mut failures,
-                    &ProduceError::Unavailable { reason, retry_after: Duration::from_secs(5) },
-                );
+    /// Sends one PutRecords call if one is due: the head of every group that may send (not busy, its shard neither
+    /// backing off nor over its rate, and not waiting for the groups of an older shard map), once one head is due or
+    /// a full request's worth is ready. Returns whether it sent.
+    fn dispatch(&mut self, now: Instant, closing: bool) -> bool {
+        // After a reshard, the groups of the old map go first: a key's old entries must land before its new ones.
+        let oldest = self.oldest_generation();
+        let shards = &self.shards;
+        let backing_off = |shard: &Option<String>| {
+            shards.get(shard.as_deref().unwrap_or_default()).is_some_and(|s| s.not_before > now)
+        };
+        let mut ready: Vec<(&String, Instant, usize, Option<String>)> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| !g.busy && oldest.is_none_or(|o| g.generation == o))
+            .filter_map(|(k, g)| g.queue.front().map(|h| (k, h.due, h.cost(), h.shard.clone())))
+            .filter(|(_, _, _, shard)| !backing_off(shard))
+            .collect();
+        if ready.is_empty() {
+            return false;
+        }
+        let total: usize = ready.iter().map(|r| r.2).sum();
+        let due = closing || ready.iter().any(|r| r.1 <= now);
+        if !due && ready.len() < MAX_REQUEST_ENTRIES && total < MAX_REQUEST_BYTES {
+            return false;
+        }
+        // Oldest first, so that no group waits behind others for ever (then by key, so that runs repeat).
+        ready.sort_by(|x, y| x.1.cmp(&y.1).then_with(|| x.0.cmp(y.0)));
+        let (bytes_rate, records_rate) = (self.config.shard_bytes_per_sec, self.config.shard_records_per_sec);
+        let mut chosen: Vec<String> = Vec::new();
+        let mut bytes = 0;
+        for (key, _, cost, shard) in ready {
+            if chosen.len() == MAX_REQUEST_ENTRIES || bytes + cost > MAX_REQUEST_BYTES {
                 break;
             }
-            let (chosen, wait) = self.choose_heads(groups);
-            if chosen.is_empty() {
-                tokio::time::sleep(wait).await;
+            let state = self
+                .shards
+                .entry(shard.unwrap_or_default())
+                .or_insert_with(|| ShardState::new(bytes_rate, records_rate, now));
+            state.refill(bytes_rate, records_rate, now);
+            // An entry larger than a second's budget is let through on a full bucket, or it would wait forever.
+            if state.bytes < (cost as f64).min(bytes_rate) || state.records < 1.0 {
                 continue;
             }
-            let entries: Vec<PutRecordsRequestEntry> = chosen
-                .iter()
-                .filter_map(|&g| {
-                    let e = groups[g].front()?;
-                    PutRecordsRequestEntry::builder().partition_key(&e.partition_key).data(e.data.clone()).build().ok()
-                })
-                .collect();
-            self.telemetry.requests.inc();
-            // The SDK retries a throttled request itself, with backoff: bound the whole call by what is left of the
-            // put timeout, so that clients hear back in time. A call cut short may still have stored its records;
-            // the client's retry stores them again (at least once).
-            let left = give_up_at.saturating_duration_since(Instant::now());
-            let send = self.client.put_records().stream_name(&self.config.stream).set_records(Some(entries)).send();
-            let Ok(response) = tokio::time::timeout(left, send).await else {
-                self.telemetry.retries.inc_by(chosen.len() as u64);
-                last_error =
-                    format!("PutRecords did not answer within the put timeout ({:?})", self.config.put_timeout);
-                continue;
-            };
-            match response {
-                Ok(out) => {
-                    let mut failed = 0;
-                    for (&g, result) in chosen.iter().zip(out.records()) {
-                        if let Some(code) = result.error_code() {
-                            failed += 1;
-                            if entry_is_throttle(code) {
-                                self.telemetry.throttles.inc();
-                            }
-                            last_error = format!("{code}: {}", result.error_message().unwrap_or_default());
-                            continue;
-                        }
-                        if let Some(entry) = groups[g].pop_front() {
-                            self.telemetry.records.inc_by(entry.user_records as u64);
-                            self.telemetry.bytes.inc_by(entry.cost() as u64);
-                            match result.shard_id() {
-                                Some(landed) if entry.shard.as_deref().is_some_and(|s| s != landed) => {
-                                    refresh = true;
-                                    if self.config.aggregation {
-                                        misrouted.push((g, entry, landed.to_owned()));
-                                    }
-                                }
-                                _ => {}
-                            }
-                        }
-                    }
-                    if !misrouted.is_empty() {
-                        self.refresh_map().await;
-                        refresh = false;
-                        for (g, entry, landed) in misrouted.drain(..) {
-                            if entry.reroutes < MAX_REROUTES {
-                                self.reroute(&mut groups[g], entry, &landed);
-                                continue;
-                            }
-                            let reason = format!("records kept landing on shards that do not cover them ({landed})");
-                            let error = ProduceError::Unavailable { reason, retry_after: Duration::from_secs(5) };
-                            for j in entry.jobs {
-                                failures[j].get_or_insert_with(|| error.clone());
-                            }
-                        }
-                    }
-                    if failed == 0 {
-                        attempt = 0;
+            state.bytes -= cost as f64;
+            state.records -= 1.0;
+            bytes += cost;
+            chosen.push(key.clone());
+        }
+        if chosen.is_empty() {
+            return false;
+        }
+        let mut entries = Vec::with_capacity(chosen.len());
+        for key in chosen {
+            let Some(group) = self.groups.get_mut(&key) else { continue };
+            let Some(entry) = group.queue.pop_front() else { continue };
+            group.busy = true;
+            entries.push((key, entry));
+        }
+        let request: Vec<PutRecordsRequestEntry> = entries
+            .iter()
+            .filter_map(|(_, e)| {
+                PutRecordsRequestEntry::builder().partition_key(&e.partition_key).data(e.data.clone()).build().ok()
+            })
+            .collect();
+        self.telemetry.requests.inc();
+        // The SDK retries a throttled request itself, with backoff: bound the call by what is left of the earliest
+        // put timeout, so that clients hear back in time. A call cut short may still have stored its records; the
+        // client's retry stores them again (at least once).
+        let left = entries.iter().map(|(_, e)| e.deadline).min().unwrap_or(now).saturating_duration_since(now);
+        let send = self.client.put_records().stream_name(&self.config.stream).set_records(Some(request)).send();
+        let stream = self.config.stream.clone();
+        let task = self.requests.spawn(async move {
+            tokio::time::timeout(left, send).await.map(|r| r.map_err(|e| classify("PutRecords", &stream, &e)))
+        });
+        self.carried.insert(task.id(), entries);
+        true
+    }
+
+    /// When something may next be due: a linger, a deadline, a backoff, a rate budget.
+    /// A busy group wakes the worker when its call answers; the others when their head may leave.
+    fn next_wake(&self, now: Instant) -> Instant {
+        let mut wake = now + IDLE_TICK;
+        let oldest = self.oldest_generation();
+        for group in self.groups.values().filter(|g| !g.busy) {
+            match (group.queue.front(), &group.open) {
+                (None, Some(o)) => wake = wake.min(o.since + self.config.linger).min(o.deadline),
+                (Some(head), _) => {
+                    wake = wake.min(head.deadline);
+                    // Groups of a newer shard map wait for the older ones, whose calls wake the worker.
+                    if oldest.is_some_and(|o| group.generation != o) {
                         continue;
                     }
-                    self.telemetry.retries.inc_by(failed);
+                    let mut at = head.due;
+                    if let Some(s) = self.shards.get(head.shard.as_deref().unwrap_or_default()) {
+                        let need_bytes = ((head.cost() as f64).min(self.config.shard_bytes_per_sec) - s.bytes).max(0.0)
+                            / self.config.shard_bytes_per_sec;
+                        let need_records = (1.0 - s.records).max(0.0) / self.config.shard_records_per_sec;
+                        at = at.max(s.not_before).max(s.at + Duration::from_secs_f64(need_bytes.max(need_records)));
+                    }
+                    wake = wake.min(at);
                 }
-                Err(e) => match classify("PutRecords", &self.config.stream, &e) {
-                    KinesisError::Transient { message, throttled, .. } => {
-                        if throttled {
-                            self.telemetry.throttles.inc_by(chosen.len() as u64);
-                        }
-                        self.telemetry.retries.inc_by(chosen.len() as u64);
-                        last_error = message;
-                    }
-                    fatal => {
-                        tracing::error!(error = %fatal, "Kinesis refused records; the puts waiting on them fail.");
-                        let error = ProduceError::Unavailable {
-                            reason: fatal.to_string(),
-                            retry_after: Duration::from_secs(30),
-                        };
-                        fail_remaining(groups, &mut failures, &error);
-                        break;
-                    }
-                },
+                (None, None) => {}
             }
-            attempt += 1;
-            tokio::time::sleep(self.backoff(attempt)).await;
+        }
+        wake.max(now + Duration::from_millis(1))
+    }
+
+    /// Aggregating, the shard map generation whose groups may send (the oldest with work); `None`: any.
+    fn oldest_generation(&self) -> Option<u64> {
+        match self.config.aggregation {
+            true => self.groups.values().filter(|g| !g.is_idle()).map(|g| g.generation).min(),
+            false => None,
+        }
+    }
+
+    /// A call answered (or timed out): successes are done, failures go back to the front of their groups with
+    /// their shard backing off, and records that landed on a shard that does not cover them are put again.
+    async fn settle(&mut self, sent: Sent) {
+        let now = Instant::now();
+        let mut misrouted: Vec<(String, Entry, String)> = Vec::new();
+        let mut refresh = false;
+        match sent.outcome {
+            Ok(Ok(out)) => {
+                let results = out.records();
+                for (i, (key, entry)) in sent.entries.into_iter().enumerate() {
+                    let result = results.get(i);
+                    let error = match result {
+                        Some(r) => r
+                            .error_code()
+                            .map(|code| (code.to_owned(), r.error_message().unwrap_or_default().to_owned())),
+                        None => Some((
+                            "MissingResult".to_owned(),
+                            "PutRecords answered fewer results than entries".to_owned(),
+                        )),
+                    };
+                    if let Some((code, message)) = error {
+                        if entry_is_throttle(&code) {
+                            self.telemetry.throttles.inc();
+                        }
+                        self.retry(key, entry, format!("{code}: {message}"), now);
+                        continue;
+                    }
+                    self.telemetry.records.inc_by(entry.user_records as u64);
+                    self.telemetry.bytes.inc_by(entry.cost() as u64);
+                    if let Some(state) = self.shards.get_mut(entry.shard.as_deref().unwrap_or_default()) {
+                        state.attempts = 0;
+                    }
+                    let landed = result.and_then(|r| r.shard_id());
+                    match landed {
+                        Some(landed) if entry.shard.as_deref().is_some_and(|s| s != landed) => {
+                            refresh = true;
+                            if self.config.aggregation {
+                                misrouted.push((key, entry, landed.to_owned()));
+                                continue;
+                            }
+                        }
+                        _ => {}
+                    }
+                    if let Some(group) = self.groups.get_mut(&key) {
+                        group.busy = false;
+                    }
+                    self.finish_entry(&entry.jobs, None);
+                }
+            }
+            Ok(Err(KinesisError::Transient { message, throttled, .. })) => {
+                for (key, entry) in sent.entries {
+                    if throttled {
+                        self.telemetry.throttles.inc();
+                    }
+                    self.retry(key, entry, message.clone(), now);
+                }
+            }
+            Ok(Err(fatal)) => {
+                tracing::error!(error = %fatal, "Kinesis refused records; the puts waiting on them fail.");
+                let error =
+                    ProduceError::Unavailable { reason: fatal.to_string(), retry_after: Duration::from_secs(30) };
+                for (key, entry) in sent.entries {
+                    self.fail_group(&key, entry, &error);
+                }
+            }
+            Err(_elapsed) => {
+                let message =
+                    format!("PutRecords did not answer within the put timeout ({:?})", self.config.put_timeout);
+                for (key, entry) in sent.entries {
+                    self.retry(key, entry, message.clone(), now);
+                }
+            }
         }
         if refresh {
             self.refresh_map().await;
         }
-        failures
+        for (key, entry, landed) in misrouted {
+            if entry.reroutes < MAX_REROUTES {
+                self.reroute(&key, entry, &landed);
+                continue;
+            }
+            let reason = format!("records kept landing on shards that do not cover them ({landed})");
+            let error = ProduceError::Unavailable { reason, retry_after: Duration::from_secs(5) };
+            self.fail_group(&key, entry, &error);
+        }
+        self.groups.retain(|_, g| !g.is_idle());
+    }
+
+    /// An entry to send again: first in its group, after its shard's backoff.
+    fn retry(&mut self, key: String, entry: Entry, error: String, now: Instant) {
+        self.telemetry.retries.inc();
+        let (bytes_rate, records_rate) = (self.config.shard_bytes_per_sec, self.config.shard_records_per_sec);
+        let shard = entry.shard.clone().unwrap_or_default();
+        let attempts = self.shards.get(&shard).map_or(0, |s| s.attempts) + 1;
+        let wait = self.backoff(attempts);
+        let state = self.shards.entry(shard).or_insert_with(|| ShardState::new(bytes_rate, records_rate, now));
+        state.attempts = attempts;
+        state.not_before = state.not_before.max(now + wait);
+        state.last_error = error;
+        let generation = self.generation;
+        let group = self.groups.entry(key).or_insert_with(|| Group {
+            queue: VecDeque::new(),
+            open: None,
+            busy: false,
+            generation,
+        });
+        group.busy = false;
+        group.queue.push_front(entry);
+    }
+
+    /// Fails an entry and everything queued behind it in its group (they must not land before its retry).
+    fn fail_group(&mut self, key: &str, entry: Entry, error: &ProduceError) {
+        let mut failed = vec![entry.jobs];
+        if let Some(group) = self.groups.get_mut(key) {
+            group.busy = false;
+            failed.extend(group.queue.drain(..).map(|e| e.jobs));
+            failed.extend(group.open.take().map(|o| o.jobs));
+        }
+        for jobs in failed {
+            self.finish_entry(&jobs, Some(error));
+        }
+    }
+
+    /// One entry of these jobs is done (durable, or failed with `error`); a job whose entries are all done hears back.
+    fn finish_entry(&mut self, jobs: &[u64], error: Option<&ProduceError>) {
+        for id in jobs {
+            let Some(job) = self.jobs.get_mut(id) else { continue };
+            if let Some(e) = error {
+                job.failure.get_or_insert_with(|| e.clone());
+            }
+            job.outstanding = job.outstanding.saturating_sub(1);
+            if job.outstanding == 0
+                && let Some(job) = self.jobs.remove(id)
+            {
+                let _ = job.ack.send(job.failure.map_or(Ok(()), Err));
+            }
+        }
     }
 
     /// An aggregate built with a stale shard map landed on a shard that does not cover all its keys (a reshard):
     /// consumers keep only the user records the shard covers (as the KCL does), so the others are put again, and
     /// the rest of the group is re-aggregated with the new map. They go first in the group, so each key keeps its
     /// order: the KPL's "wrong shard" retry.
-    fn reroute(&self, group: &mut VecDeque<Entry>, entry: Entry, landed: &str) {
-        let mut records: Vec<OutRecord> = Vec::new();
-        let mut jobs = entry.jobs;
+    fn reroute(&mut self, key: &str, entry: Entry, landed: &str) {
+        let now = Instant::now();
         let reroutes = entry.reroutes + 1;
+        let mut deadline = entry.deadline;
+        let mut records: Vec<OutRecord> = Vec::new();
+        // Each (entry, job) pair drained here is replaced by the new entries' pairs below.
+        let mut drained: Vec<Vec<u64>> = vec![entry.jobs.clone()];
+        let mut jobs = entry.jobs;
         match kpl::deaggregate(entry.data.as_ref(), &entry.partition_key) {
             Ok(users) => records.extend(
                 users
@@ -460,8 +719,13 @@ impl Worker {
             Err(e) => tracing::error!(error = %e, "An aggregate this producer built does not de-aggregate."),
         }
         let moved = records.len();
-        for later in group.drain(..) {
-            jobs.extend(later.jobs);
+        let Some(group) = self.groups.get_mut(key) else { return };
+        group.busy = false;
+        let later: Vec<Entry> = group.queue.drain(..).chain(group.open.take().map(|o| o.finish(now))).collect();
+        for later in later {
+            deadline = deadline.min(later.deadline);
+            jobs.extend(later.jobs.iter().copied());
+            drained.push(later.jobs);
             match kpl::deaggregate(later.data.as_ref(), &later.partition_key) {
                 Ok(users) => records
                     .extend(users.into_iter().map(|u| OutRecord { partition_key: u.partition_key, data: u.data })),
@@ -479,65 +743,43 @@ impl Worker {
         jobs.sort_unstable();
         jobs.dedup();
         let mut open: Vec<(String, OpenAggregate)> = Vec::new();
+        let mut rebuilt: Vec<Entry> = Vec::new();
         for r in records {
             let shard = self.map.shard_for(HashKey::of(&r.partition_key)).map(str::to_owned);
-            let key = shard.clone().unwrap_or_default();
-            let i = match open.iter().position(|(k, _)| *k == key) {
+            let k = shard.clone().unwrap_or_default();
+            let i = match open.iter().position(|(s, _)| *s == k) {
                 Some(i) => i,
                 None => {
-                    open.push((key, OpenAggregate { agg: Aggregator::new(), jobs: jobs.clone(), shard }));
+                    let mut o = OpenAggregate::new(shard, now, deadline);
+                    o.jobs.clone_from(&jobs);
+                    open.push((k, o));
                     open.len() - 1
                 }
             };
             let o = &mut open[i].1;
             if !o.agg.is_empty() && o.agg.size_with(&r.partition_key, r.data.len()) > self.config.max_aggregate_bytes {
-                let full = std::mem::replace(
-                    o,
-                    OpenAggregate { agg: Aggregator::new(), jobs: jobs.clone(), shard: o.shard.clone() },
-                );
-                group.push_back(Entry { reroutes, ..full.finish() });
+                let mut next = OpenAggregate::new(o.shard.clone(), now, deadline);
+                next.jobs.clone_from(&jobs);
+                let full = std::mem::replace(o, next);
+                rebuilt.push(Entry { reroutes, ..full.finish(now) });
             }
             open[i].1.agg.push(&r.partition_key, r.data);
         }
-        group.extend(open.into_iter().map(|(_, o)| Entry { reroutes, ..o.finish() }));
-    }
-
-    /// The head entry of each group that fits this request and its shard's rate; otherwise how long to wait.
-    fn choose_heads(&mut self, groups: &[VecDeque<Entry>]) -> (Vec<usize>, Duration) {
-        let now = Instant::now();
-        let (bytes_rate, records_rate) = (self.config.shard_bytes_per_sec, self.config.shard_records_per_sec);
-        let mut chosen = Vec::new();
-        let mut bytes = 0;
-        let mut wait = Duration::from_millis(50);
-        for (g, queue) in groups.iter().enumerate() {
-            let Some(head) = queue.front() else { continue };
-            if chosen.len() == MAX_REQUEST_ENTRIES || bytes + head.cost() > MAX_REQUEST_BYTES {
-                break;
+        rebuilt.extend(open.into_iter().map(|(_, o)| Entry { reroutes, ..o.finish(now) }));
+        // The new entries' pairs first, so that no job reaches zero in between.
+        for e in &rebuilt {
+            for id in &e.jobs {
+                if let Some(job) = self.jobs.get_mut(id) {
+                    job.outstanding += 1;
+                }
             }
-            let bucket = self.buckets.entry(head.shard.clone().unwrap_or_default()).or_insert(TokenBucket {
-                bytes: bytes_rate,
-                records: records_rate,
-                at: now,
-            });
-            let elapsed = now.duration_since(bucket.at).as_secs_f64();
-            bucket.bytes = (bucket.bytes + elapsed * bytes_rate).min(bytes_rate);
-            bucket.records = (bucket.records + elapsed * records_rate).min(records_rate);
-            bucket.at = now;
-            let cost = head.cost() as f64;
-            // An entry larger than a second's budget is let through on a full bucket, or it would wait forever.
-            let affordable = bucket.bytes >= cost.min(bytes_rate) && bucket.records >= 1.0;
-            if !affordable {
-                let need =
-                    ((cost.min(bytes_rate) - bucket.bytes) / bytes_rate).max((1.0 - bucket.records) / records_rate);
-                wait = wait.min(Duration::from_secs_f64(need.max(0.001)));
-                continue;
-            }
-            bucket.bytes -= cost;
-            bucket.records -= 1.0;
-            bytes += head.cost();
-            chosen.push(g);
         }
-        (chosen, wait)
+        if let Some(group) = self.groups.get_mut(key) {
+            group.queue.extend(rebuilt);
+        }
+        for jobs in drained {
+            self.finish_entry(&jobs, None);
+        }
     }
 
     /// Full-jitter exponential backoff.
@@ -556,24 +798,57 @@ impl Worker {
                         shards = map.len(),
                         "The stream was resharded; the producer follows the new shard map."
                     );
+                    self.generation += 1;
                 }
                 self.map = map;
                 self.map_age = Instant::now();
             }
-            Err(e) => tracing::warn!(error = %e, "Could not refresh the shard map; keeping the previous one."),
+            Err(e) => {
+                self.map_age = Instant::now();
+                tracing::warn!(error = %e, "Could not refresh the shard map; keeping the previous one.");
+            }
         }
+    }
+}
+
+impl ShardState {
+    fn new(bytes_rate: f64, records_rate: f64, now: Instant) -> Self {
+        Self {
+            bytes: bytes_rate,
+            records: records_rate,
+            at: now,
+            attempts: 0,
+            not_before: now,
+            last_error: String::new(),
+        }
+    }
+
+    fn refill(&mut self, bytes_rate: f64, records_rate: f64, now: Instant) {
+        let elapsed = now.duration_since(self.at).as_secs_f64();
+        self.bytes = (self.bytes + elapsed * bytes_rate).min(bytes_rate);
+        self.records = (self.records + elapsed * records_rate).min(records_rate);
+        self.at = now;
     }
 }
 
 /// An aggregate being filled for one shard, with the jobs whose records it holds.
 struct OpenAggregate {
     agg: Aggregator,
-    jobs: Vec<usize>,
+    jobs: Vec<u64>,
     shard: Option<String>,
+    /// When its first record came.
+    since: Instant,
+    /// When its earliest job gives up.
+    deadline: Instant,
 }
 
 impl OpenAggregate {
-    fn finish(self) -> Entry {
+    fn new(shard: Option<String>, since: Instant, deadline: Instant) -> Self {
+        Self { agg: Aggregator::new(), jobs: Vec::new(), shard, since, deadline }
+    }
+
+    /// The closed aggregate as an entry to send by `due`.
+    fn finish(self, due: Instant) -> Entry {
         let partition_key = self.agg.first_partition_key().unwrap_or_default().to_owned();
         let user_records = self.agg.len();
         Entry {
@@ -583,14 +858,8 @@ impl OpenAggregate {
             user_records,
             jobs: self.jobs,
             reroutes: 0,
-        }
-    }
-}
-
-fn fail_remaining(groups: &mut [VecDeque<Entry>], failures: &mut [Option<ProduceError>], error: &ProduceError) {
-    for entry in groups.iter_mut().flat_map(|g| g.drain(..)) {
-        for j in entry.jobs {
-            failures[j].get_or_insert_with(|| error.clone());
+            due,
+            deadline: self.deadline,
         }
     }
 }

@@ -116,11 +116,89 @@ async fn only_failed_entries_are_retried_and_order_per_key_holds() {
     let producer = KinesisProducer::start(client, config(false), telemetry.clone()).await.unwrap();
     producer.put(vec![rec("a", "a1"), rec("b", "b1"), rec("a", "a2"), rec("b", "b2")]).await.unwrap();
     let requests = captured.lock().unwrap().clone();
-    // One entry per key per request: a1 is throttled, so a2 waits for it; b1 succeeds, so b2 goes next.
+    // The first request carries each key's first record; a1 is throttled there.
     assert_eq!(user_records(&requests[0]), ["a1", "b1"]);
-    assert_eq!(user_records(&requests[1]), ["a1", "b2"]);
-    assert_eq!(user_records(&requests[2]), ["a2"]);
+    // One entry per key per request, and each key's records leave in order, a1 again before a2.
+    let mut sent: Vec<String> = Vec::new();
+    for r in &requests {
+        let keys: Vec<&String> = r.iter().map(|(pk, _)| pk).collect();
+        assert!(keys.iter().collect::<std::collections::HashSet<_>>().len() == keys.len(), "{keys:?}");
+        sent.extend(user_records(r));
+    }
+    let of = |key: char| sent.iter().filter(|r| r.starts_with(key)).cloned().collect::<Vec<_>>();
+    assert_eq!(of('a'), ["a1", "a1", "a2"]);
+    assert_eq!(of('b'), ["b1", "b2"]);
     assert_eq!((telemetry.throttles.get(), telemetry.retries.get(), telemetry.records.get()), (1, 1, 4));
+    producer.close().await;
+}
+
+/// Two shards split at the middle of the hash key space.
+fn two_shards(half: u128) -> Rule {
+    mock!(Client::list_shards).then_compute_output(move |_| {
+        let shards = vec![
+            shard("shardId-000000000001", 0, half, None),
+            shard("shardId-000000000002", half + 1, u128::MAX, None),
+        ];
+        ListShardsOutput::builder().set_shards(Some(shards)).build()
+    })
+}
+
+#[tokio::test]
+async fn a_throttled_shard_holds_back_only_its_own_records() {
+    let half = u128::MAX / 2;
+    let lower = (0..).map(|i| format!("key-{i}")).find(|k| HashKey::of(k).0 <= half).unwrap();
+    let upper = (0..).map(|i| format!("key-{i}")).find(|k| HashKey::of(k).0 > half).unwrap();
+    // The lower shard throttles its first five entries; the upper one takes everything at once.
+    let throttles = Arc::new(Mutex::new(0));
+    let seen = throttles.clone();
+    let put = mock!(Client::put_records).then_compute_response(move |req: &PutRecordsInput| {
+        let entries = req
+            .records()
+            .iter()
+            .map(|r| {
+                let lower_shard = HashKey::of(r.partition_key().unwrap_or_default()).0 <= half;
+                let mut n = seen.lock().unwrap();
+                if lower_shard && *n < 5 {
+                    *n += 1;
+                    return throttled_entry();
+                }
+                let shard = if lower_shard { "shardId-000000000001" } else { "shardId-000000000002" };
+                PutRecordsResultEntry::builder().shard_id(shard).sequence_number("1").build()
+            })
+            .collect();
+        results(entries)
+    });
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&two_shards(half), &put]);
+    let config = KinesisProducerConfig {
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(400),
+        put_timeout: Duration::from_secs(10),
+        ..config(true)
+    };
+    let producer = Arc::new(KinesisProducer::start(client, config, ProducerTelemetry::default()).await.unwrap());
+    let slow = tokio::spawn({
+        let producer = producer.clone();
+        let lower = lower.clone();
+        async move {
+            producer.put(vec![rec(&lower, "l1")]).await.unwrap();
+            Instant::now()
+        }
+    });
+    // While the lower shard backs off, the upper shard's records come and go, one put after another.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = Instant::now();
+    for i in 0..5 {
+        producer.put(vec![rec(&upper, &format!("u{i}"))]).await.unwrap();
+    }
+    let fast_done = Instant::now();
+    let slow_done = slow.await.unwrap();
+    assert_eq!(*throttles.lock().unwrap(), 5, "the lower shard's entry was throttled five times");
+    assert!(fast_done < slow_done, "the upper shard's five puts finished before the throttled one");
+    assert!(
+        fast_done - started < Duration::from_millis(150),
+        "five puts on a healthy shard took {:?}: they waited for the throttled shard",
+        fast_done - started
+    );
     producer.close().await;
 }
 

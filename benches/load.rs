@@ -2,7 +2,8 @@
 //! run prints throughput and latency percentiles as one JSON line. `--empty` posts `[]` instead: the baseline of
 //! HTTP and request handling without parsing, normalization or durability, measured the same way. For a soak,
 //! `--rate` paces the load, `--now` stamps events with the wall clock (so the aggregator's windows close as in
-//! production), and `--watch-pid` prints the server's resident memory every `--report-every` seconds.
+//! production), and `--watch-pid` prints the server's resident memory every `--report-every` seconds and puts its
+//! CPU time, and the events each CPU-second carried, in the summary.
 //!
 //! `cargo bench --bench load -- --url http://127.0.0.1:8080 --clients 16 --seconds 20 --batch 20`
 
@@ -33,7 +34,8 @@ struct Args {
     /// Stamp events with the wall clock instead of a fixed past day.
     #[arg(long)]
     now: bool,
-    /// A process (the server) whose resident memory is reported while the load runs (Linux).
+    /// A process (the server) whose resident memory is reported while the load runs, and whose CPU time over the run
+    /// is in the summary (Linux).
     #[arg(long)]
     watch_pid: Option<u32>,
     /// Seconds between two progress lines.
@@ -48,6 +50,18 @@ struct Args {
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+}
+
+/// CPU seconds (user and system) a process has used, from `/proc/<pid>/stat`. Its times are in USER_HZ ticks, which
+/// Linux fixes at 100 a second for every userspace ABI.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces) start at the state, field 3: utime and stime are
+    // fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// A JS SDK event with the common attributes and a short history, about 1 KB of JSON.
@@ -78,6 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let errors = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
+    let cpu_before = args.watch_pid.and_then(cpu_secs);
     let tasks: Vec<_> = (0..args.clients)
         .map(|client| {
             let (url, events, bytes, errors) = (url.clone(), events.clone(), bytes.clone(), errors.clone());
@@ -145,9 +160,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     reporter.abort();
     let secs = started.elapsed().as_secs_f64();
+    // The server's CPU over the run, and what each CPU-second of it carried.
+    let cpu = cpu_before.zip(args.watch_pid.and_then(cpu_secs)).map(|(before, after)| after - before);
+    let events_done = events.load(Ordering::Relaxed) as f64;
     let summary = json!({
         "mode": if args.empty { "baseline: empty batches" } else { "batches of events" },
         "server_rss_kib": args.watch_pid.and_then(rss_kib),
+        "server_cpu_secs": cpu.map(|c| (c * 100.0).round() / 100.0),
+        "events_per_server_cpu_sec": cpu.filter(|c| *c > 0.0).map(|c| (events_done / c).round()),
         "clients": args.clients, "batch": args.batch, "seconds": (secs * 10.0).round() / 10.0,
         "requests": latency.len(), "errors": errors.load(Ordering::Relaxed),
         "requests_per_sec": (latency.len() as f64 / secs).round(),

@@ -319,6 +319,7 @@ impl Producer for LocalLog {
             }
         }
         self.telemetry.records.inc_by(count as u64);
+        self.telemetry.entries.inc_by(count as u64);
         self.telemetry.bytes.inc_by(bytes as u64);
         self.telemetry.put_latency.observe(started.elapsed());
         Ok(())

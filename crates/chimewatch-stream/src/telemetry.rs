@@ -13,6 +13,8 @@ pub struct ProducerTelemetry {
     pub records: Counter,
     /// User record bytes made durable.
     pub bytes: Counter,
+    /// Stream records written: Kinesis records (a KPL aggregate carries many user records), or log records.
+    pub entries: Counter,
     /// Stream requests sent (PutRecords calls, or group commits of the embedded log).
     pub requests: Counter,
     /// Entries re-sent after a partial failure or an error.
@@ -33,6 +35,11 @@ impl Default for ProducerTelemetry {
             put_latency: set.latency("put_latency", "Time from put to durability", "StreamPutLatency"),
             records: set.counter("records", "User records made durable", cw("StreamRecordsPut", Unit::Count)),
             bytes: set.counter("written_bytes", "User record bytes made durable", cw("StreamBytesPut", Unit::Bytes)),
+            entries: set.counter(
+                "entries",
+                "Stream records written (a KPL aggregate counts once)",
+                cw("StreamEntriesPut", Unit::Count),
+            ),
             requests: set.counter("requests", "Stream write requests sent", cw("StreamRequests", Unit::Count)),
             retries: set.counter("retries", "Entries re-sent after a failure", cw("StreamRetries", Unit::Count)),
             throttles: set.counter(

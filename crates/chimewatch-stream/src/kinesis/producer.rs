@@ -69,7 +69,9 @@ impl KinesisProducerConfig {
     pub fn new(stream: impl Into<String>) -> Self {
         Self {
             stream: stream.into(),
-            linger: Duration::from_millis(100),
+            // Shorter than the KPL's 100 ms: a client waits for durability, and under load a shard's aggregate keeps
+            // filling while its previous one is in flight (BENCHMARKS.md, "Ingest into Kinesis").
+            linger: Duration::from_millis(20),
             aggregation: true,
             max_aggregate_bytes: 50 << 10,
             max_in_flight_bytes: 64 << 20,
@@ -448,6 +450,17 @@ impl Worker {
     fn dispatch(&mut self, now: Instant, closing: bool) -> bool {
         // After a reshard, the groups of the old map go first: a key's old entries must land before its new ones.
         let oldest = self.oldest_generation();
+        let eligible = |g: &Group| !g.busy && oldest.is_none_or(|o| g.generation == o);
+        let leaving =
+            closing || self.groups.values().any(|g| eligible(g) && g.queue.front().is_some_and(|h| h.due <= now));
+        if leaving {
+            // A call leaves now: the aggregates still lingering ride along rather than wait for calls of their own.
+            for g in self.groups.values_mut().filter(|g| eligible(g) && g.queue.is_empty()) {
+                if let Some(o) = g.open.take() {
+                    g.queue.push_back(o.finish(now));
+                }
+            }
+        }
         let shards = &self.shards;
         let backing_off = |shard: &Option<String>| {
             shards.get(shard.as_deref().unwrap_or_default()).is_some_and(|s| s.not_before > now)
@@ -455,7 +468,7 @@ impl Worker {
         let mut ready: Vec<(&String, Instant, usize, Option<String>)> = self
             .groups
             .iter()
-            .filter(|(_, g)| !g.busy && oldest.is_none_or(|o| g.generation == o))
+            .filter(|(_, g)| eligible(g))
             .filter_map(|(k, g)| g.queue.front().map(|h| (k, h.due, h.cost(), h.shard.clone())))
             .filter(|(_, _, _, shard)| !backing_off(shard))
             .collect();
@@ -585,6 +598,7 @@ impl Worker {
                         continue;
                     }
                     self.telemetry.records.inc_by(entry.user_records as u64);
+                    self.telemetry.entries.inc();
                     self.telemetry.bytes.inc_by(entry.cost() as u64);
                     if let Some(state) = self.shards.get_mut(entry.shard.as_deref().unwrap_or_default()) {
                         state.attempts = 0;

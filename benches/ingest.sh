@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Ingest load runs next to their baseline: the blog sample's Lambda logic, then `chimewatch gateway` against kinesalite.
+# Ingest load runs next to their baseline: the blog sample's Lambda logic, then `chimewatch up` (the whole pipeline on
+# its embedded backends), then `chimewatch gateway` against kinesalite.
 #
 #   bash benches/ingest.sh [CLIENTS] [SECONDS] [RUNS] [SHARDS]      (defaults: 32 20 3 64)
 #
@@ -49,6 +50,13 @@ wait_for "http://127.0.0.1:$lambda_port/"
 measure baseline "http://127.0.0.1:$lambda_port" "$lambda" | tee "$work/results.jsonl"
 kill "$lambda"
 
+echo "==> chimewatch up: the whole pipeline (gateway, embedded log, aggregator, embedded store, archive)" >&2
+up_port=$(free_port)
+"$bin" up --listen "127.0.0.1:$up_port" --data-dir "$work/up" --log warn 2>"$work/up.log" & up=$!; pids+=($up)
+wait_for "http://127.0.0.1:$up_port/healthz"
+measure up "http://127.0.0.1:$up_port" "$up" | tee -a "$work/results.jsonl"
+kill "$up"; wait "$up" 2>/dev/null || true
+
 echo "==> chimewatch gateway against kinesalite ($shards shards)" >&2
 node tests/node/kinesalite.js >"$work/kinesalite.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do kinesis=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/kinesalite.log" | head -1 || true); [ -n "$kinesis" ] && break; sleep 0.1; done
@@ -72,7 +80,7 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 med = lambda server, key: statistics.median(r[key] if not isinstance(r[key], dict) else 0 for r in rows if r["server"] == server)
 lat = lambda server, q: statistics.median(r["latency_ms"][q] for r in rows if r["server"] == server)
 base = med("baseline", "events_per_server_cpu_sec")
-for server in ("baseline", "gateway"):
+for server in ("baseline", "up", "gateway"):
     cpu = med(server, "events_per_server_cpu_sec")
     print(json.dumps({"server": server, "events_per_server_cpu_sec": cpu, "ratio": round(cpu / base, 2),
                       "events_per_sec": med(server, "events_per_sec"), "p50_ms": lat(server, "p50"),

@@ -1,5 +1,6 @@
 //! Benchmarks of the aggregator's hot paths: recording into a distribution (against a plain Vec push as the
-//! baseline) and turning one event into facts and windows (against encoding its log line).
+//! baseline), turning one event into facts and windows (against encoding its log line), and the whole way from a
+//! stream record's bytes into windows (against parsing the same bytes into a `serde_json::Value`).
 
 use chimewatch_metrics::{Aggregator, AggregatorConfig, Catalogue, CatalogueConfig, Distribution};
 use chimewatch_model::MeetingEvent;
@@ -52,5 +53,56 @@ fn aggregate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, record, aggregate);
+/// From the stream into windows: decode the record the gateway wrote, then catalogue and aggregator, for a session's
+/// mix of events.
+fn from_the_stream(c: &mut Criterion) {
+    use chimewatch_model::record::{Ingest, Record};
+    let limits = chimewatch_model::Limits::default();
+    let events = [
+        ("meetingStartRequested", serde_json::json!({})),
+        ("meetingStartSucceeded", serde_json::json!({"meetingStartDurationMs": 1834, "signalingOpenDurationMs": 211})),
+        ("attendeePresenceReceived", serde_json::json!({"attendeePresenceDurationMs": 310})),
+        ("meetingReconnected", serde_json::json!({"meetingStatus": "NetworkBecomePoor", "retryCount": 1})),
+        ("meetingEnded", serde_json::json!({"meetingStatus": "Left", "meetingDurationMs": 612_000})),
+    ];
+    let records: Vec<Vec<u8>> = events
+        .iter()
+        .map(|(name, extra)| {
+            let mut attributes = serde_json::json!({
+                "meetingId": "m-1", "attendeeId": "a-1", "sdkName": "amazon-chime-sdk-js", "sdkVersion": "3.32.0",
+                "browserName": "Chrome", "browserMajorVersion": "142", "osName": "Mac OS", "osVersion": "10.15.7",
+                "deviceName": "Mac", "timestampMs": 1_763_712_000_000i64,
+            });
+            if let (Some(a), Some(e)) = (attributes.as_object_mut(), extra.as_object()) {
+                a.extend(e.clone());
+            }
+            let event = serde_json::json!({"name": name, "attributes": attributes});
+            let normalized = chimewatch_model::event::normalize(event, &limits, 1_763_712_000_000).expect("valid");
+            Record::meeting_event(normalized, Ingest::Batch, 1_763_712_000_100).encode()
+        })
+        .collect();
+    let mut g = c.benchmark_group("five records from the stream");
+    g.bench_function("baseline: serde_json::from_slice::<Value>", |b| {
+        b.iter(|| {
+            for r in &records {
+                black_box(serde_json::from_slice::<serde_json::Value>(black_box(r)).expect("json"));
+            }
+        })
+    });
+    g.bench_function("decode + catalogue + aggregator", |b| {
+        let mut catalogue = Catalogue::new(CatalogueConfig::default());
+        let mut agg = Aggregator::new(AggregatorConfig::default());
+        b.iter(|| {
+            for r in &records {
+                if let Ok(Record::MeetingEvent(m)) = Record::decode(black_box(r)) {
+                    let facts = catalogue.facts(&m.event, true);
+                    agg.add("s1", 1_763_712_000_000, facts, 1_763_712_000_000);
+                }
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, record, aggregate, from_the_stream);
 criterion_main!(benches);

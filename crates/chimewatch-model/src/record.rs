@@ -14,6 +14,10 @@ use crate::sip::SipLogRecord;
 /// The record version this build writes and the newest it reads.
 pub const RECORD_VERSION: u32 = 1;
 
+/// How the records this build writes begin (serde writes an internally tagged enum's tag first).
+const MEETING_EVENT_PREFIX: &[u8] = br#"{"kind":"meetingEvent","#;
+const SIP_MESSAGE_PREFIX: &[u8] = br#"{"kind":"sipMessage","#;
+
 /// How an event reached the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -151,7 +155,16 @@ impl Record {
                 return Err(DecodeError::NotARecord { first: first.copied().unwrap_or(0) });
             }
         }
-        match serde_json::from_slice::<Record>(bytes) {
+        // The records this build writes start with their kind: those are read straight into their type. The general
+        // way, for any other key order, has serde buffer the whole record before it can pick the variant.
+        let parsed = if bytes.starts_with(MEETING_EVENT_PREFIX) {
+            serde_json::from_slice::<MeetingEventRecord>(bytes).map(Self::MeetingEvent)
+        } else if bytes.starts_with(SIP_MESSAGE_PREFIX) {
+            serde_json::from_slice::<SipMessageRecord>(bytes).map(Self::SipMessage)
+        } else {
+            serde_json::from_slice::<Record>(bytes)
+        };
+        match parsed {
             Ok(record) => {
                 let v = match &record {
                     Self::MeetingEvent(r) => r.v,
@@ -291,6 +304,20 @@ mod tests {
         #[test]
         fn encode_decode_round_trips(r in arbitrary_record()) {
             prop_assert_eq!(Record::decode(&r.encode()).unwrap(), r);
+        }
+
+        /// The records written take the direct way, and any key order decodes to the same record.
+        #[test]
+        fn the_direct_way_and_the_general_way_agree(r in arbitrary_record()) {
+            let bytes = r.encode();
+            prop_assert!(bytes.starts_with(MEETING_EVENT_PREFIX) || bytes.starts_with(SIP_MESSAGE_PREFIX));
+            let mut reordered: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).unwrap();
+            let kind = reordered.shift_remove("kind").unwrap();
+            reordered.insert("kind".into(), kind);
+            let reordered = serde_json::to_vec(&reordered).unwrap();
+            let general = !reordered.starts_with(MEETING_EVENT_PREFIX) && !reordered.starts_with(SIP_MESSAGE_PREFIX);
+            prop_assert!(general, "the reordered record goes the general way");
+            prop_assert_eq!(Record::decode(&reordered).unwrap(), r);
         }
 
         #[test]

@@ -380,6 +380,28 @@ impl Worker {
                 outstanding += 1;
                 continue;
             }
+            // A record too large to wrap in an aggregate (its framing and digest would pass Kinesis' 1 MiB) goes as
+            // a plain Kinesis record, after what the group already holds.
+            if Aggregator::new().size_with(&record.partition_key, record.data.len()) + record.partition_key.len()
+                > MAX_RECORD_BYTES
+            {
+                if let Some(o) = group.open.take() {
+                    let due = o.since + self.config.linger;
+                    group.queue.push_back(o.finish(due));
+                }
+                group.queue.push_back(Entry {
+                    partition_key: record.partition_key,
+                    data: Blob::new(record.data),
+                    shard,
+                    user_records: 1,
+                    jobs: vec![id],
+                    reroutes: 0,
+                    due: now + self.config.linger,
+                    deadline,
+                });
+                outstanding += 1;
+                continue;
+            }
             let full = group.open.as_ref().is_some_and(|o| {
                 !o.agg.is_empty()
                     && o.agg.size_with(&record.partition_key, record.data.len()) > self.config.max_aggregate_bytes
@@ -451,8 +473,14 @@ impl Worker {
         // After a reshard, the groups of the old map go first: a key's old entries must land before its new ones.
         let oldest = self.oldest_generation();
         let eligible = |g: &Group| !g.busy && oldest.is_none_or(|o| g.generation == o);
-        let leaving =
-            closing || self.groups.values().any(|g| eligible(g) && g.queue.front().is_some_and(|h| h.due <= now));
+        let backing_off = |shards: &HashMap<String, ShardState>, shard: &Option<String>| {
+            shards.get(shard.as_deref().unwrap_or_default()).is_some_and(|s| s.not_before > now)
+        };
+        // A head waiting out its shard's backoff does not make a call leave (nor cut the others' lingering short).
+        let leaving = closing
+            || self.groups.values().any(|g| {
+                eligible(g) && g.queue.front().is_some_and(|h| h.due <= now && !backing_off(&self.shards, &h.shard))
+            });
         if leaving {
             // A call leaves now: the aggregates still lingering ride along rather than wait for calls of their own.
             for g in self.groups.values_mut().filter(|g| eligible(g) && g.queue.is_empty()) {
@@ -462,15 +490,12 @@ impl Worker {
             }
         }
         let shards = &self.shards;
-        let backing_off = |shard: &Option<String>| {
-            shards.get(shard.as_deref().unwrap_or_default()).is_some_and(|s| s.not_before > now)
-        };
         let mut ready: Vec<(&String, Instant, usize, Option<String>)> = self
             .groups
             .iter()
             .filter(|(_, g)| eligible(g))
             .filter_map(|(k, g)| g.queue.front().map(|h| (k, h.due, h.cost(), h.shard.clone())))
-            .filter(|(_, _, _, shard)| !backing_off(shard))
+            .filter(|(_, _, _, shard)| !backing_off(shards, shard))
             .collect();
         if ready.is_empty() {
             return false;
@@ -520,10 +545,11 @@ impl Worker {
             })
             .collect();
         self.telemetry.requests.inc();
-        // The SDK retries a throttled request itself, with backoff: bound the call by what is left of the earliest
-        // put timeout, so that clients hear back in time. A call cut short may still have stored its records; the
-        // client's retry stores them again (at least once).
-        let left = entries.iter().map(|(_, e)| e.deadline).min().unwrap_or(now).saturating_duration_since(now);
+        // The SDK retries a throttled request itself, with backoff: bound the call by the latest put timeout among its
+        // entries, so that clients hear back in time and one nearly expired entry does not cut the others' call
+        // short. A call cut short may still have stored its records; the client's retry stores them again (at least
+        // once).
+        let left = entries.iter().map(|(_, e)| e.deadline).max().unwrap_or(now).saturating_duration_since(now);
         let send = self.client.put_records().stream_name(&self.config.stream).set_records(Some(request)).send();
         let stream = self.config.stream.clone();
         let task = self.requests.spawn(async move {
@@ -538,13 +564,15 @@ impl Worker {
     fn next_wake(&self, now: Instant) -> Instant {
         let mut wake = now + IDLE_TICK;
         let oldest = self.oldest_generation();
+        // With every call slot taken, nothing can leave before a call answers, which wakes the worker anyway.
+        let slots_full = self.requests.len() >= self.config.max_requests_in_flight;
         for group in self.groups.values().filter(|g| !g.busy) {
             match (group.queue.front(), &group.open) {
                 (None, Some(o)) => wake = wake.min(o.since + self.config.linger).min(o.deadline),
                 (Some(head), _) => {
                     wake = wake.min(head.deadline);
                     // Groups of a newer shard map wait for the older ones, whose calls wake the worker.
-                    if oldest.is_some_and(|o| group.generation != o) {
+                    if slots_full || oldest.is_some_and(|o| group.generation != o) {
                         continue;
                     }
                     let mut at = head.due;
@@ -813,6 +841,12 @@ impl Worker {
                         "The stream was resharded; the producer follows the new shard map."
                     );
                     self.generation += 1;
+                    // Only the groups of shards that closed must drain first; those of shards still open carry on.
+                    for (key, group) in &mut self.groups {
+                        if map.is_open(key) {
+                            group.generation = self.generation;
+                        }
+                    }
                 }
                 self.map = map;
                 self.map_age = Instant::now();

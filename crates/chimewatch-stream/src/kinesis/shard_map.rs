@@ -62,6 +62,11 @@ impl ShardMap {
         self.ranges.get(shard).map(|(start, end)| (*start..=*end).contains(&key.0))
     }
 
+    /// Whether `shard` is one of the open shards.
+    pub fn is_open(&self, shard: &str) -> bool {
+        self.open.iter().any(|s| s.shard_id == shard)
+    }
+
     pub fn shard_for(&self, key: HashKey) -> Option<&str> {
         let i = self.open.partition_point(|s| s.start <= key.0);
         i.checked_sub(1).map(|i| &self.open[i]).filter(|s| key.0 <= s.end).map(|s| s.shard_id.as_str())

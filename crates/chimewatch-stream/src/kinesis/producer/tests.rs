@@ -506,3 +506,24 @@ async fn records_that_keep_landing_on_the_wrong_shard_fail_their_put_instead_of_
     );
     producer.close().await;
 }
+
+#[tokio::test]
+async fn a_record_too_large_for_an_aggregate_goes_alone_within_the_record_limit() {
+    let captured = Captured::default();
+    let ok = put_rule(&captured, |_, n| all_ok(n));
+    let client = mock_client!(aws_sdk_kinesis, RuleMode::MatchAny, [&one_shard(), &ok]);
+    let producer = KinesisProducer::start(client, config(true), ProducerTelemetry::default()).await.unwrap();
+    // Just under Kinesis' 1 MiB with its key: wrapped in an aggregate, it would pass it.
+    let big = "x".repeat(MAX_RECORD_BYTES - 1);
+    producer.put(vec![rec("a", "before"), rec("k", &big), rec("a", "after")]).await.unwrap();
+    let entries: Vec<(String, Vec<u8>)> = captured.lock().unwrap().iter().flatten().cloned().collect();
+    assert!(entries.iter().all(|(pk, data)| pk.len() + data.len() <= MAX_RECORD_BYTES), "within the record limit");
+    let plain: Vec<&(String, Vec<u8>)> = entries.iter().filter(|(_, d)| !kpl::is_aggregated(d)).collect();
+    assert_eq!(plain.len(), 1, "the large record alone, as a plain record");
+    assert_eq!(plain[0].1.len(), big.len());
+    // In order with the records around it, on their shard.
+    let all: Vec<String> =
+        entries.iter().flat_map(|(pk, d)| kpl::deaggregate(d, pk).unwrap()).map(|u| u.data.len().to_string()).collect();
+    assert_eq!(all, ["6".to_owned(), big.len().to_string(), "5".to_owned()]);
+    producer.close().await;
+}

@@ -105,3 +105,19 @@ async fn serve_metrics(
         .await
         .context("serving /metrics")
 }
+
+/// What the deploy files' placeholders stand for in one deployment: its region, the aggregator's namespaces and
+/// event log group, and the services' own namespace. `up` renders them, `dashboards put` and `alarms put` apply them.
+fn deploy_values(
+    region: &str,
+    aggregation: &chimewatch_aggregator::config::AggregatorServiceConfig,
+    pipeline_namespace: &str,
+) -> chimewatch_console::template::Values {
+    use chimewatch_aggregator::config::DEFAULT_LOG_GROUP;
+    chimewatch_console::template::Values::new()
+        .set("Region", region)
+        .set("MeetingNamespace", &aggregation.namespace)
+        .set("VoiceNamespace", &aggregation.voice_namespace)
+        .set("PipelineNamespace", pipeline_namespace)
+        .set("MeetingLogGroup", aggregation.log_group.as_deref().unwrap_or(DEFAULT_LOG_GROUP))
+}

@@ -3,7 +3,6 @@
 //! `--dry-run` prints the API requests as JSON lines and sends nothing.
 
 use anyhow::{Context, bail};
-use chimewatch_aggregator::config::DEFAULT_LOG_GROUP;
 use chimewatch_console::builtin;
 use chimewatch_console::template::Values;
 use chimewatch_sinks::cloudwatch_admin;
@@ -25,13 +24,7 @@ async fn target(target: &PutTarget, settings: &Settings) -> anyhow::Result<(Valu
     let aggregation = settings.aggregation()?;
     let pipeline_namespace =
         settings.pipeline()?.map_or_else(|| chimewatch_sinks::pipeline::DEFAULT_NAMESPACE.to_owned(), |p| p.namespace);
-    let values = Values::new()
-        .set("Region", region)
-        .set("MeetingNamespace", &aggregation.namespace)
-        .set("VoiceNamespace", &aggregation.voice_namespace)
-        .set("PipelineNamespace", pipeline_namespace)
-        .set("MeetingLogGroup", aggregation.log_group.as_deref().unwrap_or(DEFAULT_LOG_GROUP));
-    Ok((values, sdk))
+    Ok((super::deploy_values(&region, &aggregation, &pipeline_namespace), sdk))
 }
 
 /// One JSON line on stdout; a closed pipe (`| head`) ends the command with an error rather than a panic.

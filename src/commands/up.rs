@@ -143,15 +143,10 @@ fn start_console(
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<(axum::Router, tokio::task::JoinHandle<()>)> {
     use chimewatch_console::alarms::{self, Alarms, Notify};
-    use chimewatch_console::{Console, builtin, template::Values};
+    use chimewatch_console::{Console, builtin};
 
     let log_group = aggregation.log_group.clone().unwrap_or_else(|| DEFAULT_LOG_GROUP.to_owned());
-    let values = Values::new()
-        .set("Region", LOCAL_REGION)
-        .set("MeetingNamespace", &aggregation.namespace)
-        .set("VoiceNamespace", &aggregation.voice_namespace)
-        .set("PipelineNamespace", &pipeline.namespace)
-        .set("MeetingLogGroup", &log_group);
+    let values = super::deploy_values(LOCAL_REGION, aggregation, &pipeline.namespace);
     let dashboards = builtin::dashboards(&values).map_err(anyhow::Error::msg)?;
     let now = || chimewatch_stream::system_clock().as_i64();
     let set = chimewatch_metrics::alarm::AlarmSet::with_definitions(

@@ -237,6 +237,10 @@ struct Group {
 }
 
 impl Group {
+    fn new(generation: u64) -> Self {
+        Self { queue: VecDeque::new(), open: None, busy: false, generation }
+    }
+
     fn is_idle(&self) -> bool {
         !self.busy && self.queue.is_empty() && self.open.is_none()
     }
@@ -360,34 +364,16 @@ impl Worker {
             let key =
                 if self.config.aggregation { shard.clone().unwrap_or_default() } else { record.partition_key.clone() };
             let generation = self.generation;
-            let group = self.groups.entry(key).or_insert_with(|| Group {
-                queue: VecDeque::new(),
-                open: None,
-                busy: false,
-                generation,
-            });
-            if !self.config.aggregation {
-                group.queue.push_back(Entry {
-                    partition_key: record.partition_key,
-                    data: Blob::new(record.data),
-                    shard,
-                    user_records: 1,
-                    jobs: vec![id],
-                    reroutes: 0,
-                    due: now + self.config.linger,
-                    deadline,
-                });
-                outstanding += 1;
-                continue;
-            }
-            // A record too large to wrap in an aggregate (its framing and digest would pass Kinesis' 1 MiB) goes as
-            // a plain Kinesis record, after what the group already holds.
-            if Aggregator::new().size_with(&record.partition_key, record.data.len()) + record.partition_key.len()
-                > MAX_RECORD_BYTES
-            {
+            let group = self.groups.entry(key).or_insert_with(|| Group::new(generation));
+            // Not aggregating, each record is a Kinesis record. Aggregating, a record too large to wrap in an
+            // aggregate (its framing and digest would pass Kinesis' 1 MiB) goes as a plain Kinesis record too, after
+            // what the group already holds.
+            let plain = !self.config.aggregation
+                || Aggregator::new().size_with(&record.partition_key, record.data.len()) + record.partition_key.len()
+                    > MAX_RECORD_BYTES;
+            if plain {
                 if let Some(o) = group.open.take() {
-                    let due = o.since + self.config.linger;
-                    group.queue.push_back(o.finish(due));
+                    group.queue.push_back(o.close(self.config.linger));
                 }
                 group.queue.push_back(Entry {
                     partition_key: record.partition_key,
@@ -407,8 +393,7 @@ impl Worker {
                     && o.agg.size_with(&record.partition_key, record.data.len()) > self.config.max_aggregate_bytes
             });
             if full && let Some(o) = group.open.take() {
-                let due = o.since + self.config.linger;
-                group.queue.push_back(o.finish(due));
+                group.queue.push_back(o.close(self.config.linger));
             }
             let o = group.open.get_or_insert_with(|| OpenAggregate::new(shard, now, deadline));
             o.agg.push(&record.partition_key, record.data);
@@ -430,8 +415,7 @@ impl Worker {
                 && group.queue.is_empty()
                 && let Some(o) = group.open.take()
             {
-                let due = o.since + linger;
-                group.queue.push_back(o.finish(due));
+                group.queue.push_back(o.close(linger));
             }
         }
     }
@@ -699,12 +683,7 @@ impl Worker {
         state.not_before = state.not_before.max(now + wait);
         state.last_error = error;
         let generation = self.generation;
-        let group = self.groups.entry(key).or_insert_with(|| Group {
-            queue: VecDeque::new(),
-            open: None,
-            busy: false,
-            generation,
-        });
+        let group = self.groups.entry(key).or_insert_with(|| Group::new(generation));
         group.busy = false;
         group.queue.push_front(entry);
     }
@@ -893,6 +872,12 @@ struct OpenAggregate {
 impl OpenAggregate {
     fn new(shard: Option<String>, since: Instant, deadline: Instant) -> Self {
         Self { agg: Aggregator::new(), jobs: Vec::new(), shard, since, deadline }
+    }
+
+    /// The aggregate closed, to leave once its first record has lingered.
+    fn close(self, linger: Duration) -> Entry {
+        let due = self.since + linger;
+        self.finish(due)
     }
 
     /// The closed aggregate as an entry to send by `due`.

@@ -8,6 +8,8 @@
 //!   published as CloudWatch `Values`/`Counts` so CloudWatch computes any percentile across workers.
 //! - [`window`]: tumbling event-time windows and the watermark over sources (shards), with idle sources.
 //! - [`catalogue`]: which metrics a meeting event feeds, with their units and dimensions.
+//! - [`cause`]: the one table of likely causes over the SDKs' status and device error names, and the classifier.
+//! - [`explain`]: one attendee's or one meeting's timeline, outcome and verdict.
 //! - [`voice`]: the Voice Connector metrics a tracked call's facts feed (the 15 Amazon ones and more).
 //! - [`aggregate`]: the windowed aggregator: facts into windows, windows closed by the watermark, late events,
 //!   the cardinality guard.
@@ -20,8 +22,10 @@
 pub mod aggregate;
 pub mod alarm;
 pub mod catalogue;
+pub mod cause;
 pub mod dimension;
 pub mod distribution;
+pub mod explain;
 pub mod unit;
 pub mod voice;
 pub mod window;

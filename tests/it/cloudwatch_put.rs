@@ -75,7 +75,7 @@ async fn dashboards_and_alarms_put_round_trip_through_cloudwatch() {
     let (ok, alarms, err) =
         run("http://127.0.0.1:9", &args(["alarms", "put"], &prefix, &["--dry-run", "--alarm-action", topic]));
     assert!(ok, "{err}");
-    assert_eq!(alarms.len(), 10);
+    assert_eq!(alarms.len(), 11);
     let put: Vec<AlarmDefinition> = alarms
         .iter()
         .map(|a| {
@@ -122,7 +122,7 @@ fn a_put_that_cannot_reach_cloudwatch_fails_and_names_what_was_not_put() {
     assert!(!ok, "the command must fail");
     assert!(lines.is_empty(), "nothing was put: {lines:?}");
     assert!(err.contains("PutMetricAlarm unreachable-meeting-start-duration-p99"), "{err}");
-    assert!(err.contains("10 of 10 alarms were not put"), "{err}");
+    assert!(err.contains("11 of 11 alarms were not put"), "{err}");
     let (ok, _, err) = run("http://127.0.0.1:9", &["dashboards", "put", "--dry-run"]);
     assert!(!ok && err.contains("no AWS region: pass --region or set AWS_REGION"), "{err}");
 }

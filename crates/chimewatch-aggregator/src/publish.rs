@@ -1,5 +1,5 @@
 //! What the aggregator publishes: closed windows as CloudWatch datums (distributions in chunks of at most 150
-//! values, counts as single values, both at the window's start), and events as the blog sample's log lines.
+//! values, counts as single values, means as one value weighted by its count, all at the window's start), and events as the blog sample's log lines.
 
 use chimewatch_metrics::{ClosedWindow, SeriesValue};
 use chimewatch_model::{MeetingEvent, UnixMillis};
@@ -23,6 +23,12 @@ pub fn datums(windows: &[ClosedWindow], window_ms: i64) -> Vec<Datum> {
             };
             match &s.value {
                 SeriesValue::Count(n) => out.push(datum(DatumValue::Single(*n as f64))),
+                // The mean, weighted by its count: CloudWatch's Average over any set of these is the exact mean.
+                SeriesValue::Mean { sum, count } if *count > 0 => out.push(datum(DatumValue::Distribution {
+                    values: vec![sum / *count as f64],
+                    counts: vec![*count as f64],
+                })),
+                SeriesValue::Mean { .. } => {}
                 SeriesValue::Distribution(d) => {
                     for (values, counts) in d.chunks(MAX_VALUES_PER_DATUM) {
                         out.push(datum(DatumValue::Distribution { values, counts }));

@@ -15,10 +15,11 @@ pub const DASHBOARDS: [(&str, &str); 3] = [
 ];
 
 /// The alarms: (file name without `.json`, PutMetricAlarm request with placeholders).
-pub const ALARMS: [(&str, &str); 10] = [
+pub const ALARMS: [(&str, &str); 11] = [
     ("meeting-start-duration-p99", include_str!("../../../deploy/alarms/meeting-start-duration-p99.json")),
     ("join-failure-ratio", include_str!("../../../deploy/alarms/join-failure-ratio.json")),
     ("meetings-failed", include_str!("../../../deploy/alarms/meetings-failed.json")),
+    ("server-cause-spike", include_str!("../../../deploy/alarms/server-cause-spike.json")),
     ("voice-failure-ratio", include_str!("../../../deploy/alarms/voice-failure-ratio.json")),
     ("sip-5xx-burst", include_str!("../../../deploy/alarms/sip-5xx-burst.json")),
     ("aggregator-iterator-age", include_str!("../../../deploy/alarms/aggregator-iterator-age.json")),
@@ -186,7 +187,7 @@ mod tests {
     fn the_deploy_files_are_valid_and_renderable() {
         let dashboards = dashboards(&values()).unwrap();
         let alarms = alarms(&values()).unwrap();
-        assert_eq!((dashboards.len(), alarms.len()), (3, 10));
+        assert_eq!((dashboards.len(), alarms.len()), (3, 11));
         for (name, d) in &dashboards {
             for w in &d.widgets {
                 match &w.kind {
@@ -227,7 +228,7 @@ mod tests {
                 CallFact::Answered { direction, setup_ms: 1 },
                 CallFact::Ringing { direction, post_dial_delay_ms: 1 },
                 CallFact::Failed { direction, status: 486, reason: "Busy Here".into() },
-                CallFact::Cancelled { direction },
+                CallFact::Cancelled { direction, rang: true },
                 CallFact::Ended { direction, duration_ms: 1, reason: Some("ACK timeout".into()), timed_out: false },
                 CallFact::Active { direction },
             ]);

@@ -53,6 +53,11 @@ impl Default for AggregatorConfig {
 pub enum SeriesValue {
     Count(u64),
     Distribution(Distribution),
+    /// The sum and number of a mean's values.
+    Mean {
+        sum: f64,
+        count: u64,
+    },
 }
 
 /// One metric series of a closed window.
@@ -216,6 +221,7 @@ impl Aggregator {
                 let empty = match fact.value {
                     FactValue::Sample(_) => SeriesValue::Distribution(Distribution::new()),
                     FactValue::Occurrence | FactValue::Amount(_) => SeriesValue::Count(0),
+                    FactValue::Mean(_) => SeriesValue::Mean { sum: 0.0, count: 0 },
                 };
                 (fact.unit, empty)
             });
@@ -223,6 +229,10 @@ impl Aggregator {
                 (SeriesValue::Distribution(d), FactValue::Sample(v)) => d.record(v),
                 (SeriesValue::Count(n), FactValue::Occurrence) => *n += 1,
                 (SeriesValue::Count(n), FactValue::Amount(k)) => *n += k,
+                (SeriesValue::Mean { sum, count }, FactValue::Mean(v)) if v.is_finite() => {
+                    *sum += v;
+                    *count += 1;
+                }
                 // A metric is a distribution or a count by the catalogue; a mismatch cannot come from it.
                 _ => {}
             }

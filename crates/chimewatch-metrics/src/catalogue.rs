@@ -11,18 +11,24 @@
 //! Counts per window: every lifecycle and failure event under its own name (`meetingStartRequested`,
 //! `meetingStartFailed`, `meetingFailed`, `meetingReconnected`, `audioInputFailed`, ...), fleet-wide and by
 //! `sdkName`; failures also by `meetingStatus` or by error name (`NotAllowedError`).
+//!
+//! Causes: `meetingJoinFailureCause` (from `meetingStartFailed`) and `meetingDropCause` (from `meetingFailed`) count
+//! by `cause`, and by `sdkName` and `cause`, with the rules of [`crate::cause`] that `chimewatch explain` uses. A
+//! device error seen earlier in the session (`audioInputFailed` with `NotAllowedError`) is remembered for it.
 
 use std::collections::HashMap;
 
 use chimewatch_model::MeetingEvent;
 use serde_json::Value;
 
+use crate::cause::{self, Cause, Ending, Signs};
+
 pub use crate::unit::Unit;
 
 /// Dimension value for an attribute the event lacks.
 pub const UNKNOWN: &str = "unknown";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum FactValue {
     /// One value of a distribution.
     Sample(u64),
@@ -30,10 +36,13 @@ pub enum FactValue {
     Occurrence,
     /// An amount added to the window's count (a gauge's level, summed across workers by CloudWatch).
     Amount(u64),
+    /// One value of a mean (a ratio's 0 or 100, a call's duration), published as the window's mean weighted by
+    /// how many values made it, so CloudWatch's `Average` across workers and late windows is exact.
+    Mean(f64),
 }
 
 /// One contribution of one event to one metric series.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Fact {
     pub metric: &'static str,
     pub unit: Unit,
@@ -80,12 +89,22 @@ const COUNTED: &[&str] = &[
     "sendingAudioRecovered",
 ];
 
-/// The catalogue, with the little state reconnect counting needs.
+/// What the catalogue remembers of a session until it ends.
+#[derive(Debug, Clone, Copy, Default)]
+struct Session {
+    reconnects: u64,
+    seen_ms: i64,
+    /// The latest device error the cause table knows (`NotAllowedError`), for the cause of a later failure: the
+    /// failure's own event does not carry it.
+    device_error: Option<&'static str>,
+}
+
+/// The catalogue, with the little state reconnect counting and causes need.
 #[derive(Debug, Clone)]
 pub struct Catalogue {
     config: CatalogueConfig,
-    /// Per (meetingId, attendeeId): reconnects counted, newest event time.
-    sessions: HashMap<(String, String), (u64, i64)>,
+    /// Per (meetingId, attendeeId).
+    sessions: HashMap<(String, String), Session>,
 }
 
 fn attr(event: &MeetingEvent, key: &str) -> String {
@@ -100,6 +119,32 @@ fn attr(event: &MeetingEvent, key: &str) -> String {
 /// A positive whole duration or count attribute.
 fn positive(event: &MeetingEvent, key: &str) -> Option<u64> {
     event.num_attr(key).filter(|v| *v > 0.0 && v.is_finite()).map(|v| v.round() as u64)
+}
+
+/// The cause table's name for a device error message (`NotAllowedError`), if it knows one.
+fn known_device_error(message: &str) -> Option<&'static str> {
+    let lower = message.to_ascii_lowercase();
+    cause::RULES.iter().flat_map(|r| r.errors).copied().find(|e| lower.contains(&e.to_ascii_lowercase()))
+}
+
+/// The cause of a failure from its own event (status, error, history, poor connection count) and what the
+/// session showed before it.
+fn cause_of(event: &MeetingEvent, ending: Ending, session: &Session) -> Cause {
+    let history: Vec<&str> = match event.attributes.get("meetingHistory") {
+        Some(Value::Array(items)) => items.iter().filter_map(|i| i.get("name").and_then(Value::as_str)).collect(),
+        _ => Vec::new(),
+    };
+    let reconnects_in_history = history.iter().filter(|n| **n == "meetingReconnected").count();
+    let signs = Signs {
+        status: event.str_attr("meetingStatus").map(str::to_owned),
+        error_message: event.str_attr("meetingErrorMessage").map(str::to_owned),
+        device_errors: session.device_error.map(str::to_owned).into_iter().collect(),
+        // Only how many matters here, not which statuses.
+        reconnect_statuses: vec![String::new(); reconnects_in_history.max(session.reconnects as usize)],
+        health_events: history.iter().filter(|n| cause::HEALTH_EVENTS.contains(n)).count(),
+        poor_connection_count: event.num_attr("poorConnectionCount").map_or(0, |v| v.max(0.0) as u64),
+    };
+    cause::classify(ending, &signs)
 }
 
 /// `NotAllowedError: Permission denied` -> `NotAllowedError`.
@@ -175,11 +220,22 @@ impl Catalogue {
                 }
             }
             "meetingReconnected" => {
-                if let Some(key) = self.session(event) {
-                    let entry = self.sessions.entry(key).or_insert((0, i64::MIN));
-                    entry.0 += 1;
-                    entry.1 = entry.1.max(event.timestamp_ms().unwrap_or(0));
+                if let Some(session) = self.session_mut(event) {
+                    session.reconnects += 1;
                 }
+            }
+            "audioInputFailed" | "videoInputFailed" | "deviceLabelTriggerFailed" => {
+                let known = cause::DEVICE_ERROR_ATTRIBUTES.iter().find_map(|k| known_device_error(event.str_attr(k)?));
+                if let Some(error) = known
+                    && let Some(session) = self.session_mut(event)
+                {
+                    session.device_error = Some(error);
+                }
+            }
+            "meetingStartFailed" => {
+                let session = self.session(event).and_then(|k| self.sessions.remove(&k)).unwrap_or_default();
+                let cause = cause_of(event, Ending::JoinFailed, &session);
+                self.count_cause(event, "meetingJoinFailureCause", cause, &mut out);
             }
             "meetingEnded" | "meetingFailed" => {
                 if let Some(v) = positive(event, "meetingDurationMs") {
@@ -189,7 +245,12 @@ impl Catalogue {
                 if event.attributes.contains_key("poorConnectionCount") {
                     self.distribution(event, "poorConnectionCount", poor, &mut out);
                 }
-                let counted = self.session(event).and_then(|k| self.sessions.remove(&k)).map_or(0, |(n, _)| n);
+                let session = self.session(event).and_then(|k| self.sessions.remove(&k)).unwrap_or_default();
+                if name == "meetingFailed" {
+                    let cause = cause_of(event, Ending::Dropped, &session);
+                    self.count_cause(event, "meetingDropCause", cause, &mut out);
+                }
+                let counted = session.reconnects;
                 let from_history = match event.attributes.get("meetingHistory") {
                     Some(Value::Array(items)) if history_complete => Some(
                         items
@@ -210,15 +271,32 @@ impl Catalogue {
         Some((event.meeting_id()?.to_owned(), event.attendee_id()?.to_owned()))
     }
 
+    /// The session's state, created at its first need, seen at this event's time.
+    fn session_mut(&mut self, event: &MeetingEvent) -> Option<&mut Session> {
+        let key = self.session(event)?;
+        let session = self.sessions.entry(key).or_insert(Session { seen_ms: i64::MIN, ..Session::default() });
+        session.seen_ms = session.seen_ms.max(event.timestamp_ms().unwrap_or(0));
+        Some(session)
+    }
+
+    /// A cause count, by cause and by SDK and cause.
+    fn count_cause(&self, event: &MeetingEvent, metric: &'static str, cause: Cause, out: &mut Vec<Fact>) {
+        let cause = ("cause".to_owned(), cause.as_str().to_owned());
+        let sdk = ("sdkName".to_owned(), attr(event, "sdkName"));
+        for dimensions in [vec![cause.clone()], vec![sdk, cause]] {
+            out.push(Fact { metric, unit: Unit::Count, dimensions, value: FactValue::Occurrence });
+        }
+    }
+
     /// Forgets sessions silent since before `event_time_ms - ttl`, and the oldest beyond the cap.
     pub fn prune(&mut self, event_time_ms: i64) {
         let horizon = event_time_ms - self.config.session_ttl_ms;
-        self.sessions.retain(|_, (_, seen)| *seen >= horizon);
+        self.sessions.retain(|_, s| s.seen_ms >= horizon);
         if self.sessions.len() > self.config.max_sessions {
-            let mut seen: Vec<i64> = self.sessions.values().map(|(_, t)| *t).collect();
+            let mut seen: Vec<i64> = self.sessions.values().map(|s| s.seen_ms).collect();
             seen.sort_unstable();
             let cut = seen[self.sessions.len() - self.config.max_sessions];
-            self.sessions.retain(|_, (_, t)| *t >= cut);
+            self.sessions.retain(|_, s| s.seen_ms >= cut);
         }
     }
 
@@ -248,6 +326,7 @@ mod tests {
                     FactValue::Sample(v) => format!("{v}"),
                     FactValue::Occurrence => "+1".into(),
                     FactValue::Amount(n) => format!("+{n}"),
+                    FactValue::Mean(v) => format!("~{v}"),
                 };
                 format!("{} [{}] {value}", f.metric, dims.join(","))
             })
@@ -301,6 +380,8 @@ mod tests {
                 "meetingStartFailed [sdkName=amazon-chime-sdk-js] +1",
                 "meetingStartFailed [meetingStatus=AudioCallAtCapacity] +1",
                 "meetingStartFailed [sdkName=amazon-chime-sdk-js,meetingStatus=AudioCallAtCapacity] +1",
+                "meetingJoinFailureCause [cause=atCapacity] +1",
+                "meetingJoinFailureCause [sdkName=amazon-chime-sdk-js,cause=atCapacity] +1",
             ],
         );
         check(
@@ -313,6 +394,30 @@ mod tests {
                 "audioInputFailed [sdkName=amazon-chime-sdk-js,errorName=NotAllowedError] +1",
             ],
         );
+    }
+
+    #[test]
+    fn causes_come_from_the_failure_and_what_the_session_showed_before() {
+        let mut c = Catalogue::new(CatalogueConfig { dimension_sets: vec![vec![]], ..CatalogueConfig::default() });
+        let causes = |facts: Vec<Fact>| -> Vec<String> {
+            summary(&facts).into_iter().filter(|f| f.contains("Cause [cause=")).collect()
+        };
+        // The permission error arrives in its own event; the join failure that follows is generic.
+        c.facts(
+            &event("audioInputFailed", json!({ "audioInputErrorMessage": "NotAllowedError: Permission denied" })),
+            true,
+        );
+        let failed = c.facts(&event("meetingStartFailed", json!({ "meetingStatus": "TaskFailed" })), true);
+        assert_eq!(causes(failed), ["meetingJoinFailureCause [cause=devicePermissionDenied] +1"]);
+        assert_eq!(c.sessions(), 0, "the session ended");
+        // A drop whose history shows the connection failing.
+        let history = json!({ "meetingStatus": "TaskFailed", "meetingHistory": [
+            { "name": "signalingDropped", "timestampMs": 1 },
+            { "name": "meetingFailed", "timestampMs": 2 },
+        ] });
+        assert_eq!(causes(c.facts(&event("meetingFailed", history), true)), ["meetingDropCause [cause=network] +1"]);
+        // A normal end is not counted as a cause.
+        assert!(causes(c.facts(&event("meetingEnded", json!({ "meetingStatus": "Left" })), true)).is_empty());
     }
 
     #[test]

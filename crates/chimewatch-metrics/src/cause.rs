@@ -242,6 +242,19 @@ pub fn by_error(message: &str) -> Option<&'static Rule> {
     RULES.iter().find(|r| r.errors.iter().any(|e| lower.contains(&e.to_ascii_lowercase())))
 }
 
+/// Events (or history entries) that say the connection had trouble.
+pub const HEALTH_EVENTS: &[&str] = &[
+    "signalingDropped",
+    "receivingAudioDropped",
+    "sendingAudioFailed",
+    "videoClientSignalingDropped",
+    "contentShareSignalingDropped",
+];
+
+/// Attributes holding a device error message (iOS `*Error` keys are `*ErrorMessage` after normalization).
+pub const DEVICE_ERROR_ATTRIBUTES: &[&str] =
+    &["audioInputErrorMessage", "videoInputErrorMessage", "deviceLabelTriggerErrorMessage"];
+
 /// How a session stopped, as far as its events tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

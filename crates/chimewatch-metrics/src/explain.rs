@@ -9,19 +9,7 @@ use chimewatch_model::MeetingEvent;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cause::{self, Cause, Ending, Signs};
-
-/// Events that say the connection had trouble.
-const HEALTH: &[&str] = &[
-    "signalingDropped",
-    "receivingAudioDropped",
-    "sendingAudioFailed",
-    "videoClientSignalingDropped",
-    "contentShareSignalingDropped",
-];
-
-/// Attributes holding a device error message (iOS `*Error` keys are `*ErrorMessage` after normalization).
-const DEVICE_ERRORS: &[&str] = &["audioInputErrorMessage", "videoInputErrorMessage", "deviceLabelTriggerErrorMessage"];
+use crate::cause::{self, Cause, DEVICE_ERROR_ATTRIBUTES as DEVICE_ERRORS, Ending, HEALTH_EVENTS as HEALTH, Signs};
 
 /// How a step of the timeline reads: red for failures, amber for trouble, green for the happy path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -196,13 +184,13 @@ pub fn attendee(events: &[MeetingEvent]) -> Option<AttendeeExplanation> {
             from_history: true,
         }))
         .collect();
-    timeline.sort_by(|a, b| (a.at_ms, a.from_history).cmp(&(b.at_ms, b.from_history)));
+    timeline.sort_by_key(|s| (s.at_ms, s.from_history));
 
     let named = |names: &'static [&'static str]| {
         events.iter().copied().filter(move |e: &&MeetingEvent| names.contains(&e.name.as_str()))
     };
     let endings: Vec<&MeetingEvent> = named(&["meetingStartFailed", "meetingFailed", "meetingEnded"]).collect();
-    let last_start = named(&["meetingStartSucceeded"]).last();
+    let last_start = named(&["meetingStartSucceeded"]).next_back();
     let ending_event = endings.last().copied().filter(|end| last_start.is_none_or(|s| at(s) <= at(end)));
     let ending = match ending_event.map(|e| e.name.as_str()) {
         Some("meetingStartFailed") => Ending::JoinFailed,
@@ -231,7 +219,7 @@ pub fn attendee(events: &[MeetingEvent]) -> Option<AttendeeExplanation> {
     let cause = cause::classify(ending, &signs);
 
     let requested = named(&["meetingStartRequested"])
-        .last()
+        .next_back()
         .map(at)
         .or_else(|| timeline.iter().filter(|s| s.name == "meetingStartRequested").map(|s| s.at_ms).next_back());
     let outcome = Outcome {
@@ -393,11 +381,11 @@ pub fn meeting(events: &[MeetingEvent]) -> Option<MeetingExplanation> {
         if causes.len() == 1 {
             findings.push(format!("All failed with the same cause: {}.", causes.iter().next().unwrap_or(&"")));
         }
-        let fields: [(&str, fn(&AttendeeExplanation) -> String); 2] =
-            [("SDK", |a| a.sdk.clone()), ("platform", |a| a.platform.clone())];
+        type Field = fn(&AttendeeExplanation) -> String;
+        let fields: [(&str, Field); 2] = [("SDK", |a| a.sdk.clone()), ("platform", |a| a.platform.clone())];
         for (label, value) in fields {
-            let values: BTreeSet<String> = failed.iter().map(|a| value(a)).collect();
-            let others: BTreeSet<String> = attendees.iter().filter(|a| !a.verdict.failure).map(|a| value(a)).collect();
+            let values: BTreeSet<String> = failed.iter().copied().map(value).collect();
+            let others: BTreeSet<String> = attendees.iter().filter(|a| !a.verdict.failure).map(value).collect();
             if let Some(v) = values.iter().next().filter(|v| values.len() == 1 && !v.is_empty() && !others.contains(*v))
             {
                 findings.push(format!("Every failed attendee ran the {label} {v}, and no attendee who stayed did."));

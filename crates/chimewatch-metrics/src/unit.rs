@@ -5,6 +5,7 @@
 pub enum Unit {
     Count,
     Milliseconds,
+    Seconds,
     Bytes,
     Percent,
     None,
@@ -16,6 +17,7 @@ impl Unit {
         match self {
             Unit::Count => "Count",
             Unit::Milliseconds => "Milliseconds",
+            Unit::Seconds => "Seconds",
             Unit::Bytes => "Bytes",
             Unit::Percent => "Percent",
             Unit::None => "None",

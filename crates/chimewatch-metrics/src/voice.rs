@@ -3,6 +3,15 @@
 //! post-dial delay and call duration as distributions, active calls as a count per minute of each call up, cancellations, failures by status code and reason, and
 //! teardowns by `Reason` header. Attempts, failures and status classes are also counted fleet-wide (no dimensions),
 //! so one alarm covers every connector (an alarm names one series and cannot search).
+//!
+//! The telecom KPIs, by connector and region and fleet-wide, over the attempts DECIDED in the window (a call counts
+//! in the window its outcome was known, as every other outcome metric does), each a mean CloudWatch averages exactly
+//! across workers (`Average` is the figure; see [`FactValue::Mean`]):
+//! - `ASR` (answer-seizure ratio, %): answered / attempts;
+//! - `NER` (network effectiveness ratio, ITU-T E.425, %): answered, user busy (486, 600), no answer (408, 480, or
+//!   cancelled by the caller after the far end rang) and terminal reject (603 Decline) / attempts. A failure of the
+//!   network or the far end's equipment (a 5xx, a 404, a 403) counts against it; a busy or unanswered phone does not;
+//! - `ACD` (average call duration, seconds): total duration / calls answered, over the calls that ended.
 
 use chimewatch_sip::{CallFact, Direction, Observed};
 
@@ -42,6 +51,19 @@ fn by_direction(direction: Direction, inbound: &'static str, outbound: &'static 
     }
 }
 
+/// A KPI's value, by connector and region and fleet-wide.
+fn kpi(metric: &'static str, unit: Unit, o: &Observed, value: f64) -> [Fact; 2] {
+    let value = FactValue::Mean(value);
+    [Fact { metric, unit, dimensions: base(o), value }, Fact { metric, unit, dimensions: Vec::new(), value }]
+}
+
+/// Final statuses that say the network did its part (ITU-T E.425): user busy, no answer, terminal reject.
+pub const NER_EFFECTIVE_STATUSES: [u16; 5] = [486, 600, 408, 480, 603];
+
+fn ratio(yes: bool) -> f64 {
+    if yes { 100.0 } else { 0.0 }
+}
+
 /// Status class metric names, 1xx to 6xx.
 const CLASSES: [&str; 6] = ["Sip1xxCodes", "Sip2xxCodes", "Sip3xxCodes", "Sip4xxCodes", "Sip5xxCodes", "Sip6xxCodes"];
 
@@ -56,12 +78,14 @@ pub fn facts(o: &Observed) -> Vec<Fact> {
             let mut out =
                 vec![count(by_direction(*direction, "InboundCallsAnswered", "OutboundCallsAnswered"), base(o))];
             out.extend(sample("CallSetupTimeMs", o, *direction, *setup_ms));
+            out.extend(kpi("ASR", Unit::Percent, o, 100.0));
+            out.extend(kpi("NER", Unit::Percent, o, 100.0));
             out
         }
         CallFact::Ringing { direction, post_dial_delay_ms } => {
             sample("PostDialDelayMs", o, *direction, *post_dial_delay_ms)
         }
-        CallFact::Failed { direction, status, reason } => vec![
+        CallFact::Failed { direction, status, reason } => [
             count(by_direction(*direction, "InboundCallFailures", "OutboundCallFailures"), base(o)),
             count(by_direction(*direction, "InboundCallFailures", "OutboundCallFailures"), Vec::new()),
             count(
@@ -75,13 +99,22 @@ pub fn facts(o: &Observed) -> Vec<Fact> {
                     ],
                 ),
             ),
-        ],
-        CallFact::Cancelled { direction } => vec![
+        ]
+        .into_iter()
+        .chain(kpi("ASR", Unit::Percent, o, 0.0))
+        .chain(kpi("NER", Unit::Percent, o, ratio(NER_EFFECTIVE_STATUSES.contains(status))))
+        .collect(),
+        CallFact::Cancelled { direction, rang } => [
             count("CallsCancelled", base(o)),
             count("CallsCancelled", with(base(o), &[("Direction", direction.as_str().into())])),
-        ],
+        ]
+        .into_iter()
+        .chain(kpi("ASR", Unit::Percent, o, 0.0))
+        .chain(kpi("NER", Unit::Percent, o, ratio(*rang)))
+        .collect(),
         CallFact::Ended { direction, duration_ms, reason, .. } => {
             let mut out = sample("CallDurationMs", o, *direction, *duration_ms);
+            out.extend(kpi("ACD", Unit::Seconds, o, *duration_ms.max(&0) as f64 / 1000.0));
             if let Some(reason) = reason {
                 out.push(count("CallTeardowns", with(base(o), &[("Reason", reason.chars().take(128).collect())])));
             }
@@ -121,7 +154,7 @@ mod tests {
         assert!(fleet_wide[1].dimensions.is_empty(), "the second series is fleet-wide: {fleet_wide:?}");
         assert_eq!(
             names(CallFact::Answered { direction: Direction::Inbound, setup_ms: 4_200 }),
-            ["InboundCallsAnswered", "CallSetupTimeMs", "CallSetupTimeMs"]
+            ["InboundCallsAnswered", "CallSetupTimeMs", "CallSetupTimeMs", "ASR", "ASR", "NER", "NER"]
         );
         assert_eq!(
             names(CallFact::Failed {
@@ -129,7 +162,7 @@ mod tests {
                 status: 503,
                 reason: "Service Unavailable".into()
             }),
-            ["OutboundCallFailures", "OutboundCallFailures", "CallFailuresByStatus"]
+            ["OutboundCallFailures", "OutboundCallFailures", "CallFailuresByStatus", "ASR", "ASR", "NER", "NER"]
         );
         assert_eq!(
             names(CallFact::Response { class: 4, method: "INVITE".into() }),
@@ -145,6 +178,38 @@ mod tests {
         }));
         assert_eq!(ended.last().unwrap().dimensions[2], ("Reason".to_owned(), "ACK timeout".to_owned()));
         assert_eq!(ended[0].value, FactValue::Sample(180_000));
+        assert_eq!((ended[2].metric, ended[2].value), ("ACD", FactValue::Mean(180.0)));
         assert_eq!(names(CallFact::Active { direction: Direction::Outbound }), ["OutboundCallsActive"]);
+    }
+
+    #[test]
+    fn the_kpis_count_what_e425_counts() {
+        let kpis = |f: CallFact| -> Vec<(&str, FactValue)> {
+            facts(&observed(f))
+                .into_iter()
+                .filter(|f| f.dimensions.is_empty() && ["ASR", "NER"].contains(&f.metric))
+                .map(|f| (f.metric, f.value))
+                .collect()
+        };
+        let failed = |status| CallFact::Failed { direction: Direction::Outbound, status, reason: String::new() };
+        let (yes, no) = (FactValue::Mean(100.0), FactValue::Mean(0.0));
+        assert_eq!(
+            kpis(CallFact::Answered { direction: Direction::Inbound, setup_ms: 1 }),
+            [("ASR", yes), ("NER", yes)]
+        );
+        for status in NER_EFFECTIVE_STATUSES {
+            assert_eq!(kpis(failed(status)), [("ASR", no), ("NER", yes)], "{status}");
+        }
+        for status in [404, 403, 500, 503, 302] {
+            assert_eq!(kpis(failed(status)), [("ASR", no), ("NER", no)], "{status}");
+        }
+        assert_eq!(
+            kpis(CallFact::Cancelled { direction: Direction::Inbound, rang: true }),
+            [("ASR", no), ("NER", yes)]
+        );
+        assert_eq!(
+            kpis(CallFact::Cancelled { direction: Direction::Inbound, rang: false }),
+            [("ASR", no), ("NER", no)]
+        );
     }
 }

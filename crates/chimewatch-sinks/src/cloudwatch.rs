@@ -104,6 +104,7 @@ fn unit(u: Unit) -> StandardUnit {
     match u {
         Unit::Count => StandardUnit::Count,
         Unit::Milliseconds => StandardUnit::Milliseconds,
+        Unit::Seconds => StandardUnit::Seconds,
         Unit::Bytes => StandardUnit::Bytes,
         Unit::Percent => StandardUnit::Percent,
         Unit::None => StandardUnit::None,

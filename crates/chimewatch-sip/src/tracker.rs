@@ -103,6 +103,8 @@ pub enum CallFact {
     },
     Cancelled {
         direction: Direction,
+        /// The far end had rung (180 or 183) before the caller gave up.
+        rang: bool,
     },
     Ended {
         direction: Direction,
@@ -245,7 +247,7 @@ impl CallTracker {
                         if *status == 487 && call.cancelled && !self.policy.cancel_is_failure {
                             call.pending_failure = None;
                             call.outcome = Some(Outcome::Cancelled);
-                            emit(&mut facts, at_ms, CallFact::Cancelled { direction });
+                            emit(&mut facts, at_ms, CallFact::Cancelled { direction, rang: call.ringing });
                         } else {
                             let throttled = direction == Direction::Outbound
                                 && (*status == 503 || ((400..500).contains(status) && m.retry_after().is_some()));

@@ -33,8 +33,19 @@ fn total(windows: &[ClosedWindow], metric: &str) -> u64 {
         .map(|s| match &s.value {
             SeriesValue::Count(n) => *n,
             SeriesValue::Distribution(d) => d.count(),
+            SeriesValue::Mean { count, .. } => *count,
         })
         .sum()
+}
+
+#[test]
+fn means_keep_their_sum_and_count_and_ignore_what_is_not_finite() {
+    let mut a = Aggregator::new(AggregatorConfig::default());
+    let mean = |v| Fact { metric: "ASR", unit: Unit::Percent, dimensions: vec![], value: FactValue::Mean(v) };
+    let now = 1_763_712_000_000;
+    a.add("s", now, vec![mean(100.0), mean(0.0), mean(100.0), mean(f64::NAN)], now);
+    let closed = a.close_all();
+    assert_eq!(closed[0].series[0].value, SeriesValue::Mean { sum: 200.0, count: 3 });
 }
 
 #[test]

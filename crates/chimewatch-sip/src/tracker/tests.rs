@@ -67,7 +67,7 @@ fn the_fixture_gives_the_facts_its_readme_states() {
             &CallFact::Failed { direction: Direction::Outbound, status: 503, reason: "Service Unavailable".into() },
             &CallFact::Attempt { direction: Direction::Outbound },
             &CallFact::Ringing { direction: Direction::Outbound, post_dial_delay_ms: 1_500 },
-            &CallFact::Cancelled { direction: Direction::Outbound },
+            &CallFact::Cancelled { direction: Direction::Outbound, rang: true },
             &CallFact::Ended { direction: Direction::Inbound, duration_ms: 180_000, reason: None, timed_out: false },
         ],
         "one attempt per call (the retransmitted INVITE is not another); OPTIONS is not a call"

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use chimewatch_aggregator::AggregatorServiceConfig;
+use chimewatch_aggregator::config::DEFAULT_SIP_LOG_GROUP;
 use chimewatch_archiver::{ArchiverConfig, Format};
 use chimewatch_gateway::GatewayConfig;
 use chimewatch_gateway::auth::AuthConfig;
@@ -257,7 +258,7 @@ pub struct AggregatorSettings {
     /// CloudWatch namespace of the Voice Connector metrics derived from SIP message logs.
     #[arg(long, env = "CHIMEWATCH_VOICE_NAMESPACE")]
     pub voice_namespace: Option<String>,
-    /// Log group the SIP message log records are also written to (none by default).
+    /// Log group the SIP message log records are also written to (none by default; `up`: /chimewatch/sip-messages).
     #[arg(long, env = "CHIMEWATCH_SIP_LOG_GROUP")]
     pub sip_log_group: Option<String>,
     #[command(flatten)]
@@ -780,6 +781,10 @@ impl Settings {
         // that old captures and fixtures can be replayed.
         aggregation.windows.max_age_ms = i64::MAX / 4;
         aggregation.windows.max_future_ms = i64::MAX / 4;
+        // `chimewatch explain --call` and the console find a call's messages in the store.
+        if self.aggregator.sip_log_group.is_none() {
+            aggregation.sip_log_group = Some(DEFAULT_SIP_LOG_GROUP.to_owned());
+        }
         let serving = self.serving()?;
         let mut gateway = self.gateway()?;
         // On loopback, `up` is a developer's: let any local page post to it unless origins were configured.

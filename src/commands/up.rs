@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use chimewatch_aggregator::config::{AggregatorServiceConfig, DEFAULT_LOG_GROUP};
+use chimewatch_aggregator::config::{AggregatorServiceConfig, DEFAULT_LOG_GROUP, DEFAULT_SIP_LOG_GROUP};
 use chimewatch_sinks::embedded::EmbeddedStore;
 use chimewatch_sinks::{LocalObjects, MetricSink};
 use chimewatch_stream::consumer::{DeadLetters, WorkerConfig};
@@ -164,7 +164,8 @@ fn start_console(
         now,
         stop.cancelled_owned(),
     ));
-    let console = Console { store: store.clone(), dashboards, log_group, alarms, now };
+    let sip_log_group = aggregation.sip_log_group.clone().unwrap_or_else(|| DEFAULT_SIP_LOG_GROUP.to_owned());
+    let console = Console { store: store.clone(), dashboards, log_group, sip_log_group, alarms, now };
     Ok((chimewatch_console::router(Arc::new(console)), evaluator))
 }
 

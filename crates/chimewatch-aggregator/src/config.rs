@@ -7,6 +7,8 @@ use chimewatch_metrics::{AggregatorConfig, CatalogueConfig};
 /// The blog sample's namespace, so its dashboard keeps working.
 pub const DEFAULT_NAMESPACE: &str = "AmazonChimeSDKMeetingEvents";
 pub const DEFAULT_LOG_GROUP: &str = "/chimewatch/meeting-events";
+/// Where `up` logs SIP message records (the aggregator logs none unless told where).
+pub const DEFAULT_SIP_LOG_GROUP: &str = "/chimewatch/sip-messages";
 /// Where the Voice Connector metrics derived from SIP logs go (a custom namespace may not start with `AWS/`).
 pub const DEFAULT_VOICE_NAMESPACE: &str = "ChimeWatch/VoiceConnector";
 

@@ -161,6 +161,27 @@ pub fn read_file(
     }
 }
 
+/// Reads an archive object's bytes (as fetched from the store) as record batches of its table's schema.
+pub fn read_bytes(
+    key: &str,
+    bytes: bytes::Bytes,
+    table: Table,
+    format: Format,
+) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, ArrowError>> + Send>, EncodeError> {
+    match format {
+        Format::Parquet => {
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
+                .map_err(|source| EncodeError::Parquet { path: key.to_owned(), source })?;
+            Ok(Box::new(reader))
+        }
+        Format::NdjsonGzip => {
+            let input = BufReader::new(MultiGzDecoder::new(std::io::Cursor::new(bytes)));
+            Ok(Box::new(crate::ndjson::read_batches(input, schema(table), BATCH_ROWS)))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use arrow_array::cast::AsArray;

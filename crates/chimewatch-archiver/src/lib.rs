@@ -11,12 +11,14 @@
 //!   archive's column types.
 //! - [`archive`]: the shard processor: cuts, claims, commits, checkpoints.
 //! - [`compact`]: merges a partition's small files into large ones.
+//! - [`lookup`]: reads one attendee's, meeting's or call's rows back, for `chimewatch explain`.
 //! - [`telemetry`]: the archiver's self-metrics.
 
 pub mod archive;
 pub mod compact;
 pub mod encode;
 pub mod layout;
+pub mod lookup;
 pub mod ndjson;
 pub mod rows;
 pub mod schema;

@@ -193,6 +193,17 @@ fn metric_content(
     Shown { content: drawn.unwrap_or_else(|e| failure(&e)), points, sum }
 }
 
+/// Columns whose values the search explains: they link to it.
+const EXPLAINED: [&str; 6] = ["attendee", "attendeeId", "meeting", "meetingId", "call", "callId"];
+
+fn cell(column: &str, value: &str) -> Markup {
+    let linked = !value.is_empty()
+        && EXPLAINED.iter().any(|c| column.eq_ignore_ascii_case(c) || column.ends_with(&format!(".{c}")));
+    html! {
+        @if linked { a href=(format!("/search?q={}", encode(value))) title="explain" { (value) } } @else { (value) }
+    }
+}
+
 fn log_content(store: &chimewatch_sinks::embedded::EmbeddedStore, w: &Widget, l: &LogWidget, range: Range) -> Shown {
     let results = match data::log_rows(store, l, range) {
         Ok(r) => r,
@@ -209,7 +220,7 @@ fn log_content(store: &chimewatch_sinks::embedded::EmbeddedStore, w: &Widget, l:
                 thead { tr { @for c in &results.columns { th { (c) } } } }
                 tbody {
                     @for row in &results.rows {
-                        tr { @for c in &results.columns { td { (row.iter().find(|(f, _)| f == c).map_or("", |(_, v)| v.as_str())) } } }
+                        tr { @for c in &results.columns { td { (cell(c, row.iter().find(|(f, _)| f == c).map_or("", |(_, v)| v.as_str()))) } } }
                     }
                 }
             }

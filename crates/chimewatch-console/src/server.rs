@@ -1,5 +1,5 @@
 //! The console's routes, merged into `up`'s HTTP surface: `/` (the first dashboard), `/dashboards/{name}`,
-//! `/search?q=ID`, `/alarms`, and `/api/alarms` (states and history as JSON). Pages are rendered on the blocking
+//! `/search?q=ID` (an attendee, meeting or call explained), `/alarms`, and `/api/alarms` (states and history as JSON). Pages are rendered on the blocking
 //! pool, because the embedded store answers synchronously.
 
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use crate::alarms::Alarms;
 use crate::body::Dashboard;
 use crate::data::Range;
 use crate::page::{self, Frame, RANGES, REFRESHES};
-use crate::timeline;
+use crate::{explain, timeline};
 
 /// What the console shows: the store, the dashboards by name (in menu order), and the alarms `up` evaluates.
 #[derive(Debug)]
@@ -26,6 +26,8 @@ pub struct Console {
     pub dashboards: Vec<(String, Dashboard)>,
     /// Where meeting events are logged: the search reads it.
     pub log_group: String,
+    /// Where SIP message records are logged: the search finds calls there.
+    pub sip_log_group: String,
     pub alarms: Arc<Alarms>,
     /// The wall clock in ms (a parameter so that tests can pin it).
     pub now: fn() -> i64,
@@ -124,9 +126,37 @@ async fn search(State(console): State<Arc<Console>>, Query(view): Query<View>) -
         if q.is_empty() {
             return timeline::page("", &[]);
         }
-        match timeline::find(&console.store, &console.log_group, q, range.start_ms, range.end_ms) {
-            Ok(events) => timeline::page(q, &events),
-            Err(e) => html! { div.page { section { p.error { (e) } } } },
+        let error = |e: String| html! { div.page { section { p.error { (e) } } } };
+        let events = match timeline::find(&console.store, &console.log_group, q, range.start_ms, range.end_ms) {
+            Ok(events) => events,
+            Err(e) => return error(e),
+        };
+        if events.is_empty() {
+            // Not an attendee or a meeting: perhaps a call.
+            match timeline::find_call(&console.store, &console.sip_log_group, q, range.start_ms, range.end_ms) {
+                Ok(records) if !records.is_empty() => {
+                    let messages: Vec<(i64, String)> =
+                        records.into_iter().map(|r| (r.event_timestamp, r.sip_message)).collect();
+                    if let Some(x) = explain::explain_call(&messages, (console.now)()) {
+                        return html! { div.page { (explain::call(q, &x)) } };
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return error(e),
+            }
+        }
+        let meeting_events = timeline::meeting_events(&events);
+        let is_meeting = meeting_events
+            .iter()
+            .any(|e| timeline::MEETING_FIELDS.iter().any(|f| e.attributes.get(*f).and_then(|v| v.as_str()) == Some(q)));
+        let explanation = if is_meeting {
+            chimewatch_metrics::explain::meeting(&meeting_events).map(|m| explain::meeting(&m))
+        } else {
+            chimewatch_metrics::explain::attendee(&meeting_events).map(|x| explain::attendee(&x))
+        };
+        html! {
+            @if let Some(x) = explanation { div.page { (x) } }
+            (timeline::page(q, &events))
         }
     })
     .await

@@ -2,6 +2,7 @@
 //! query"): every event whose attendee, meeting or external id is the one searched, in time order, with the SDK's
 //! own meeting history from the latest event, as a list and as a strip of dots in time.
 
+use chimewatch_model::{MeetingEvent, SipLogRecord};
 use chimewatch_sinks::embedded::{EmbeddedStore, StoredLogEvent};
 use chimewatch_sinks::logs_filter::{Filter, Literal, Op};
 use maud::{Markup, PreEscaped, html};
@@ -14,12 +15,27 @@ pub const MAX_EVENTS: usize = 2_000;
 
 /// The ids an event can be found by.
 const ID_FIELDS: [&str; 4] = ["attendeeId", "meetingId", "externalUserId", "externalMeetingId"];
+/// The ids that name an attendee, and those that name a meeting.
+pub const ATTENDEE_FIELDS: [&str; 2] = ["attendeeId", "externalUserId"];
+pub const MEETING_FIELDS: [&str; 2] = ["meetingId", "externalMeetingId"];
 
-/// Events of `group` in `[since, until)` with `id` in any id field, oldest first. The filter is built as a value,
-/// not as query text, so no id can change the query.
+/// Events of `group` in `[since, until)` with `id` in any id field, oldest first.
 pub fn find(
     store: &EmbeddedStore,
     group: &str,
+    id: &str,
+    since_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<StoredLogEvent>, String> {
+    find_in(store, group, &ID_FIELDS, id, since_ms, until_ms)
+}
+
+/// Events of `group` in `[since, until)` with `id` in one of the attributes `fields`, oldest first. The filter is
+/// built as a value, not as query text, so no id can change the query.
+pub fn find_in(
+    store: &EmbeddedStore,
+    group: &str,
+    fields: &[&str],
     id: &str,
     since_ms: i64,
     until_ms: i64,
@@ -29,8 +45,27 @@ pub fn find(
         op: Op::Eq,
         value: Literal::Str(id.to_owned()),
     };
-    let filter = Filter::Or(ID_FIELDS.iter().map(|name| field(name)).collect());
+    let filter = Filter::Or(fields.iter().map(|name| field(name)).collect());
     store.query_logs(group, Some(&filter), since_ms, until_ms, MAX_EVENTS).map_err(|e| e.to_string())
+}
+
+/// The stored events as meeting events (a line that is not one is skipped: the group holds nothing else).
+pub fn meeting_events(events: &[StoredLogEvent]) -> Vec<MeetingEvent> {
+    events.iter().filter_map(|e| serde_json::from_str::<MeetingEvent>(&e.message).ok()).collect()
+}
+
+/// The SIP message records of call `call_id` (Voice Connector's call id) in `group`, oldest first.
+pub fn find_call(
+    store: &EmbeddedStore,
+    group: &str,
+    call_id: &str,
+    since_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<SipLogRecord>, String> {
+    let filter =
+        Filter::Compare { field: vec!["call_id".to_owned()], op: Op::Eq, value: Literal::Str(call_id.to_owned()) };
+    let events = store.query_logs(group, Some(&filter), since_ms, until_ms, MAX_EVENTS).map_err(|e| e.to_string())?;
+    Ok(events.iter().filter_map(|e| serde_json::from_str::<SipLogRecord>(&e.message).ok()).collect())
 }
 
 /// Red for failures, amber for trouble, green for the happy path, grey for the rest.

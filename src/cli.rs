@@ -64,6 +64,8 @@ pub enum Command {
     Dashboards(DashboardsCommand),
     /// Play a simulated fleet (JS, Android and iOS attendees, Voice Connector calls) against a gateway.
     Simulate(Box<SimulateArgs>),
+    /// Explain one attendee, meeting or call: its timeline (or SIP ladder), the outcome and the likely cause.
+    Explain(Box<ExplainArgs>),
 }
 
 impl Command {
@@ -129,6 +131,10 @@ impl Command {
             Command::Alarms(AlarmsCommand::Put(a)) => a.target.apply(&mut s),
             Command::Dashboards(DashboardsCommand::Put(a)) => a.target.apply(&mut s),
             Command::Simulate(a) => s.gateway.token_secret = a.token_secret.clone(),
+            Command::Explain(a) => {
+                s.data_dir = a.data_dir.clone();
+                s.archiver = a.archiver.clone();
+            }
         }
         s
     }
@@ -390,6 +396,38 @@ pub struct LogsQueryArgs {
     /// Log group (the aggregator's event log group by default).
     #[arg(long, env = "CHIMEWATCH_LOG_GROUP")]
     pub log_group: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[group(id = "what", required = true, multiple = false)]
+pub struct ExplainWhat {
+    /// An attendee id (or external user id).
+    #[arg(long)]
+    pub attendee: Option<String>,
+    /// A meeting id (or external meeting id).
+    #[arg(long)]
+    pub meeting: Option<String>,
+    /// A Voice Connector call id (or SIP Call-ID).
+    #[arg(long)]
+    pub call: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub what: ExplainWhat,
+    /// How far back to look, e.g. 1h, 2d.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub since: Duration,
+    /// Print the explanation as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// `up`'s store and local archive under this data directory (unless --bucket is given).
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    /// The S3 archive (AWS): --bucket and --prefix.
+    #[command(flatten)]
+    pub archiver: ArchiverSettings,
 }
 
 #[derive(Debug, Subcommand)]

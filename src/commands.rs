@@ -5,6 +5,7 @@ mod alarms;
 mod archiver;
 mod consumer;
 mod dump;
+mod explain;
 mod gateway;
 mod put;
 mod query;
@@ -49,6 +50,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stream(StreamCommand::Dump(args)) => dump::run(args, &settings).await,
         Command::Token(TokenCommand::Mint(args)) => token::mint(args, &settings),
         Command::Simulate(args) => simulate::run(*args, &settings).await,
+        Command::Explain(args) => explain::run(*args, &settings).await,
     }
 }
 

@@ -13,6 +13,7 @@ mod console;
 mod consumer;
 mod crash;
 mod embedded;
+mod explain;
 mod faults;
 mod full_disk;
 mod harness;

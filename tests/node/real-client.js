@@ -3,10 +3,12 @@
 // events at once, the rest batched, the remainder beaconed on `pagehide`). Prints what the SDK's observers saw as
 // JSON on stdout, for the test to compare with what landed on the stream.
 //
-// Usage: node real-client.js <ingestion URL> <meetingId> <attendeeId> <joinToken>
+// Usage: node real-client.js <ingestion URL> <meetingId> <attendeeId> <joinToken> [session|at-capacity]
+// `at-capacity` forces a failed join: the SDK publishes meetingStartFailed with AudioCallAtCapacity, as it does when
+// the meeting is full.
 'use strict';
 
-const [ingestionUrl, meetingId, attendeeId, joinToken] = process.argv.slice(2);
+const [ingestionUrl, meetingId, attendeeId, joinToken, scenario = 'session'] = process.argv.slice(2);
 
 // The browser globals the SDK touches. sendBeacon really posts (text/plain, no headers), like a browser.
 const inFlight = [];
@@ -61,6 +63,16 @@ async function main() {
 
   await controller.publishEvent('audioInputSelected');
   await controller.publishEvent('meetingStartRequested');
+  if (scenario === 'at-capacity') {
+    await sleep(300);
+    await controller.publishEvent('meetingStartFailed', {
+      meetingStatus: 'AudioCallAtCapacity',
+      meetingErrorMessage: 'The meeting is at capacity',
+      signalingOpenDurationMs: 180,
+      retryCount: 0,
+    });
+    return finish(published);
+  }
   await controller.publishEvent('meetingStartSucceeded', {
     meetingStartDurationMs: 1312,
     signalingOpenDurationMs: 211,
@@ -75,12 +87,16 @@ async function main() {
   await sleep(600);
   await controller.publishEvent('receivingAudioDropped');
   await controller.publishEvent('meetingEnded', { meetingStatus: 'Left', meetingDurationMs: 65000, retryCount: 1 });
+  await finish(published);
+
   // The page goes away: the SDK beacons whatever it still holds.
-  window.dispatchEvent(new Event('pagehide'));
-  await sleep(600);
-  await Promise.allSettled(inFlight);
-  await controller.destroy();
-  process.stdout.write(JSON.stringify(published) + '\n');
+  async function finish(published) {
+    window.dispatchEvent(new Event('pagehide'));
+    await sleep(600);
+    await Promise.allSettled(inFlight);
+    await controller.destroy();
+    process.stdout.write(JSON.stringify(published) + '\n');
+  }
 }
 
 function sleep(ms) {

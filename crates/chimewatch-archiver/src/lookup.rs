@@ -16,8 +16,10 @@ use serde_json::{Map, Value};
 use crate::encode::{EncodeError, read_bytes};
 use crate::layout::{Format, Partition, Table, root};
 
-/// The longest range one lookup reads, in hours (90 days of partitions).
-pub const MAX_HOURS: i64 = 90 * 24;
+/// The longest range one lookup reads, in days (one listing per day of partitions).
+pub const MAX_DAYS: i64 = 1_100;
+
+const HOUR_MS: i64 = 3_600_000;
 
 /// What to look for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +57,7 @@ pub enum LookupError {
     Encode(#[from] EncodeError),
     #[error("archive object {key}: {message}")]
     Read { key: String, message: String },
-    #[error("the range spans {0} hours; at most {MAX_HOURS} are read at once (narrow --since)")]
+    #[error("the range spans {0} days; at most {MAX_DAYS} are read at once (narrow --since)")]
     TooLong(i64),
 }
 
@@ -80,17 +82,22 @@ pub async fn find(
     mut progress: impl FnMut(&str),
 ) -> Result<Found, LookupError> {
     let table = if matches!(key, Key::Call(_)) { Table::SipMessages } else { Table::MeetingEvents };
-    let first_hour = since_ms.div_euclid(3_600_000);
-    let last_hour = (until_ms - 1).div_euclid(3_600_000);
-    if last_hour - first_hour >= MAX_HOURS {
-        return Err(LookupError::TooLong(last_hour - first_hour + 1));
+    let (first_hour, last_hour) = (since_ms.div_euclid(HOUR_MS), (until_ms - 1).div_euclid(HOUR_MS));
+    let (first_day, last_day) = (first_hour.div_euclid(24), last_hour.div_euclid(24));
+    if last_day - first_day >= MAX_DAYS {
+        return Err(LookupError::TooLong(last_day - first_day + 1));
     }
     let mut found = Found::default();
     let mut seen: HashSet<(i64, String)> = HashSet::new();
-    for hour in first_hour..=last_hour {
-        let partition = Partition::of(hour * 3_600_000);
-        let dir = format!("{}{}/{}/", root(prefix), table.name(), partition.path());
+    for day in first_day..=last_day {
+        // One listing per day; the hours outside the range are skipped by their partition.
+        let path = Partition::of(day * 24 * HOUR_MS).path();
+        let dir = format!("{}{}/{}/", root(prefix), table.name(), path.split('/').next().unwrap_or_default());
         for object in store.list(&dir).await? {
+            let hour = object.key.split("/hour=").nth(1).and_then(|h| h.get(..2)).and_then(|h| h.parse::<i64>().ok());
+            if hour.is_some_and(|h| !(first_hour..=last_hour).contains(&(day * 24 + h))) {
+                continue;
+            }
             let format = if object.key.ends_with(".parquet") {
                 Format::Parquet
             } else if object.key.ends_with(".ndjson.gz") {
@@ -219,7 +226,7 @@ mod tests {
             .await
             .unwrap();
         let times: Vec<Option<i64>> = found.meeting_events.iter().map(MeetingEvent::timestamp_ms).collect();
-        // The NDJSON file lies in the first hour's partition (its first row's), so it is read with it.
+        // The NDJSON file lies in the second hour's partition (its first row's); its copy of the first row is read once.
         assert_eq!(times, [Some(T0), Some(T0 + 3_600_000)], "{files:?}");
         assert_eq!(found.files_read, 2);
         // Only the first hour: the second row's hour is outside.
@@ -227,7 +234,7 @@ mod tests {
         assert_eq!(found.meeting_events.len(), 1);
         let none = find(&store, "archive", Key::Attendee("m-1"), T0, T0 + 3_600_000, |_| {}).await.unwrap();
         assert!(none.meeting_events.is_empty());
-        let err = find(&store, "archive", Key::Call("c"), T0, T0 + (MAX_HOURS + 1) * 3_600_000, |_| {}).await;
+        let err = find(&store, "archive", Key::Call("c"), T0, T0 + (MAX_DAYS + 1) * 24 * 3_600_000, |_| {}).await;
         assert!(matches!(err, Err(LookupError::TooLong(_))), "{err:?}");
     }
 }

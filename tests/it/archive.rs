@@ -466,6 +466,35 @@ async fn gateway_kinesis_archiver_s3_rows_match_what_was_posted() {
     );
     assert_eq!((number(&recount[0]["n"]) as usize, number(&recount[0]["d"]) as usize), (events.len(), events.len()));
 
+    // `chimewatch explain` reads the S3 archive: an attendee whose join was refused, its meeting, and a call.
+    let explain = |what: &[&str]| -> Value {
+        let out = Command::new(BIN)
+            .args(["explain", "--json", "--bucket", &bucket, "--prefix", "lake/v1", "--since", "800d"])
+            .args(what)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "explain {what:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let refused = explain(&["--attendee", "day-a-0"]);
+    assert_eq!(
+        (refused["verdict"]["cause"].as_str(), refused["outcome"]["ending"].as_str()),
+        (Some("authenticationRejected"), Some("joinFailed")),
+        "{refused:#}"
+    );
+    assert_eq!(refused["timeline"].as_array().unwrap().len(), 2, "both of its events, once: {refused:#}");
+    let meeting = explain(&["--meeting", "day-m-0-0"]);
+    assert!(
+        meeting["findings"][0].as_str().unwrap().starts_with("Only day-a-0 failed (authenticationRejected) while 2"),
+        "{meeting:#}"
+    );
+    let call = explain(&["--call", "vc-call-0001"]);
+    assert_eq!(
+        (call["verdict"].as_str(), call["setupMs"].as_i64(), call["postDialDelayMs"].as_i64()),
+        (Some("answered"), Some(4_200), Some(950))
+    );
+
     // The archiver's health reached CloudWatch.
     let pipeline = crate::harness::captured_datums(&cw_url, &pipeline_namespace).await;
     let total = |name: &str| -> f64 {

@@ -101,7 +101,7 @@ async fn dashboards_and_alarms_put_round_trip_through_cloudwatch() {
     }
     let (ok, lines, err) = run(&url, &args(["alarms", "put"], &prefix, &["--alarm-action", topic]));
     assert!(ok, "{err}");
-    assert_eq!(lines.len(), 10, "{lines:?}");
+    assert_eq!(lines.len(), 11, "{lines:?}");
     let names: Vec<String> = put.iter().map(|a| a.name().to_owned()).collect();
     let mut held = chimewatch_sinks::cloudwatch_admin::describe_alarms(&client, &names).await.unwrap();
     held.sort_by(|a, b| a.name().cmp(b.name()));
@@ -112,7 +112,7 @@ async fn dashboards_and_alarms_put_round_trip_through_cloudwatch() {
     // Putting again replaces rather than duplicates.
     let (ok, _, err) = run(&url, &args(["alarms", "put"], &prefix, &["--alarm-action", topic]));
     assert!(ok, "{err}");
-    assert_eq!(chimewatch_sinks::cloudwatch_admin::describe_alarms(&client, &names).await.unwrap().len(), 10);
+    assert_eq!(chimewatch_sinks::cloudwatch_admin::describe_alarms(&client, &names).await.unwrap().len(), 11);
 }
 
 #[test]

@@ -256,6 +256,11 @@ struct Load {
     still_up: (u64, u64),
     /// Minutes the calls that were hung up were up, by direction (each counts in `*CallsActive`).
     active_minutes: (u64, u64),
+    /// The telecom KPIs as the generator planned them: ASR and NER (%) over the decided attempts, ACD (s) over the
+    /// calls hung up.
+    asr: f64,
+    ner: f64,
+    acd: f64,
 }
 
 fn call_load(start: i64, calls: usize) -> Load {
@@ -263,6 +268,8 @@ fn call_load(start: i64, calls: usize) -> Load {
     let mut expected: BTreeMap<&'static str, f64> = BTreeMap::new();
     let mut still_up = (0, 0);
     let mut active_minutes = (0, 0);
+    // Attempts decided, answered, effective by E.425 (answered, busy, no answer, terminal reject); calls ended, seconds.
+    let (mut decided, mut answered, mut effective, mut ended, mut seconds) = (0.0, 0.0, 0.0, 0.0, 0.0);
     let mut add = |metric: &'static str, n: f64| *expected.entry(metric).or_default() += n;
     for i in 0..calls {
         // Outcome by i % 8, direction by the next bit: every outcome in both directions.
@@ -297,6 +304,7 @@ fn call_load(start: i64, calls: usize) -> Load {
                 add("Sip1xxCodes", 1.0);
                 add("Sip2xxCodes", 1.0);
                 add(if outbound { "OutboundCallsAnswered" } else { "InboundCallsAnswered" }, 1.0);
+                (decided, answered, effective) = (decided + 1.0, answered + 1.0, effective + 1.0);
                 if i % 8 == 0 && (i / 8) % 4 < 2 {
                     if outbound { still_up.1 += 1 } else { still_up.0 += 1 }
                 } else {
@@ -308,6 +316,7 @@ fn call_load(start: i64, calls: usize) -> Load {
                         active_minutes.0 += minutes
                     }
                     msgs.push((t0 + 60_050, response(200, "OK", "2 BYE", "")));
+                    (ended, seconds) = (ended + 1.0, seconds + 57.0);
                     add("Sip2xxCodes", 1.0);
                 }
             }
@@ -318,9 +327,15 @@ fn call_load(start: i64, calls: usize) -> Load {
                 msgs.push((t0 + 710, request("ACK", "1 ACK", true)));
                 add(["Sip4xxCodes", "Sip6xxCodes", "Sip3xxCodes"][i % 8 - 4], 1.0);
                 add(if outbound { "OutboundCallFailures" } else { "InboundCallFailures" }, 1.0);
+                decided += 1.0;
+                // Busy (486) and declined (603) are the network doing its part; a redirect (302) is not.
+                if status != 302 {
+                    effective += 1.0;
+                }
             }
-            // Outbound: rejected with 503 and Retry-After (a throttle); inbound: cancelled by the caller.
+            // Outbound: rejected with 503 and Retry-After (a throttle); inbound: cancelled by the caller before it rang.
             _ => {
+                decided += 1.0;
                 if outbound {
                     msgs.push((t0 + 300, response(503, "Service Unavailable", "1 INVITE", "Retry-After: 5\r\n")));
                     add("Sip5xxCodes", 1.0);
@@ -340,7 +355,8 @@ fn call_load(start: i64, calls: usize) -> Load {
             records.push(json!({ "voice_connector_id": VC, "aws_region": "us-east-1", "event_timestamp": at, "call_id": call_id, "sip_message": message }));
         }
     }
-    Load { records, expected, still_up, active_minutes }
+    let (asr, ner, acd) = (100.0 * answered / decided, 100.0 * effective / decided, seconds / ended);
+    Load { records, expected, still_up, active_minutes, asr, ner, acd }
 }
 
 fn ndjson(records: &[Value]) -> Vec<u8> {
@@ -388,6 +404,20 @@ async fn a_simulated_call_load_gives_all_fifteen_metrics_in_up() {
     let setup = query(&data, "CallSetupTimeMs", &base, "SampleCount,p50", "2000d", "1d");
     let answered = load.expected["InboundCallsAnswered"] + load.expected["OutboundCallsAnswered"];
     assert_eq!(setup.iter().map(|p| p["SampleCount"].as_f64().unwrap()).sum::<f64>(), answered);
+    // ASR, NER and ACD, averaged over the run as CloudWatch averages weighted values, are the generator's.
+    for (metric, want) in [("ASR", load.asr), ("NER", load.ner), ("ACD", load.acd)] {
+        let points = query(&data, metric, &base, "Average,SampleCount", "2000d", "1d");
+        let n: f64 = points.iter().map(|p| p["SampleCount"].as_f64().unwrap()).sum();
+        let mean =
+            points.iter().map(|p| p["Average"].as_f64().unwrap() * p["SampleCount"].as_f64().unwrap()).sum::<f64>() / n;
+        assert!((mean - want).abs() < 1e-9, "{metric}: {mean}, the generator's {want}");
+    }
+    assert!(
+        load.asr > 0.0 && load.ner > load.asr && load.ner < 100.0,
+        "every kind of outcome: {} {}",
+        load.asr,
+        load.ner
+    );
     server.terminate();
 }
 

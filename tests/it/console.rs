@@ -280,7 +280,7 @@ async fn the_console_shows_every_panel_with_what_was_posted_and_the_alarm_the_bu
     let listed = Command::new(BIN).args(["alarms", "list", "--listen", &addr, "--json"]).output().unwrap();
     assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
     let listed = String::from_utf8(listed.stdout).unwrap();
-    assert_eq!(listed.lines().count(), 10, "{listed}");
+    assert_eq!(listed.lines().count(), 11, "{listed}");
     assert!(listed.lines().any(|l| l.contains("chimewatch-meetings-failed") && l.contains("\"ALARM\"")), "{listed}");
     let history = Command::new(BIN).args(["alarms", "history", "--listen", &addr]).output().unwrap();
     let history = String::from_utf8(history.stdout).unwrap();

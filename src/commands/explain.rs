@@ -207,13 +207,13 @@ fn attendee_text(x: &AttendeeExplanation, source: &str) -> String {
 fn meeting_text(m: &MeetingExplanation, source: &str) -> String {
     let mut s = format!("Meeting {}: {} attendee(s), from {source}\n\n", m.meeting_id, m.attendees.len());
     s.push_str(&format!(
-        "  {:<38} {:<28} {:<30} {:>8}  {:<26} {:>10}  {}\n",
+        "  {:<38} {:<32} {:<30} {:>8}  {:<26} {:>10}  {}\n",
         "attendee", "SDK", "platform", "start", "outcome", "reconnects", "likely cause"
     ));
     for a in &m.attendees {
         let outcome = a.verdict.headline.split(':').next().unwrap_or_default();
         s.push_str(&format!(
-            "  {:<38} {:<28} {:<30} {:>8}  {:<26} {:>10}  {}\n",
+            "  {:<38} {:<32} {:<30} {:>8}  {:<26} {:>10}  {}\n",
             a.attendee_id,
             a.sdk,
             a.platform,

@@ -134,7 +134,7 @@ pub const RULES: &[Rule] = &[
             "VideoCallSwitchToViewOnly",
         ],
         errors: &[],
-        meaning: "the meeting (250 attendees) or its video sources (25) were at capacity",
+        meaning: "the meeting was full, or its video senders were at their limit",
         next: "split the meeting, or use media replication / view-only attendees for large audiences",
     },
     Rule {
@@ -363,6 +363,13 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), all, "a status or error in two rules");
+    }
+
+    #[test]
+    fn the_readme_shows_this_table() {
+        let readme = include_str!("../../../README.md");
+        let table = markdown_table();
+        assert!(readme.contains(&table), "the README's cause table differs from the rules; it should read:\n{table}");
     }
 
     #[test]

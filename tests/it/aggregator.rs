@@ -305,6 +305,15 @@ async fn the_aggregator_publishes_to_cloudwatch_and_logs_from_kinesis() {
     }
     let requested: f64 = values_of(&data, "meetingStartRequested", &[]).iter().map(|(v, _)| v).sum();
     assert_eq!(requested, f.batches.len() as f64, "counts are sums");
+    // The failed joins by their likely cause, as the cause table reads the statuses posted.
+    for (status, cause) in [
+        ("AudioCallAtCapacity", "atCapacity"),
+        ("SignalingBadRequest", "authenticationRejected"),
+        ("TaskFailed", "clientError"),
+    ] {
+        let got: f64 = values_of(&data, "meetingJoinFailureCause", &[("cause", cause)]).iter().map(|(v, _)| v).sum();
+        assert_eq!(got, f.failed_by_status[status] as f64, "meetingJoinFailureCause {cause}");
+    }
 
     // CloudWatch (moto) aggregates SampleCount, Sum, Minimum and Maximum from those Values/Counts.
     let cw = cloudwatch(&cw_url);

@@ -480,6 +480,19 @@ async fn a_simulated_call_load_gives_all_fifteen_metrics_in_cloudwatch() {
     for (metric, want) in &load.expected {
         assert_eq!(got.get(*metric), Some(want), "{metric}");
     }
+    // ASR, NER and ACD reached CloudWatch as values weighted by their counts: their weighted mean is the generator's.
+    let data = crate::harness::captured_datums(&cw_url, &namespace).await;
+    for (metric, want) in [("ASR", load.asr), ("NER", load.ner), ("ACD", load.acd)] {
+        let (mut sum, mut n) = (0.0, 0.0);
+        for d in
+            data.iter().filter(|d| d["MetricName"] == metric && d["Dimensions"].as_array().map(Vec::len) == Some(2))
+        {
+            for (v, c) in d["Values"].as_array().unwrap().iter().zip(d["Counts"].as_array().unwrap()) {
+                (sum, n) = (sum + v.as_f64().unwrap() * c.as_f64().unwrap(), n + c.as_f64().unwrap());
+            }
+        }
+        assert!(n > 0.0 && (sum / n - want).abs() < 1e-9, "{metric}: {} over {n}, the generator's {want}", sum / n);
+    }
     for (metric, minutes, up) in [
         ("InboundCallsActive", load.active_minutes.0, load.still_up.0),
         ("OutboundCallsActive", load.active_minutes.1, load.still_up.1),

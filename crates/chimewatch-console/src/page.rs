@@ -268,3 +268,19 @@ pub fn widget(store: &chimewatch_sinks::embedded::EmbeddedStore, w: &Widget, ran
 pub fn dashboard(store: &chimewatch_sinks::embedded::EmbeddedStore, widgets: &[Widget], range: Range) -> Markup {
     html! { div.grid { @for w in widgets { (widget(store, w, range)) } } }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attendee_and_meeting_cells_link_to_their_explanation_and_others_do_not() {
+        assert_eq!(
+            cell("attendee", "a 1&b").into_string(),
+            r#"<a href="/search?q=a%201%26b" title="explain">a 1&amp;b</a>"#
+        );
+        assert!(cell("attributes.meetingId", "m-1").into_string().contains(r#"href="/search?q=m-1""#));
+        assert_eq!(cell("sdk", "amazon-chime-sdk-js").into_string(), "amazon-chime-sdk-js");
+        assert_eq!(cell("attendee", "").into_string(), "");
+    }
+}

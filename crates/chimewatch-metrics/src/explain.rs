@@ -121,6 +121,12 @@ fn detail(e: &MeetingEvent) -> String {
     if let Some(v) = ms(e, "meetingStartDurationMs").filter(|v| *v > 0) {
         parts.push(format!("in {}", duration(v)));
     }
+    if let Some(v) = ms(e, "signalingOpenDurationMs").filter(|v| *v > 0) {
+        parts.push(format!("signalling opened in {}", duration(v)));
+    }
+    if let Some(v) = ms(e, "iceGatheringDurationMs").filter(|v| *v > 0) {
+        parts.push(format!("ICE gathered in {}", duration(v)));
+    }
     if let Some(s) = text(e, "meetingStatus") {
         parts.push(format!("meetingStatus={s}"));
     }

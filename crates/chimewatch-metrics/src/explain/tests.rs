@@ -153,7 +153,13 @@ fn a_timeline_merges_events_with_history_only_steps() {
         ("meetingFailed", T0 + 90_000),
     ];
     let events = vec![
-        raw(Sdk::Js, "meetingStartSucceeded", T0 + 1_200, json!({ "meetingStartDurationMs": 1_200 }), &history[..2]),
+        raw(
+            Sdk::Js,
+            "meetingStartSucceeded",
+            T0 + 1_200,
+            json!({ "meetingStartDurationMs": 1_200, "signalingOpenDurationMs": 211, "iceGatheringDurationMs": 340 }),
+            &history[..2],
+        ),
         raw(
             Sdk::Js,
             "meetingFailed",
@@ -174,6 +180,7 @@ fn a_timeline_merges_events_with_history_only_steps() {
             ("meetingFailed", false)
         ]
     );
+    assert_eq!(x.timeline[1].detail, "in 1.2 s, signalling opened in 211 ms, ICE gathered in 340 ms");
     assert_eq!(x.verdict.cause, Cause::Network);
     assert_eq!(x.outcome.reconnects, 1);
     assert_eq!(x.outcome.ending, Ending::Dropped);

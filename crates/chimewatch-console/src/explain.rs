@@ -7,6 +7,7 @@ use chimewatch_sip::{CallExplanation, Message};
 use maud::{Markup, PreEscaped, html};
 
 use crate::chart;
+use crate::page::search_link;
 
 fn verdict_color(failure: bool, trouble: bool) -> String {
     chart::css_color(if failure {
@@ -24,7 +25,7 @@ pub fn attendee(x: &AttendeeExplanation) -> Markup {
     let trouble = !v.cause.is_expected() || x.outcome.reconnects > 0;
     html! {
         section.verdict data-cause=(v.cause.as_str()) style=(format!("border-left:6px solid {}", verdict_color(v.failure, trouble))) {
-            h2 { "Attendee " code { (x.attendee_id) } " in meeting " a href=(format!("/search?q={}", x.meeting_id)) { code { (x.meeting_id) } } }
+            h2 { "Attendee " code { (x.attendee_id) } " in meeting " a href=(search_link(&x.meeting_id)) { code { (x.meeting_id) } } }
             p { strong { (v.headline) } }
             p.muted { (x.sdk) " · " (x.platform) @if let Some(u) = &x.external_user_id { " · external user " (u) } }
             @if !v.evidence.is_empty() {
@@ -48,7 +49,7 @@ pub fn meeting(m: &MeetingExplanation) -> Markup {
                 tbody {
                     @for a in &m.attendees {
                         tr {
-                            td { a href=(format!("/search?q={}", a.attendee_id)) { (a.attendee_id) } @if let Some(u) = &a.external_user_id { br; span.muted { (u) } } }
+                            td { a href=(search_link(&a.attendee_id)) { (a.attendee_id) } @if let Some(u) = &a.external_user_id { br; span.muted { (u) } } }
                             td { (a.sdk) }
                             td { (a.platform) }
                             td { (a.outcome.started_at_ms.map(clock).unwrap_or_default()) }

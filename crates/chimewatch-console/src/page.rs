@@ -113,6 +113,11 @@ pub fn frame(f: &Frame<'_>, refresh_s: u32, content: Markup) -> Markup {
     }
 }
 
+/// The console's search of `id` (which explains it).
+pub(crate) fn search_link(id: &str) -> String {
+    format!("/search?q={}", encode(id))
+}
+
 /// Percent-encodes a query value for a link.
 fn encode(s: &str) -> String {
     s.bytes()
@@ -200,7 +205,7 @@ fn cell(column: &str, value: &str) -> Markup {
     let linked = !value.is_empty()
         && EXPLAINED.iter().any(|c| column.eq_ignore_ascii_case(c) || column.ends_with(&format!(".{c}")));
     html! {
-        @if linked { a href=(format!("/search?q={}", encode(value))) title="explain" { (value) } } @else { (value) }
+        @if linked { a href=(search_link(value)) title="explain" { (value) } } @else { (value) }
     }
 }
 

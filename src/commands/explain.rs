@@ -59,7 +59,14 @@ pub async fn run(args: ExplainArgs, settings: &Settings) -> anyhow::Result<()> {
     };
     match key {
         Key::Attendee(id) => {
-            let x = explain::attendee(&found.events).ok_or_else(|| nothing("events of attendee", id))?;
+            let (events, others) = explain::latest_attendee(&found.events);
+            if others > 0 {
+                eprintln!(
+                    "chimewatch explain: {id} names {} attendees (an external user id across meetings); this is the latest",
+                    others + 1
+                );
+            }
+            let x = explain::attendee(&events).ok_or_else(|| nothing("events of attendee", id))?;
             if args.json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&x)?)?;
             } else {
@@ -127,6 +134,12 @@ async fn from_data_dir(settings: &Settings, key: Key<'_>, since: i64, until: i64
         })
         .await?
         .map_err(anyhow::Error::msg)?;
+        if found.events.len() >= timeline::MAX_EVENTS || found.calls.len() >= timeline::MAX_EVENTS {
+            eprintln!(
+                "chimewatch explain: only the first {} events were read; narrow --since to see the latest",
+                timeline::MAX_EVENTS
+            );
+        }
         if !found.events.is_empty() || !found.calls.is_empty() {
             return Ok(Found { source: format!("the embedded store {}", path.display()), ..found });
         }

@@ -227,7 +227,7 @@ mod tests {
                 CallFact::Attempt { direction },
                 CallFact::Answered { direction, setup_ms: 1 },
                 CallFact::Ringing { direction, post_dial_delay_ms: 1 },
-                CallFact::Failed { direction, status: 486, reason: "Busy Here".into() },
+                CallFact::Failed { direction, status: 486, reason: "Busy Here".into(), rang: true },
                 CallFact::Cancelled { direction, rang: true },
                 CallFact::Ended { direction, duration_ms: 1, reason: Some("ACK timeout".into()), timed_out: false },
                 CallFact::Active { direction },

@@ -152,7 +152,8 @@ async fn search(State(console): State<Arc<Console>>, Query(view): Query<View>) -
         let explanation = if is_meeting {
             chimewatch_metrics::explain::meeting(&meeting_events).map(|m| explain::meeting(&m))
         } else {
-            chimewatch_metrics::explain::attendee(&meeting_events).map(|x| explain::attendee(&x))
+            let (latest, _) = chimewatch_metrics::explain::latest_attendee(&meeting_events);
+            chimewatch_metrics::explain::attendee(&latest).map(|x| explain::attendee(&x))
         };
         html! {
             @if let Some(x) = explanation { div.page { (x) } }

@@ -93,6 +93,8 @@ const COUNTED: &[&str] = &[
 #[derive(Debug, Clone, Copy, Default)]
 struct Session {
     reconnects: u64,
+    /// Health events (`signalingDropped`, ...) sent as events of their own.
+    health: u32,
     seen_ms: i64,
     /// The latest device error the cause table knows (`NotAllowedError`), for the cause of a later failure: the
     /// failure's own event does not carry it.
@@ -139,9 +141,9 @@ fn cause_of(event: &MeetingEvent, ending: Ending, session: &Session) -> Cause {
         status: event.str_attr("meetingStatus").map(str::to_owned),
         error_message: event.str_attr("meetingErrorMessage").map(str::to_owned),
         device_errors: session.device_error.map(str::to_owned).into_iter().collect(),
-        // Only how many matters here, not which statuses.
-        reconnect_statuses: vec![String::new(); reconnects_in_history.max(session.reconnects as usize)],
-        health_events: history.iter().filter(|n| cause::HEALTH_EVENTS.contains(n)).count(),
+        reconnects: reconnects_in_history.max(usize::try_from(session.reconnects).unwrap_or(usize::MAX)),
+        reconnect_statuses: Vec::new(),
+        health_events: history.iter().filter(|n| cause::HEALTH_EVENTS.contains(n)).count() + session.health as usize,
         poor_connection_count: event.num_attr("poorConnectionCount").map_or(0, |v| v.max(0.0) as u64),
     };
     cause::classify(ending, &signs)
@@ -230,6 +232,11 @@ impl Catalogue {
                     && let Some(session) = self.session_mut(event)
                 {
                     session.device_error = Some(error);
+                }
+            }
+            health if cause::HEALTH_EVENTS.contains(&health) => {
+                if let Some(session) = self.session_mut(event) {
+                    session.health = session.health.saturating_add(1);
                 }
             }
             "meetingStartFailed" => {

@@ -276,7 +276,9 @@ pub struct Signs {
     pub error_message: Option<String>,
     /// Device error messages seen in the session (`audioInputFailed`, `videoInputFailed`, ...).
     pub device_errors: Vec<String>,
-    /// Reconnections, and the statuses that triggered them.
+    /// Reconnections, however they are known (events or history).
+    pub reconnects: usize,
+    /// The statuses that triggered the reconnections whose events arrived.
     pub reconnect_statuses: Vec<String>,
     /// `signalingDropped`, `receivingAudioDropped`, `sendingAudioFailed` and the like.
     pub health_events: usize,
@@ -286,10 +288,15 @@ pub struct Signs {
 /// The likely cause of how a session stopped, or of the trouble it had when it ended as intended or is still open.
 pub fn classify(ending: Ending, signs: &Signs) -> Cause {
     let status_rule = signs.status.as_deref().and_then(by_status);
-    let error_rule = signs.error_message.as_deref().and_then(by_error);
+    // In the meeting's own message only a device error NAME counts (`NotAllowedError: ...`): words such as "busy"
+    // or "permission", and an `AbortError` of a request, describe servers and the network as often as devices.
+    let error_rule = signs.error_message.as_deref().and_then(|m| {
+        let name = m.split(':').next().unwrap_or_default().trim();
+        let named = |e: &&str| e.ends_with("Error") && *e != "AbortError" && e.eq_ignore_ascii_case(name);
+        RULES.iter().find(|r| r.errors.iter().any(named))
+    });
     let device_rule = || signs.device_errors.iter().rev().find_map(|m| by_error(m));
-    let network_signs =
-        signs.health_events > 0 || signs.poor_connection_count > 0 || !signs.reconnect_statuses.is_empty();
+    let network_signs = signs.health_events > 0 || signs.poor_connection_count > 0 || signs.reconnects > 0;
     match ending {
         Ending::JoinFailed | Ending::Dropped => {
             let generic = status_rule.is_none_or(|r| matches!(r.cause, Cause::ClientError | Cause::Unknown));
@@ -311,7 +318,7 @@ pub fn classify(ending: Ending, signs: &Signs) -> Cause {
             // It ended as intended (or has not ended): the cause is the trouble along the way, if any.
             if let Some(rule) = device_rule() {
                 rule.cause
-            } else if !signs.reconnect_statuses.is_empty() || signs.health_events > 0 {
+            } else if signs.reconnects > 0 || signs.health_events > 0 {
                 signs.reconnect_statuses.iter().rev().find_map(|s| by_status(s)).map_or(Cause::Network, |r| r.cause)
             } else if let Some(rule) = status_rule {
                 rule.cause
@@ -391,6 +398,21 @@ mod tests {
     }
 
     #[test]
+    fn words_in_the_meetings_own_message_are_not_device_errors() {
+        for message in ["the server is busy", "AbortError: The operation was aborted", "permission check failed"] {
+            let s =
+                Signs { status: Some("TaskFailed".into()), error_message: Some(message.into()), ..Signs::default() };
+            assert_eq!(classify(Ending::JoinFailed, &s), Cause::ClientError, "{message}");
+        }
+        let s = Signs {
+            status: Some("TaskFailed".into()),
+            error_message: Some("NotReadableError: Could not start audio source".into()),
+            ..Signs::default()
+        };
+        assert_eq!(classify(Ending::JoinFailed, &s), Cause::DeviceUnavailable);
+    }
+
+    #[test]
     fn a_drop_after_poor_connections_is_the_network() {
         let s = Signs { status: Some("TaskFailed".into()), poor_connection_count: 4, ..Signs::default() };
         assert_eq!(classify(Ending::Dropped, &s), Cause::Network);
@@ -407,6 +429,7 @@ mod tests {
         );
         let s = Signs {
             status: Some("Left".into()),
+            reconnects: 1,
             reconnect_statuses: vec!["SignalingChannelClosedUnexpectedly".into()],
             ..Signs::default()
         };

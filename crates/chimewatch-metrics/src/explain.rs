@@ -205,19 +205,34 @@ pub fn attendee(events: &[MeetingEvent]) -> Option<AttendeeExplanation> {
         None => Ending::Open,
     };
 
+    // The signs of this session only: after the attendee's previous ending (a failed try before a rejoin), up to this
+    // ending.
+    let previous_end = match ending_event {
+        Some(end) => endings.iter().rev().map(|e| at(e)).find(|t| *t < at(end)),
+        None => endings.last().map(|e| at(e)),
+    };
+    let in_session = |t: i64| previous_end.is_none_or(|p| t > p) && ending_event.is_none_or(|e| t <= at(e));
     let device_errors: Vec<(i64, String, String)> = events
         .iter()
+        .filter(|e| in_session(at(e)))
         .flat_map(|e| DEVICE_ERRORS.iter().filter_map(move |k| text(e, k).map(|m| (at(e), e.name.clone(), m))))
         .collect();
-    let reconnect_events: Vec<&MeetingEvent> = named(&["meetingReconnected"]).collect();
-    let reconnects_in_history =
-        timeline.iter().filter(|s| s.name == "meetingReconnected").count().max(reconnect_events.len());
-    let health: Vec<&Step> = timeline.iter().filter(|s| HEALTH.contains(&s.name.as_str())).collect();
-    let poor = events.iter().filter_map(|e| ms(e, "poorConnectionCount")).max().unwrap_or(0) as u64;
+    let reconnect_events: Vec<&MeetingEvent> = named(&["meetingReconnected"]).filter(|e| in_session(at(e))).collect();
+    let reconnects = timeline
+        .iter()
+        .filter(|s| s.name == "meetingReconnected" && in_session(s.at_ms))
+        .count()
+        .max(reconnect_events.len());
+    let health: Vec<&Step> =
+        timeline.iter().filter(|s| HEALTH.contains(&s.name.as_str()) && in_session(s.at_ms)).collect();
+    let poor =
+        events.iter().filter(|e| in_session(at(e))).filter_map(|e| ms(e, "poorConnectionCount")).max().unwrap_or(0)
+            as u64;
     let signs = Signs {
         status: ending_event.and_then(|e| text(e, "meetingStatus")),
         error_message: ending_event.and_then(|e| text(e, "meetingErrorMessage")),
         device_errors: device_errors.iter().map(|(_, _, m)| m.clone()).collect(),
+        reconnects,
         reconnect_statuses: reconnect_events.iter().filter_map(|e| text(e, "meetingStatus")).collect(),
         health_events: health.len(),
         poor_connection_count: poor,
@@ -235,7 +250,7 @@ pub fn attendee(events: &[MeetingEvent]) -> Option<AttendeeExplanation> {
         meeting_start_duration_ms: last_start.and_then(|e| ms(e, "meetingStartDurationMs")).filter(|v| *v > 0),
         ended_at_ms: ending_event.map(at),
         meeting_duration_ms: ending_event.and_then(|e| ms(e, "meetingDurationMs")).filter(|v| *v > 0),
-        reconnects: reconnects_in_history,
+        reconnects,
         poor_connection_count: poor,
         earlier_endings: endings.len().saturating_sub(usize::from(ending_event.is_some())),
     };
@@ -334,6 +349,15 @@ pub fn attendee(events: &[MeetingEvent]) -> Option<AttendeeExplanation> {
     })
 }
 
+/// The events of the attendee (meeting and attendee id) whose event is newest, and how many other attendees the
+/// events hold: an external user id names one person, who may have joined many meetings.
+pub fn latest_attendee(events: &[MeetingEvent]) -> (Vec<MeetingEvent>, usize) {
+    let key = |e: &MeetingEvent| (e.meeting_id().map(str::to_owned), e.attendee_id().map(str::to_owned));
+    let Some(newest) = events.iter().max_by_key(|e| e.timestamp_ms()).map(key) else { return (Vec::new(), 0) };
+    let others: BTreeSet<_> = events.iter().map(key).filter(|k| *k != newest).collect();
+    (events.iter().filter(|e| key(e) == newest).cloned().collect(), others.len())
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MeetingExplanation {
@@ -360,7 +384,7 @@ pub fn meeting(events: &[MeetingEvent]) -> Option<MeetingExplanation> {
     let failed: Vec<&AttendeeExplanation> = attendees.iter().filter(|a| a.verdict.failure).collect();
     let mut findings = Vec::new();
     let ends: Vec<i64> = failed.iter().filter_map(|a| a.outcome.ended_at_ms).collect();
-    let spread = ends.iter().max().zip(ends.iter().min()).map(|(a, b)| a - b);
+    let spread = ends.iter().max().zip(ends.iter().min()).map(|(a, b)| a.saturating_sub(*b));
     match failed.len() {
         0 => findings.push(format!("No attendee failed ({} attendee(s)).", attendees.len())),
         1 if attendees.len() > 1 => findings.push(format!(
@@ -392,8 +416,9 @@ pub fn meeting(events: &[MeetingEvent]) -> Option<MeetingExplanation> {
         for (label, value) in fields {
             let values: BTreeSet<String> = failed.iter().copied().map(value).collect();
             let others: BTreeSet<String> = attendees.iter().filter(|a| !a.verdict.failure).map(value).collect();
-            if let Some(v) = values.iter().next().filter(|v| values.len() == 1 && !v.is_empty() && !others.contains(*v))
-            {
+            // Only a contrast with attendees who stayed says anything about the SDK or platform.
+            let shared = |v: &&String| values.len() == 1 && !v.is_empty() && !others.is_empty() && !others.contains(*v);
+            if let Some(v) = values.iter().next().filter(shared) {
                 findings.push(format!("Every failed attendee ran the {label} {v}, and no attendee who stayed did."));
             }
         }

@@ -8,8 +8,8 @@
 //! in the window its outcome was known, as every other outcome metric does), each a mean CloudWatch averages exactly
 //! across workers (`Average` is the figure; see [`FactValue::Mean`]):
 //! - `ASR` (answer-seizure ratio, %): answered / attempts;
-//! - `NER` (network effectiveness ratio, ITU-T E.425, %): answered, user busy (486, 600), no answer (408, 480, or
-//!   cancelled by the caller after the far end rang) and terminal reject (603 Decline) / attempts. A failure of the
+//! - `NER` (network effectiveness ratio, ITU-T E.425, %): answered, user busy (486, 600), no answer (480; 408 or a
+//!   caller's cancel once the far end rang) and terminal reject (603 Decline) / attempts. A failure of the
 //!   network or the far end's equipment (a 5xx, a 404, a 403) counts against it; a busy or unanswered phone does not;
 //! - `ACD` (average call duration, seconds): total duration / calls answered, over the calls that ended.
 
@@ -60,6 +60,12 @@ fn kpi(metric: &'static str, unit: Unit, o: &Observed, value: f64) -> [Fact; 2] 
 /// Final statuses that say the network did its part (ITU-T E.425): user busy, no answer, terminal reject.
 pub const NER_EFFECTIVE_STATUSES: [u16; 5] = [486, 600, 408, 480, 603];
 
+/// A failure the network is not to blame for: a busy, unanswered or declining far end. A 408 counts only when the
+/// far end rang (the tracker gives 408 to any call left without a final response, reached or not).
+fn ner_effective(status: u16, rang: bool) -> bool {
+    NER_EFFECTIVE_STATUSES.contains(&status) && (status != 408 || rang)
+}
+
 fn ratio(yes: bool) -> f64 {
     if yes { 100.0 } else { 0.0 }
 }
@@ -85,7 +91,7 @@ pub fn facts(o: &Observed) -> Vec<Fact> {
         CallFact::Ringing { direction, post_dial_delay_ms } => {
             sample("PostDialDelayMs", o, *direction, *post_dial_delay_ms)
         }
-        CallFact::Failed { direction, status, reason } => [
+        CallFact::Failed { direction, status, reason, rang } => [
             count(by_direction(*direction, "InboundCallFailures", "OutboundCallFailures"), base(o)),
             count(by_direction(*direction, "InboundCallFailures", "OutboundCallFailures"), Vec::new()),
             count(
@@ -102,7 +108,7 @@ pub fn facts(o: &Observed) -> Vec<Fact> {
         ]
         .into_iter()
         .chain(kpi("ASR", Unit::Percent, o, 0.0))
-        .chain(kpi("NER", Unit::Percent, o, ratio(NER_EFFECTIVE_STATUSES.contains(status))))
+        .chain(kpi("NER", Unit::Percent, o, ratio(ner_effective(*status, *rang))))
         .collect(),
         CallFact::Cancelled { direction, rang } => [
             count("CallsCancelled", base(o)),
@@ -160,7 +166,8 @@ mod tests {
             names(CallFact::Failed {
                 direction: Direction::Outbound,
                 status: 503,
-                reason: "Service Unavailable".into()
+                reason: "Service Unavailable".into(),
+                rang: false
             }),
             ["OutboundCallFailures", "OutboundCallFailures", "CallFailuresByStatus", "ASR", "ASR", "NER", "NER"]
         );
@@ -191,7 +198,8 @@ mod tests {
                 .map(|f| (f.metric, f.value))
                 .collect()
         };
-        let failed = |status| CallFact::Failed { direction: Direction::Outbound, status, reason: String::new() };
+        let failed =
+            |status| CallFact::Failed { direction: Direction::Outbound, status, reason: String::new(), rang: true };
         let (yes, no) = (FactValue::Mean(100.0), FactValue::Mean(0.0));
         assert_eq!(
             kpis(CallFact::Answered { direction: Direction::Inbound, setup_ms: 1 }),
@@ -203,6 +211,9 @@ mod tests {
         for status in [404, 403, 500, 503, 302] {
             assert_eq!(kpis(failed(status)), [("ASR", no), ("NER", no)], "{status}");
         }
+        let unreached =
+            CallFact::Failed { direction: Direction::Outbound, status: 408, reason: String::new(), rang: false };
+        assert_eq!(kpis(unreached), [("ASR", no), ("NER", no)], "no final response and no ringing: the network");
         assert_eq!(
             kpis(CallFact::Cancelled { direction: Direction::Inbound, rang: true }),
             [("ASR", no), ("NER", yes)]

@@ -153,6 +153,7 @@ pub fn explain(messages: &[(i64, Message)], now_ms: i64) -> CallExplanation {
     let mut seen: HashSet<(bool, String, String, String)> = HashSet::new();
     let mut steps = Vec::new();
     let mut failure_before_answer = false;
+    let mut answered = false;
     for (t, m) in &ordered {
         let from_caller = caller_tag.as_deref().is_none_or(|tag| m.from_tag() == Some(tag));
         let is_request = matches!(m.start, StartLine::Request { .. });
@@ -162,14 +163,15 @@ pub fn explain(messages: &[(i64, Message)], now_ms: i64) -> CallExplanation {
         let retransmission = !seen.insert(key);
         if let (Some(status), Some((_, method))) = (m.status(), m.cseq())
             && method.eq_ignore_ascii_case("INVITE")
-            && status >= 300
-            && status != 487
+            && !answered
         {
-            failure_before_answer = true;
+            // A route's final failure before any answer; a 401/407 is a credentials challenge, not a route.
+            answered = (200..300).contains(&status);
+            failure_before_answer |= status >= 300 && !matches!(status, 401 | 407 | 487);
         }
         steps.push(LadderStep {
             at_ms: *t,
-            offset_ms: t - first_at,
+            offset_ms: t.saturating_sub(first_at),
             towards_callee,
             label: label(m),
             cseq,
@@ -373,6 +375,14 @@ mod tests {
         assert_eq!(x.verdict, CallVerdict::FailedOverThenAnswered, "{}", x.summary());
         let busy = vec![(0, invite("b1")), (300, response("486 Busy Here", "b1"))];
         assert_eq!(explain(&busy, 60_000).verdict, CallVerdict::Busy);
+        // A credentials challenge answered with credentials is not a failover.
+        let challenged = vec![
+            (0, invite("b1")),
+            (100, response("407 Proxy Authentication Required", "b1")),
+            (200, invite("b2")),
+            (900, response("200 OK", "b2")),
+        ];
+        assert_eq!(explain(&challenged, 60_000).verdict, CallVerdict::Answered);
         let limited = vec![(0, invite("b1")), (300, response("429 Too Many Requests", "b1"))];
         assert_eq!(explain(&limited, 60_000).verdict, CallVerdict::Throttled);
     }

@@ -100,6 +100,8 @@ pub enum CallFact {
         direction: Direction,
         status: u16,
         reason: String,
+        /// The far end had rung (180 or 183) before the call failed.
+        rang: bool,
     },
     Cancelled {
         direction: Direction,
@@ -355,12 +357,14 @@ impl CallTracker {
             {
                 c.pending_failure = None;
                 c.outcome = Some(Outcome::Failed);
-                facts.push(observed(c, at, CallFact::Failed { direction: c.direction, status, reason }));
+                let fact = CallFact::Failed { direction: c.direction, status, reason, rang: c.ringing };
+                facts.push(observed(c, at, fact));
             }
             if c.outcome.is_none() && (now_ms - c.last_seen >= policy.ring_timeout_ms || forced) {
                 c.outcome = Some(Outcome::Failed);
                 let reason = "no final response before the ring timeout".to_owned();
-                facts.push(observed(c, now_ms, CallFact::Failed { direction: c.direction, status: 408, reason }));
+                let fact = CallFact::Failed { direction: c.direction, status: 408, reason, rang: c.ringing };
+                facts.push(observed(c, now_ms, fact));
             }
             if c.outcome == Some(Outcome::Answered) && !c.ended {
                 if now_ms - c.last_seen >= policy.call_timeout_ms || forced {
@@ -399,7 +403,7 @@ impl CallTracker {
                     at_ms: at,
                     voice_connector_id: c.voice_connector_id.clone(),
                     region: c.region.clone(),
-                    fact: CallFact::Failed { direction: c.direction, status, reason },
+                    fact: CallFact::Failed { direction: c.direction, status, reason, rang: c.ringing },
                 });
             }
         }

@@ -143,6 +143,40 @@ fn every_device_error_of_the_table_explains_a_failed_join_in_each_sdks_shape() {
 }
 
 #[test]
+fn an_earlier_sessions_device_error_does_not_explain_a_later_failure() {
+    // The attendee was denied the microphone and failed, then rejoined and failed for another reason.
+    let mut events = session(Sdk::Js, "meetingStartFailed", "TaskFailed", Some("NotAllowedError: Permission denied"));
+    let later: Vec<MeetingEvent> = session(Sdk::Js, "meetingStartFailed", "TaskFailed", None)
+        .into_iter()
+        .map(|mut e| {
+            let t = e.timestamp_ms().unwrap() + 600_000;
+            e.attributes.insert("timestampMs".into(), json!(t));
+            e
+        })
+        .collect();
+    assert_eq!(attendee(&events).unwrap().verdict.cause, Cause::DevicePermissionDenied);
+    events.extend(later);
+    let x = attendee(&events).unwrap();
+    assert_eq!(x.verdict.cause, Cause::ClientError, "{:#?}", x.verdict);
+    assert_eq!(x.outcome.earlier_endings, 1);
+}
+
+#[test]
+fn an_external_user_in_two_meetings_is_explained_by_the_latest() {
+    let mut events = session(Sdk::Js, "meetingEnded", "Left", None);
+    for mut e in session(Sdk::Js, "meetingFailed", "AudioServiceUnavailable", None) {
+        let t = e.timestamp_ms().unwrap() + 3_600_000;
+        e.attributes.insert("timestampMs".into(), json!(t));
+        e.attributes.insert("meetingId".into(), json!("m-2"));
+        events.push(e);
+    }
+    let (latest, others) = latest_attendee(&events);
+    assert_eq!(others, 1);
+    assert!(latest.iter().all(|e| e.meeting_id() == Some("m-2")));
+    assert_eq!(attendee(&latest).unwrap().verdict.cause, Cause::ServerError);
+}
+
+#[test]
 fn a_timeline_merges_events_with_history_only_steps() {
     // The JS SDK's ending event carries the whole history; signalingDropped never arrived as an event.
     let history = [
@@ -212,6 +246,14 @@ fn a_meeting_tells_a_shared_failure_from_one_client() {
     assert!(m.findings[0].starts_with("3 attendees failed within 4.0 s"), "{:?}", m.findings);
     assert!(m.findings.iter().any(|f| f == "All failed with the same cause: serverError."), "{:?}", m.findings);
     assert!(m.findings.iter().any(|f| f.contains("platform Safari")), "{:?}", m.findings);
+
+    // All failed, on one platform: with no attendee who stayed, the platform says nothing.
+    let mut events = Vec::new();
+    for (i, a) in ["a-1", "a-2"].iter().enumerate() {
+        events.extend(person(a, "meetingFailed", "AudioServiceUnavailable", i as i64 * 1_000, "Safari"));
+    }
+    let m = meeting(&events).unwrap();
+    assert!(!m.findings.iter().any(|f| f.contains("platform")), "{:?}", m.findings);
 
     // One alone.
     let mut events = person("a-1", "meetingFailed", "ConnectionHealthReconnect", 0, "Chrome");

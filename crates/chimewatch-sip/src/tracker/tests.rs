@@ -64,7 +64,12 @@ fn the_fixture_gives_the_facts_its_readme_states() {
             &CallFact::Answered { direction: Direction::Inbound, setup_ms: 4_200 },
             &CallFact::Attempt { direction: Direction::Outbound },
             &CallFact::Throttled,
-            &CallFact::Failed { direction: Direction::Outbound, status: 503, reason: "Service Unavailable".into() },
+            &CallFact::Failed {
+                direction: Direction::Outbound,
+                status: 503,
+                reason: "Service Unavailable".into(),
+                rang: false
+            },
             &CallFact::Attempt { direction: Direction::Outbound },
             &CallFact::Ringing { direction: Direction::Outbound, post_dial_delay_ms: 1_500 },
             &CallFact::Cancelled { direction: Direction::Outbound, rang: true },
@@ -166,7 +171,8 @@ fn timeouts_end_what_never_finishes_and_the_cap_bounds_memory() {
         [CallFact::Failed {
             direction: Direction::Outbound,
             status: 408,
-            reason: "no final response before the ring timeout".into()
+            reason: "no final response before the ring timeout".into(),
+            rang: false
         }]
     );
     let facts: Vec<CallFact> = t.advance(10_050).into_iter().map(|o| o.fact).collect();

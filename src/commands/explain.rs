@@ -13,7 +13,7 @@ use chimewatch_model::MeetingEvent;
 use chimewatch_sinks::embedded::EmbeddedStore;
 use chimewatch_sinks::s3::S3Objects;
 use chimewatch_sinks::{LocalObjects, ObjectStore};
-use chimewatch_sip::{CallExplanation, Message};
+use chimewatch_sip::CallExplanation;
 use serde_json::json;
 
 use super::archiver::ARCHIVE_DIR;
@@ -82,15 +82,9 @@ pub async fn run(args: ExplainArgs, settings: &Settings) -> anyhow::Result<()> {
             }
         }
         Key::Call(id) => {
-            let parsed: Vec<(i64, Message)> = found
-                .calls
-                .iter()
-                .filter_map(|(t, _, _, text)| Message::parse(text.as_bytes()).ok().map(|m| (*t, m)))
-                .collect();
-            if parsed.is_empty() {
-                return Err(nothing("SIP messages of call", id));
-            }
-            let x = chimewatch_sip::explain::explain(&parsed, now);
+            let messages: Vec<(i64, String)> = found.calls.iter().map(|(t, _, _, text)| (*t, text.clone())).collect();
+            let x = chimewatch_console::explain::explain_call(&messages, now)
+                .ok_or_else(|| nothing("SIP messages of call", id))?;
             let (connector, region) =
                 found.calls.first().map(|(_, c, r, _)| (c.as_str(), r.as_str())).unwrap_or_default();
             if args.json {

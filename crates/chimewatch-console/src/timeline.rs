@@ -2,6 +2,7 @@
 //! query"): every event whose attendee, meeting or external id is the one searched, in time order, with the SDK's
 //! own meeting history from the latest event, as a list and as a strip of dots in time.
 
+use chimewatch_metrics::explain::Tone;
 use chimewatch_model::{MeetingEvent, SipLogRecord};
 use chimewatch_sinks::embedded::{EmbeddedStore, StoredLogEvent};
 use chimewatch_sinks::logs_filter::{Filter, Literal, Op};
@@ -68,17 +69,13 @@ pub fn find_call(
     Ok(events.iter().filter_map(|e| serde_json::from_str::<SipLogRecord>(&e.message).ok()).collect())
 }
 
-/// Red for failures, amber for trouble, green for the happy path, grey for the rest.
+/// The chart colour of an event's tone: red for failures, amber for trouble, green for the happy path, grey else.
 fn tone(name: &str) -> usize {
-    let n = name.to_ascii_lowercase();
-    if n.contains("failed") || n.contains("dropped") {
-        3
-    } else if n.contains("reconnect") || n.contains("poor") {
-        1
-    } else if n.contains("succeeded") || n.contains("started") || n.contains("ended") || n.contains("presence") {
-        2
-    } else {
-        0
+    match chimewatch_metrics::explain::tone(name) {
+        Tone::Failure => 3,
+        Tone::Trouble => 1,
+        Tone::Good => 2,
+        Tone::Neutral => 0,
     }
 }
 

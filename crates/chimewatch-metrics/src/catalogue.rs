@@ -123,12 +123,6 @@ fn positive(event: &MeetingEvent, key: &str) -> Option<u64> {
     event.num_attr(key).filter(|v| *v > 0.0 && v.is_finite()).map(|v| v.round() as u64)
 }
 
-/// The cause table's name for a device error message (`NotAllowedError`), if it knows one.
-fn known_device_error(message: &str) -> Option<&'static str> {
-    let lower = message.to_ascii_lowercase();
-    cause::RULES.iter().flat_map(|r| r.errors).copied().find(|e| lower.contains(&e.to_ascii_lowercase()))
-}
-
 /// The cause of a failure from its own event (status, error, history, poor connection count) and what the
 /// session showed before it.
 fn cause_of(event: &MeetingEvent, ending: Ending, session: &Session) -> Cause {
@@ -227,7 +221,7 @@ impl Catalogue {
                 }
             }
             "audioInputFailed" | "videoInputFailed" | "deviceLabelTriggerFailed" => {
-                let known = cause::DEVICE_ERROR_ATTRIBUTES.iter().find_map(|k| known_device_error(event.str_attr(k)?));
+                let known = cause::DEVICE_ERROR_ATTRIBUTES.iter().find_map(|k| cause::error_name(event.str_attr(k)?));
                 if let Some(error) = known
                     && let Some(session) = self.session_mut(event)
                 {

@@ -238,8 +238,14 @@ pub fn by_status(status: &str) -> Option<&'static Rule> {
 
 /// The device rule an error message points at: its name (`NotAllowedError: ...`) or a word in it.
 pub fn by_error(message: &str) -> Option<&'static Rule> {
+    let error = error_name(message)?;
+    RULES.iter().find(|r| r.errors.contains(&error))
+}
+
+/// The table's name for the device error a message reports (`NotAllowedError`), if the table knows one.
+pub fn error_name(message: &str) -> Option<&'static str> {
     let lower = message.to_ascii_lowercase();
-    RULES.iter().find(|r| r.errors.iter().any(|e| lower.contains(&e.to_ascii_lowercase())))
+    RULES.iter().flat_map(|r| r.errors).copied().find(|e| lower.contains(&e.to_ascii_lowercase()))
 }
 
 /// Events (or history entries) that say the connection had trouble.

@@ -21,7 +21,8 @@ pub enum Tone {
     Neutral,
 }
 
-fn tone(name: &str) -> Tone {
+/// How an event of this name reads, by its name alone.
+pub fn tone(name: &str) -> Tone {
     let n = name.to_ascii_lowercase();
     if n.contains("failed") || n.contains("dropped") {
         Tone::Failure

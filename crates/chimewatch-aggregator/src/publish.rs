@@ -42,6 +42,27 @@ pub fn datums(windows: &[ClosedWindow], window_ms: i64) -> Vec<Datum> {
 
 /// An event as the blog sample logs it: `{"name": ..., "attributes": {...}}` at the event's own time.
 pub fn log_line(event: &MeetingEvent, timestamp_ms: i64) -> LogEvent {
-    let message = serde_json::json!({ "name": event.name, "attributes": event.attributes }).to_string();
+    // Written straight from the event (its fields are in that order): a `json!` of it would copy every attribute.
+    let message = serde_json::to_string(event).expect("an event serializes: its map keys are strings");
     LogEvent { timestamp: UnixMillis(timestamp_ms), message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_line_is_the_blog_samples_message_with_attributes_in_the_order_posted() {
+        let attributes = serde_json::json!({
+            "timestampMs": 1_763_712_000_000_i64, "meetingId": "m", "meetingHistory": [{"name": "x", "timestampMs": 1}],
+            "attendeeId": "a\"quoted\"",
+        });
+        let event = MeetingEvent { name: "meetingEnded".into(), attributes: attributes.as_object().unwrap().clone() };
+        let line = log_line(&event, 1_763_712_000_000);
+        assert_eq!(
+            line.message,
+            r#"{"name":"meetingEnded","attributes":{"timestampMs":1763712000000,"meetingId":"m","meetingHistory":[{"name":"x","timestampMs":1}],"attendeeId":"a\"quoted\""}}"#
+        );
+        assert_eq!(line.timestamp, UnixMillis(1_763_712_000_000));
+    }
 }

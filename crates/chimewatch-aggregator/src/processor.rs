@@ -91,6 +91,15 @@ struct Pending {
     key: LogKey,
     seq: u64,
     event: LogEvent,
+    /// When (processing time) the aggregator produced it.
+    queued_ms: i64,
+}
+
+/// A closed window with datums not yet settled.
+struct Unsettled {
+    datums: usize,
+    /// When (processing time) the watermark passed its end.
+    closed_ms: i64,
 }
 
 struct State {
@@ -106,7 +115,7 @@ struct State {
     /// Windows handed out by the aggregator and not yet published: open, or with datums in the outbox.
     unpublished: HashSet<u64>,
     /// Per closed window, its datums not yet settled.
-    remaining: HashMap<u64, usize>,
+    remaining: HashMap<u64, Unsettled>,
     /// Log events waiting, in order.
     logs: VecDeque<Pending>,
     logs_appended: u64,
@@ -217,9 +226,9 @@ impl ShardProcessor for ShardAggregation {
                 s.voice.add(&self.shard, o.at_ms, voice::facts(&o), now);
             }
             let closed = s.windows.close_all();
-            s.enqueue(Family::Meetings, closed, self.shared.config.windows.window_ms);
+            s.enqueue(Family::Meetings, closed, self.shared.config.windows.window_ms, now);
             let closed = s.voice.close_all();
-            s.enqueue(Family::Voice, closed, self.shared.config.windows.window_ms);
+            s.enqueue(Family::Voice, closed, self.shared.config.windows.window_ms, now);
         }
         Shared::publish(&self.shared, now, true).await.map_err(ProcessError)?;
         self.shared.durable(&self.shard)
@@ -250,34 +259,35 @@ impl State {
     }
 
     /// Queues the datums of closed windows; a window without any is published at once.
-    fn enqueue(&mut self, family: Family, closed: Vec<ClosedWindow>, window_ms: i64) {
+    fn enqueue(&mut self, family: Family, closed: Vec<ClosedWindow>, window_ms: i64, now: i64) {
         for w in closed {
             let datums = datums(std::slice::from_ref(&w), window_ms);
             if datums.is_empty() {
                 self.unpublished.remove(&w.id);
                 continue;
             }
-            *self.remaining.entry(w.id).or_default() += datums.len();
+            self.remaining.entry(w.id).or_insert(Unsettled { datums: 0, closed_ms: now }).datums += datums.len();
             self.outbox.extend(datums.into_iter().map(|datum| Outgoing { family, window: w.id, datum }));
         }
     }
 
     /// A datum of `window` was published or refused (and dead-lettered): once all were, the window was published,
-    /// and this says so.
-    fn settle(&mut self, window: u64) -> bool {
-        let Some(left) = self.remaining.get_mut(&window) else { return false };
-        *left = left.saturating_sub(1);
-        if *left > 0 {
-            return false;
+    /// and this says when it closed.
+    fn settle(&mut self, window: u64) -> Option<i64> {
+        let left = self.remaining.get_mut(&window)?;
+        left.datums = left.datums.saturating_sub(1);
+        if left.datums > 0 {
+            return None;
         }
+        let closed_ms = left.closed_ms;
         self.remaining.remove(&window);
         self.unpublished.remove(&window);
-        true
+        Some(closed_ms)
     }
 
-    fn push_log(&mut self, key: LogKey, event: LogEvent) {
+    fn push_log(&mut self, key: LogKey, event: LogEvent, now: i64) {
         self.logs_appended += 1;
-        self.logs.push_back(Pending { key, seq: self.logs_appended, event });
+        self.logs.push_back(Pending { key, seq: self.logs_appended, event, queued_ms: now });
     }
 
     /// Remembers the window an event went into, for the batch (`touched`) and until it is published.
@@ -312,7 +322,7 @@ impl Shared {
                         // The record as Voice Connector logs it, at its capture time.
                         let message = serde_json::to_string(r).unwrap_or_default();
                         let event = LogEvent { timestamp: UnixMillis(r.event_timestamp), message };
-                        s.push_log((group.clone(), shard.to_owned()), event);
+                        s.push_log((group.clone(), shard.to_owned()), event, now);
                     }
                     match Message::parse(r.sip_message.as_bytes()) {
                         Ok(m) => {
@@ -345,7 +355,7 @@ impl Shared {
             s.track(placed, &mut touched);
             self.telemetry.events.inc();
             if let (Some(_), Some(group)) = (&self.logs, &self.config.log_group) {
-                s.push_log((group.clone(), shard.to_owned()), log_line(&e.event, event_ms));
+                s.push_log((group.clone(), shard.to_owned()), log_line(&e.event, event_ms), now);
             }
         }
         if newest_sip > i64::MIN {
@@ -369,9 +379,9 @@ impl Shared {
         }
         let window_ms = self.config.windows.window_ms;
         let closed = s.windows.close(now);
-        s.enqueue(Family::Meetings, closed, window_ms);
+        s.enqueue(Family::Meetings, closed, window_ms, now);
         let closed = s.voice.close(now);
-        s.enqueue(Family::Voice, closed, window_ms);
+        s.enqueue(Family::Voice, closed, window_ms, now);
         let counters = s.windows.counters();
         self.telemetry.late_events.inc_by(counters.late_events - s.counted.late_events);
         self.telemetry
@@ -487,6 +497,9 @@ impl Shared {
                     ),
                 });
                 self.telemetry.log_events_written.inc_by(back.iter().filter(|b| !**b).count() as u64);
+                if let Some(oldest) = pending.iter().zip(&back).find(|(_, b)| !**b).map(|(p, _)| p.queued_ms) {
+                    self.telemetry.log_visible.observe(elapsed_since(oldest, (self.clock)().as_i64()));
+                }
                 unwritten.extend(pending.into_iter().zip(back).filter(|(_, b)| *b).map(|(p, _)| p));
             }
         }
@@ -507,8 +520,13 @@ impl Shared {
         self.telemetry.datums_rejected.inc_by(datums_refused);
         self.telemetry.log_events_rejected.inc_by(events_refused);
         let mut s = self.lock().map_err(|e| e.0)?;
-        let completed = settled.into_iter().filter(|w| s.settle(*w)).count();
-        self.telemetry.windows_published.inc_by(completed as u64);
+        let done_ms = (self.clock)().as_i64();
+        let mut completed = 0;
+        for closed_ms in settled.into_iter().filter_map(|w| s.settle(w)) {
+            completed += 1;
+            self.telemetry.window_visible.observe(elapsed_since(closed_ms, done_ms));
+        }
+        self.telemetry.windows_published.inc_by(completed);
         s.put_back(unsent, unwritten);
         if wrote_logs || self.logs.is_none() {
             s.logs_written = s.logs.front().map_or(s.logs_appended, |p| p.seq - 1);
@@ -555,6 +573,11 @@ impl Shared {
         }
         Ok(durable)
     }
+}
+
+/// The processing time from `since_ms` to `now_ms` (none if the clock stepped back).
+fn elapsed_since(since_ms: i64, now_ms: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::try_from(now_ms.saturating_sub(since_ms)).unwrap_or(0))
 }
 
 /// A sink's outcome for `n` items: its error recorded in `errors`, each refused item made a dead letter by `refusal`,

@@ -1,7 +1,7 @@
 //! The aggregator's self-metrics, each declared once: on `/metrics`, and in `ChimeWatch/Pipeline`
 //! (`Service=aggregator`).
 
-use chimewatch_telemetry::{MetricSet, Sample, Unit, cw};
+use chimewatch_telemetry::{Latency, MetricSet, Sample, Unit, cw};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -38,6 +38,12 @@ pub struct AggregatorTelemetry {
     pub log_events_rejected: Counter,
     /// Times a shard stopped reading because too much waited to be published.
     pub backpressure_waits: Counter,
+    /// From a window's close (the watermark passed its end) to the sink's acceptance of its last datum: on `up`, when
+    /// its aggregates can be read from the embedded store.
+    pub window_visible: Latency,
+    /// From an event's arrival at the aggregator to the sink's acceptance of its log event, for the oldest event of
+    /// each write.
+    pub log_visible: Latency,
     set: MetricSet,
 }
 
@@ -122,6 +128,16 @@ impl Default for AggregatorTelemetry {
                 "backpressure_waits",
                 "Times a shard stopped reading until what waited was published",
                 count("AggregatorBackpressureWaits"),
+            ),
+            window_visible: set.latency(
+                "window_visible",
+                "Time from a window's close to its datums' acceptance by the metric sink",
+                "AggregatorWindowVisibleLatency",
+            ),
+            log_visible: set.latency(
+                "log_visible",
+                "Time from an event's arrival to its log event's acceptance by the log sink (oldest of each write)",
+                "AggregatorLogVisibleLatency",
             ),
             set,
         }

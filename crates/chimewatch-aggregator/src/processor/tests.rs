@@ -364,3 +364,39 @@ async fn past_its_bounds_a_shard_stops_reading_until_the_sink_takes_what_waits()
     assert_eq!(telemetry.backpressure_waits.get(), 1);
     assert!(telemetry.publish_failures.get() >= 1);
 }
+
+/// The distribution of milliseconds a latency metric recorded since the last report (of `samples`).
+fn latency_ms(samples: &[chimewatch_telemetry::Sample], name: &str) -> chimewatch_metrics::Distribution {
+    let sample = samples.iter().find(|s| s.name == name).unwrap().clone();
+    match sample.kind {
+        chimewatch_telemetry::SampleKind::Distribution(d) => d,
+        other => panic!("{name} is not a distribution: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_time_from_a_close_or_an_arrival_to_the_sinks_acceptance_is_measured() {
+    let sink = Arc::new(Sink::default());
+    let (agg, telemetry) = setup(&sink);
+    let mut s1 = agg.create("s1", chimewatch_stream::consumer::Fence::held("s1", "w1"));
+    // The log write fails; the event is written 1.5 s after it arrived.
+    sink.failures.store(1, Ordering::SeqCst);
+    s1.process(batch("s1", 1, vec![start(900, T0 + 1_000)])).await.unwrap();
+    set_now(T0 + 31_500);
+    // Its window closes now and is published at once.
+    s1.process(batch("s1", 2, vec![start(800, T0 + 80_000)])).await.unwrap();
+    assert_eq!(sink.total("meetingStartDurationMs"), 1.0);
+    // The next window closes, its publish fails, and it is published 2.25 s after it closed.
+    sink.failures.store(1, Ordering::SeqCst);
+    set_now(T0 + 40_000);
+    s1.process(batch("s1", 3, vec![start(700, T0 + 150_000)])).await.unwrap();
+    set_now(T0 + 42_250);
+    s1.process(batch("s1", 4, vec![])).await.unwrap();
+    assert_eq!(sink.total("meetingStartDurationMs"), 2.0);
+    // A report takes what was recorded since the last one.
+    let samples = telemetry.samples();
+    let windows = latency_ms(&samples, "AggregatorWindowVisibleLatency");
+    assert_eq!((windows.count(), windows.min(), windows.max()), (2, Some(0), Some(2_250)));
+    let logs = latency_ms(&samples, "AggregatorLogVisibleLatency");
+    assert_eq!((logs.count(), logs.max()), (2, Some(1_500)), "two writes, the first 1.5 s after its event arrived");
+}

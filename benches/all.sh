@@ -4,9 +4,10 @@
 #   bash benches/all.sh [CLIENTS SECONDS RUNS SHARDS]      (the last four go to benches/ingest.sh)
 #
 # In order: the criterion micro-benchmarks of each crate (each against a baseline in the same run), the memory runs
-# of the archiver's spool and of the aggregator's windows (each against a small baseline run), and the ingest load
-# runs next to the blog sample's Lambda logic. Builds in release mode (on a cold 2-core machine, about 20 minutes
-# before the first figure). Needs what scripts/test.sh installs (.venv, tests/node) and npm for the baseline.
+# of the archiver's spool and of the aggregator's windows (each against a small baseline run), the ingest load runs
+# next to the blog sample's Lambda logic, and how soon `up`'s store has what it ingests at about half its peak.
+# Builds in release mode (on a cold 2-core machine, 11 to 20 minutes before the first figure). Needs what
+# scripts/test.sh installs (.venv, tests/node) and npm for the baseline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 criterion=(-- --warm-up-time 1 --measurement-time 3)
@@ -27,3 +28,6 @@ cargo run --release --locked -q -p chimewatch-aggregator --example sessions_memo
 
 echo "==> load: ingest next to the blog sample's Lambda (benches/ingest.sh)"
 bash benches/ingest.sh "$@"
+
+echo "==> load: how soon up's store has what it ingests, at about half its peak (benches/visibility.sh)"
+bash benches/visibility.sh

@@ -4,6 +4,9 @@
 #
 #   bash benches/ingest.sh [CLIENTS] [SECONDS] [RUNS] [SHARDS]      (defaults: 32 20 3 64)
 #
+# CHIMEWATCH_BENCH_RATE=EVENTS_PER_SEC paces the clients (by default they post as fast as they are answered), to read
+# latency at a given share of the peak; CHIMEWATCH_KINESIS_LINGER_MS sets the gateway's producer linger.
+#
 # Every run posts the same batches of 20 JS SDK events (benches/load.rs) and reports the server's events per
 # CPU-second of its own process, events/s and latency. The baseline (benches/baseline/) is the AWS blog sample's
 # meeting-events Lambda logic in Node with the AWS SDK v3, against a local stub of CloudWatch Logs and CloudWatch;
@@ -18,6 +21,7 @@ runs=${3:-3}
 shards=${4:-64}
 bin=${CHIMEWATCH_BIN:-target/release/chimewatch}
 load=${CHIMEWATCH_LOAD:-}
+requests_per_sec=$(python3 -c "print(${CHIMEWATCH_BENCH_RATE:-0} / 20)")
 
 if [ -z "$load" ]; then
   cargo build --release --locked --bin chimewatch --bench load >&2
@@ -27,7 +31,7 @@ fi
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -37,7 +41,8 @@ wait_for() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; slee
 measure() {
   local name=$1 url=$2 pid=$3
   for run in $(seq "$runs"); do
-    "$load" --url "$url" --clients "$clients" --seconds "$seconds" --batch 20 --watch-pid "$pid" --report-every 3600 \
+    "$load" --url "$url" --clients "$clients" --seconds "$seconds" --batch 20 --rate "$requests_per_sec" --watch-pid "$pid" \
+      --report-every 3600 \
       | python3 -c "import json,sys; d=json.load(sys.stdin); d['server']='$name'; d['run']=$run; print(json.dumps(d))"
   done
 }

@@ -32,6 +32,7 @@ trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$bin" up --listen "127.0.0.1:$port" --data-dir "$work/up" --log warn 2>"$work/up.log" & up=$!; pids+=($up)
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/healthz" && break; sleep 0.1; done
+curl -s -o /dev/null "http://127.0.0.1:$port/healthz" || { echo "up did not answer; its log:" >&2; cat "$work/up.log" >&2; exit 1; }
 
 echo "==> up: $rate events/s for $seconds s, events stamped with the wall clock" >&2
 "$load" --url "http://127.0.0.1:$port" --clients 32 --seconds "$seconds" --batch 20 --now \

@@ -9,6 +9,9 @@ use prometheus_client::registry::Registry;
 pub struct ProducerTelemetry {
     /// From `put` to durability, per call.
     pub put_latency: Latency,
+    /// How long each stream write request took: a PutRecords call, or a group commit (write and fsync) of the
+    /// embedded log. What `put_latency` adds beyond it is lingering and waiting for a call slot.
+    pub call_latency: Latency,
     /// User records made durable.
     pub records: Counter,
     /// User record bytes made durable.
@@ -33,6 +36,11 @@ impl Default for ProducerTelemetry {
         let set = MetricSet::new("stream");
         Self {
             put_latency: set.latency("put_latency", "Time from put to durability", "StreamPutLatency"),
+            call_latency: set.latency(
+                "call_latency",
+                "Time a stream write request took (a PutRecords call or a group commit)",
+                "StreamCallLatency",
+            ),
             records: set.counter("records", "User records made durable", cw("StreamRecordsPut", Unit::Count)),
             bytes: set.counter("written_bytes", "User record bytes made durable", cw("StreamBytesPut", Unit::Bytes)),
             entries: set.counter(
@@ -70,5 +78,17 @@ impl ProducerTelemetry {
     /// The figures reported to CloudWatch (`ChimeWatch/Pipeline`).
     pub fn samples(&self) -> Vec<Sample> {
         self.set.samples()
+    }
+
+    /// How many request durations were recorded since the last report (this takes them, as a report does).
+    #[cfg(test)]
+    pub(crate) fn calls_timed(&self) -> u64 {
+        self.samples()
+            .into_iter()
+            .find_map(|s| match s.kind {
+                chimewatch_telemetry::SampleKind::Distribution(d) if s.name == "StreamCallLatency" => Some(d.count()),
+                _ => None,
+            })
+            .unwrap_or(0)
     }
 }

@@ -536,8 +536,12 @@ impl Worker {
         let left = entries.iter().map(|(_, e)| e.deadline).max().unwrap_or(now).saturating_duration_since(now);
         let send = self.client.put_records().stream_name(&self.config.stream).set_records(Some(request)).send();
         let stream = self.config.stream.clone();
+        let call_latency = self.telemetry.call_latency.clone();
         let task = self.requests.spawn(async move {
-            tokio::time::timeout(left, send).await.map(|r| r.map_err(|e| classify("PutRecords", &stream, &e)))
+            let started = Instant::now();
+            let outcome = tokio::time::timeout(left, send).await;
+            call_latency.observe(started.elapsed());
+            outcome.map(|r| r.map_err(|e| classify("PutRecords", &stream, &e)))
         });
         self.carried.insert(task.id(), entries);
         true

@@ -80,6 +80,7 @@ fn jobs_queued_during_a_sync_share_the_next_one() {
     let telemetry = ProducerTelemetry::default();
     writer.run(rx, &telemetry);
     assert_eq!(telemetry.requests.get(), 1, "one group commit for 100 queued jobs");
+    assert_eq!(telemetry.calls_timed(), 1, "its duration is recorded");
     for mut done in acks {
         assert_eq!(done.try_recv().unwrap(), Ok(()));
     }

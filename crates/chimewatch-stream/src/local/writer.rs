@@ -142,7 +142,9 @@ impl ShardWriter {
                     Err(_) => break,
                 }
             }
+            let started = std::time::Instant::now();
             let result = self.append(&batch, &mut buf);
+            telemetry.call_latency.observe(started.elapsed());
             telemetry.requests.inc();
             for job in batch {
                 let _ = job.ack.send(result.clone());

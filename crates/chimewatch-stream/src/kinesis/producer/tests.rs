@@ -129,6 +129,7 @@ async fn only_failed_entries_are_retried_and_order_per_key_holds() {
     assert_eq!(of('a'), ["a1", "a1", "a2"]);
     assert_eq!(of('b'), ["b1", "b2"]);
     assert_eq!((telemetry.throttles.get(), telemetry.retries.get(), telemetry.records.get()), (1, 1, 4));
+    assert_eq!(telemetry.calls_timed(), telemetry.requests.get(), "every call's duration is recorded");
     producer.close().await;
 }
 

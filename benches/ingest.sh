@@ -76,7 +76,20 @@ gateway_port=$(free_port)
 "$bin" gateway --stream bench --listen "127.0.0.1:$gateway_port" --pipeline-metrics false --log warn 2>"$work/gateway.log" & gateway=$!; pids+=($gateway)
 wait_for "http://127.0.0.1:$gateway_port/healthz"
 measure gateway "http://127.0.0.1:$gateway_port" "$gateway" | tee -a "$work/results.jsonl"
-curl -s "http://127.0.0.1:$gateway_port/metrics" | grep -E '^chimewatch_stream_(records|entries|requests|retries|throttles)_total ' >&2 || true
+curl -s "http://127.0.0.1:$gateway_port/metrics" >"$work/gateway-metrics.txt" || true
+grep -E '^chimewatch_stream_(records|entries|requests|retries|throttles)_total ' "$work/gateway-metrics.txt" >&2 || true
+# What a PutRecords call took, against what a put took from its arrival to durability (lingering and waiting
+# included): the bucket bound holding p50 and p99 of each histogram.
+python3 - "$work/gateway-metrics.txt" >&2 <<'EOF'
+import re, sys
+text = open(sys.argv[1]).read()
+for name in ("chimewatch_stream_call_latency_seconds", "chimewatch_stream_put_latency_seconds"):
+    buckets = sorted((float("inf") if le == "+Inf" else float(le), float(n))
+                     for le, n in re.findall(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', text, re.M))
+    total = buckets[-1][1] if buckets else 0
+    at = lambda q: next((le for le, n in buckets if total and n >= q * total), None)
+    print(f"{name}: {total:.0f} observed, p50 at most {at(0.5)} s, p99 at most {at(0.99)} s")
+EOF
 
 # The medians, and the gateway's ratio to the baseline.
 python3 - "$work/results.jsonl" <<'EOF'

@@ -10,8 +10,9 @@
 # say how long each closed window waited until the store had accepted its datums
 # (`chimewatch_aggregator_window_visible_seconds`), and how long log events waited from their arrival at the
 # aggregator until the store had them (`chimewatch_aggregator_log_visible_seconds`, the oldest of each write), and
-# how long the embedded log took to make a put durable (`chimewatch_stream_put_latency_seconds`). The pace is a share
-# of the peak `benches/ingest.sh` measures for `up` on the same machine: 6,000 events/s was half of it on 2026-12-02.
+# how long the embedded log took to make a put durable and to commit (`chimewatch_stream_put_latency_seconds`,
+# `chimewatch_stream_call_latency_seconds`). The pace is a share of the peak `benches/ingest.sh` measures for `up` on
+# the same machine: 6,000 events/s was half of it on 2026-12-02.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rate=${1:-6000}
@@ -54,7 +55,9 @@ def histogram(name):
     return sorted(buckets), float(count.group(1)) if count else 0.0
 
 def bound(buckets, count, q):
-    """The upper bound of the bucket holding quantile q (what the histogram can say, no finer)."""
+    """The upper bound of the bucket holding quantile q (what the histogram can say, no finer); None if empty."""
+    if count == 0:
+        return None
     for le, n in buckets:
         if n >= q * count:
             return le
@@ -62,9 +65,9 @@ def bound(buckets, count, q):
 
 out = {"events_per_sec": load["events_per_sec"], "p50_ms": load["latency_ms"]["p50"],
        "p99_ms": load["latency_ms"]["p99"], "errors": load["errors"], "server_rss_kib": load.get("server_rss_kib")}
-# And how long the embedded log took to make a put durable (the fsync a request waits on).
+# And how long the embedded log took to make a put durable, and each of its group commits (write and fsync) took.
 for what, name in (("window_visible", "aggregator_window_visible"), ("log_visible", "aggregator_log_visible"),
-                   ("stream_put", "stream_put_latency")):
+                   ("stream_put", "stream_put_latency"), ("stream_commit", "stream_call_latency")):
     buckets, count = histogram(f"chimewatch_{name}_seconds")
     out[what] = {"count": count, "p50_at_most_s": bound(buckets, count, 0.5), "p99_at_most_s": bound(buckets, count, 0.99),
                  "max_at_most_s": bound(buckets, count, 1.0)}

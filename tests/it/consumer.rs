@@ -401,9 +401,12 @@ async fn a_split_mid_stream_keeps_each_keys_order_across_the_parent_and_its_chil
         assert_eq!(first, (0..rounds).collect::<Vec<_>>(), "{k}");
     }
     // An aggregate built just before the split lands on one child with keys of the other: the consumer skips those
-    // user records and the producer puts them again on the right child - the same records on both sides.
+    // user records and the producer puts them again on the right child. A child read again from its checkpoint after
+    // its lease moved to the other worker skips them again, so the consumer may count a record more than once.
     let skipped = t1.misrouted.get() + t2.misrouted.get();
-    assert_eq!(skipped, producer_telemetry.retries.get(), "skipped by the consumer = put again by the producer");
+    let re_put = producer_telemetry.retries.get();
+    assert!(skipped >= re_put, "every record put again was skipped first: skipped {skipped}, put again {re_put}");
+    assert_eq!(skipped > 0, re_put > 0, "skipped {skipped}, put again {re_put}");
     eprintln!(
         "split mid-stream: {} keys moved from {parent} to {children:?}, all in order; {skipped} user records re-put",
         moved.len()

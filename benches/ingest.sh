@@ -79,17 +79,9 @@ measure gateway "http://127.0.0.1:$gateway_port" "$gateway" | tee -a "$work/resu
 curl -s "http://127.0.0.1:$gateway_port/metrics" >"$work/gateway-metrics.txt" || true
 grep -E '^chimewatch_stream_(records|entries|requests|retries|throttles)_total ' "$work/gateway-metrics.txt" >&2 || true
 # What a PutRecords call took, against what a put took from its arrival to durability (lingering and waiting
-# included): the bucket bound holding p50 and p99 of each histogram.
-python3 - "$work/gateway-metrics.txt" >&2 <<'EOF'
-import re, sys
-text = open(sys.argv[1]).read()
-for name in ("chimewatch_stream_call_latency_seconds", "chimewatch_stream_put_latency_seconds"):
-    buckets = sorted((float("inf") if le == "+Inf" else float(le), float(n))
-                     for le, n in re.findall(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', text, re.M))
-    total = buckets[-1][1] if buckets else 0
-    at = lambda q: next((le for le, n in buckets if total and n >= q * total), None)
-    print(f"{name}: {total:.0f} observed, p50 at most {at(0.5)} s, p99 at most {at(0.99)} s")
-EOF
+# included).
+python3 benches/histogram.py "$work/gateway-metrics.txt" chimewatch_stream_call_latency_seconds \
+  chimewatch_stream_put_latency_seconds >&2
 
 # The medians, and the gateway's ratio to the baseline.
 python3 - "$work/results.jsonl" <<'EOF'

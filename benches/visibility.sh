@@ -43,33 +43,16 @@ sleep 12
 curl -s "http://127.0.0.1:$port/metrics" >"$work/metrics.txt"
 
 python3 - "$work/load.json" "$work/metrics.txt" <<'EOF'
-import json, re, sys
+import json, sys
+sys.path.insert(0, "benches")
+from histogram import bounds
 load = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
 text = open(sys.argv[2]).read()
-
-def histogram(name):
-    """The cumulative buckets (upper bound in seconds, count) and the count of a Prometheus histogram."""
-    buckets = [(float("inf") if le == "+Inf" else float(le), float(n))
-               for le, n in re.findall(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', text, re.M)]
-    count = re.search(rf"^{name}_count (\S+)$", text, re.M)
-    return sorted(buckets), float(count.group(1)) if count else 0.0
-
-def bound(buckets, count, q):
-    """The upper bound of the bucket holding quantile q (what the histogram can say, no finer); None if empty."""
-    if count == 0:
-        return None
-    for le, n in buckets:
-        if n >= q * count:
-            return le
-    return None
-
 out = {"events_per_sec": load["events_per_sec"], "p50_ms": load["latency_ms"]["p50"],
        "p99_ms": load["latency_ms"]["p99"], "errors": load["errors"], "server_rss_kib": load.get("server_rss_kib")}
 # And how long the embedded log took to make a put durable, and each of its group commits (write and fsync) took.
 for what, name in (("window_visible", "aggregator_window_visible"), ("log_visible", "aggregator_log_visible"),
                    ("stream_put", "stream_put_latency"), ("stream_commit", "stream_call_latency")):
-    buckets, count = histogram(f"chimewatch_{name}_seconds")
-    out[what] = {"count": count, "p50_at_most_s": bound(buckets, count, 0.5), "p99_at_most_s": bound(buckets, count, 0.99),
-                 "max_at_most_s": bound(buckets, count, 1.0)}
+    out[what] = bounds(text, f"chimewatch_{name}_seconds")
 print(json.dumps(out))
 EOF

@@ -1,10 +1,10 @@
 //! Fuzzes the gateway's parse path for `{name, attributes}` batches: any bytes give per-element results or a batch
-//! error, never a panic; every accepted event encodes to a record that decodes back to itself.
+//! error, never a panic; every accepted event encodes to a record that decodes back to itself, whole and indexed.
 #![no_main]
 
 use chimewatch_model::event::{Limits, normalize};
 use chimewatch_model::json::{parse_strict, split_batch, utf8};
-use chimewatch_model::{Ingest, Record};
+use chimewatch_model::{IndexedRecord, Ingest, Record};
 use libfuzzer_sys::fuzz_target;
 
 const NOW: i64 = 1_795_300_000_000;
@@ -17,8 +17,11 @@ fuzz_target!(|data: &[u8]| {
         let Ok(value) = parse_strict(raw.get()) else { continue };
         if let Ok(n) = normalize(value, &limits, NOW) {
             let record = Record::meeting_event(n, Ingest::Batch, NOW);
-            let decoded = Record::decode(&record.encode()).expect("an encoded record decodes");
+            let bytes = record.encode();
+            let indexed = IndexedRecord::decode(&bytes).expect("an encoded record decodes indexed");
+            let decoded = Record::decode(&bytes).expect("an encoded record decodes");
             assert_eq!(decoded, record);
+            assert_eq!(indexed, IndexedRecord::from(record));
         }
     }
 });

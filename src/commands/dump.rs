@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
+use chimewatch_model::Record;
 use chimewatch_model::envelope::{GZIP_MAGIC, decode_user_record};
 use chimewatch_stream::StreamRecord;
 use chimewatch_stream::kinesis::{ReadFrom, read_stream};
@@ -99,7 +100,7 @@ impl Output {
         // A CloudWatch Logs envelope holds many SIP records: one line each, numbered by their log event.
         let items = match error {
             Some(e) => vec![(0, Err(e))],
-            None => decode_user_record(&record.data, record.arrival.as_i64()),
+            None => decode_user_record::<Record>(&record.data, record.arrival.as_i64()),
         };
         let gzip = record.data.starts_with(&GZIP_MAGIC);
         for (log_event, decoded) in items {

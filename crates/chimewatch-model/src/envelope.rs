@@ -8,6 +8,7 @@ use std::io::Read;
 
 use serde::Deserialize;
 
+use crate::indexed::FromStream;
 use crate::json::parse_strict;
 use crate::kpl;
 use crate::record::{Ingest, Record};
@@ -87,12 +88,15 @@ pub fn decode_kinesis_record(data: &[u8], partition_key: &str, arrival_ms: i64) 
 
 /// Decodes one user record (already de-aggregated): a chimewatch record, or a CloudWatch Logs envelope's records,
 /// each with its position among the envelope's log events.
-pub fn decode_user_record(data: &[u8], arrival_ms: i64) -> Vec<(usize, Result<Record, String>)> {
+/// `R` is what each is decoded into: the whole [`Record`], or what a reader needs of it.
+pub fn decode_user_record<R: FromStream>(data: &[u8], arrival_ms: i64) -> Vec<(usize, Result<R, String>)> {
     if !data.starts_with(&GZIP_MAGIC) {
-        return vec![(0, Record::decode(data).map_err(|e| e.to_string()))];
+        return vec![(0, R::decode(data).map_err(|e| e.to_string()))];
     }
     match decode_logs_envelope(data) {
-        Ok(envelope) => envelope_records(&envelope, arrival_ms).into_iter().enumerate().collect(),
+        Ok(envelope) => {
+            envelope_records(&envelope, arrival_ms).into_iter().map(|r| r.map(R::from_record)).enumerate().collect()
+        }
         Err(e) => vec![(0, Err(e))],
     }
 }

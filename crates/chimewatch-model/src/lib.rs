@@ -9,6 +9,7 @@
 //! - [`ingestion`]: the Chime SDKs' own upload protocol, mapped to the same normalized events.
 //! - [`sip`]: Voice Connector SIP message log records.
 //! - [`record`]: the versioned, self-describing record format carried on the stream.
+//! - [`indexed`]: meeting event records read for aggregation: the event's text kept, its attributes indexed in place.
 //! - [`partition`]: partition keys and the 128-bit hash keys that pick a shard.
 //! - [`kpl`]: the Kinesis Producer Library aggregation format (encode and de-aggregate).
 //! - [`time`]: [`UnixMillis`], how times cross crate boundaries, and the [`Clock`] the services read.
@@ -17,6 +18,7 @@
 
 pub mod envelope;
 pub mod event;
+pub mod indexed;
 pub mod ingestion;
 pub mod json;
 pub mod kpl;
@@ -26,6 +28,7 @@ pub mod sip;
 pub mod time;
 
 pub use event::{EventError, Limits, MeetingEvent, NormalizedEvent, Truncation};
+pub use indexed::{EventFields, FromStream, IndexedEvent, IndexedEventRecord, IndexedRecord};
 pub use json::{BatchError, split_batch};
 pub use partition::{HashKey, partition_key_for};
 pub use record::{DecodeError, Delivery, Ingest, MeetingEventRecord, Record, SipMessageRecord};

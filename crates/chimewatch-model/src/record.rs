@@ -15,7 +15,7 @@ use crate::sip::SipLogRecord;
 pub const RECORD_VERSION: u32 = 1;
 
 /// How the records this build writes begin (serde writes an internally tagged enum's tag first).
-const MEETING_EVENT_PREFIX: &[u8] = br#"{"kind":"meetingEvent","#;
+pub(crate) const MEETING_EVENT_PREFIX: &[u8] = br#"{"kind":"meetingEvent","#;
 const SIP_MESSAGE_PREFIX: &[u8] = br#"{"kind":"sipMessage","#;
 
 /// How an event reached the gateway.

@@ -1,0 +1,333 @@
+//! Meeting events read from the stream for aggregation: the event's JSON kept as text, its attributes indexed in
+//! place and each read only when asked for.
+//!
+//! Decoding a record into [`Record`] allocates a string for every key and value and hashes every key into an ordered
+//! map, and the aggregator then reads a handful of attributes and writes the event out again as its log line. An
+//! [`IndexedEvent`] copies the event's text once and notes where each attribute's key and value lie in it; its log
+//! line is that text. [`EventFields`] is what the catalogue reads, from either form.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use serde_json::{Number, Value};
+
+use crate::event::{MeetingEvent, Truncation, keys};
+use crate::record::{DecodeError, Delivery, Ingest, MEETING_EVENT_PREFIX, RECORD_VERSION, Record, SipMessageRecord};
+
+/// What is read of an event's attributes, whether it was decoded whole ([`MeetingEvent`]) or indexed
+/// ([`IndexedEvent`]). Both answer alike for the same event; a property test holds them to it.
+pub trait EventFields {
+    fn event_name(&self) -> &str;
+    /// A string attribute.
+    fn text(&self, key: &str) -> Option<Cow<'_, str>>;
+    /// A numeric attribute, as `serde_json::Value::as_f64` reads it.
+    fn number(&self, key: &str) -> Option<f64>;
+    /// A string, number or boolean attribute as text (numbers as serde_json writes them).
+    fn scalar_text(&self, key: &str) -> Option<Cow<'_, str>>;
+    fn has(&self, key: &str) -> bool;
+    /// Any attribute as a JSON value: for the rare reads of nested values (`meetingHistory`).
+    fn value(&self, key: &str) -> Option<Cow<'_, Value>>;
+    /// Event time in milliseconds since the epoch (whole milliseconds only).
+    fn event_time_ms(&self) -> Option<i64>;
+}
+
+impl EventFields for MeetingEvent {
+    fn event_name(&self) -> &str {
+        &self.name
+    }
+    fn text(&self, key: &str) -> Option<Cow<'_, str>> {
+        self.str_attr(key).map(Cow::Borrowed)
+    }
+    fn number(&self, key: &str) -> Option<f64> {
+        self.num_attr(key)
+    }
+    fn scalar_text(&self, key: &str) -> Option<Cow<'_, str>> {
+        match self.attributes.get(key)? {
+            Value::String(s) => Some(Cow::Borrowed(s)),
+            Value::Number(n) => Some(Cow::Owned(n.to_string())),
+            Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+            _ => None,
+        }
+    }
+    fn has(&self, key: &str) -> bool {
+        self.attributes.contains_key(key)
+    }
+    fn value(&self, key: &str) -> Option<Cow<'_, Value>> {
+        self.attributes.get(key).map(Cow::Borrowed)
+    }
+    fn event_time_ms(&self) -> Option<i64> {
+        self.timestamp_ms()
+    }
+}
+
+/// Where a string lies: in the event's text when it needed no unescaping, else unescaped on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Text {
+    At(Range<usize>),
+    Owned(Box<str>),
+}
+
+/// A meeting event as its JSON text `{"name": ..., "attributes": {...}}` and an index of its attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedEvent {
+    json: Box<str>,
+    name: Text,
+    /// Each attribute's key and the span of its value's JSON text, in the order sent.
+    attributes: Vec<(Text, Range<usize>)>,
+}
+
+/// The event's shape, borrowed from its text.
+#[derive(Deserialize)]
+struct Shape<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    attributes: Entries<'a>,
+}
+
+/// An object's entries in order, keys borrowed where they need no unescaping and values as raw text.
+struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+/// A string borrowed from the input when it has no escapes (serde's `Cow<str>` always copies as a map key).
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Entries<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    entries.push((k, v));
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// Accepts any JSON object and keeps nothing: what the aggregator does not read must still have the shape the
+/// archiver reads, so both take and refuse the same records.
+#[derive(Default)]
+struct AnyObject;
+
+impl<'de> Deserialize<'de> for AnyObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AnyObject;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(AnyObject)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl IndexedEvent {
+    /// Indexes an event's JSON text; errors say what is not an event, as decoding a [`MeetingEvent`] would.
+    pub fn new(json: Box<str>) -> Result<Self, serde_json::Error> {
+        let base = json.as_ptr() as usize;
+        let span = |s: &str| {
+            let start = s.as_ptr() as usize - base;
+            start..start + s.len()
+        };
+        let text = |c: Cow<'_, str>| match c {
+            Cow::Borrowed(s) => Text::At(span(s)),
+            Cow::Owned(s) => Text::Owned(s.into_boxed_str()),
+        };
+        let shape: Shape<'_> = serde_json::from_str(&json)?;
+        let name = text(shape.name);
+        let attributes = shape.attributes.0.into_iter().map(|(k, v)| (text(k), span(v.get()))).collect();
+        Ok(Self { json, name, attributes })
+    }
+
+    /// Indexes an event decoded whole (as those read from CloudWatch Logs envelopes are).
+    pub fn of(event: &MeetingEvent) -> Self {
+        let json = serde_json::to_string(event).expect("an event serializes: its map keys are strings");
+        Self::new(json.into_boxed_str()).expect("a serialized event has an event's shape")
+    }
+
+    /// The event as JSON, as it was on the stream: the blog sample's log message.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    fn str_of<'s>(&'s self, t: &'s Text) -> &'s str {
+        match t {
+            Text::At(r) => &self.json[r.clone()],
+            Text::Owned(s) => s,
+        }
+    }
+
+    /// The raw JSON text of an attribute's value; the last of repeated keys, as a decoded map keeps.
+    fn raw(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().rev().find(|(k, _)| self.str_of(k) == key).map(|(_, v)| &self.json[v.clone()])
+    }
+}
+
+/// A JSON number's text read as serde_json reads it, so both forms agree to the last bit.
+fn number(raw: &str) -> Option<Number> {
+    match raw.as_bytes().first() {
+        Some(b'-' | b'0'..=b'9') => serde_json::from_str(raw).ok(),
+        _ => None,
+    }
+}
+
+impl EventFields for IndexedEvent {
+    fn event_name(&self) -> &str {
+        self.str_of(&self.name)
+    }
+    fn text(&self, key: &str) -> Option<Cow<'_, str>> {
+        let raw = self.raw(key)?;
+        let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+        if inner.contains('\\') { serde_json::from_str(raw).ok().map(Cow::Owned) } else { Some(Cow::Borrowed(inner)) }
+    }
+    fn number(&self, key: &str) -> Option<f64> {
+        number(self.raw(key)?)?.as_f64()
+    }
+    fn scalar_text(&self, key: &str) -> Option<Cow<'_, str>> {
+        match self.raw(key)? {
+            "true" => Some(Cow::Borrowed("true")),
+            "false" => Some(Cow::Borrowed("false")),
+            raw if raw.starts_with('"') => self.text(key),
+            raw => number(raw).map(|n| Cow::Owned(n.to_string())),
+        }
+    }
+    fn has(&self, key: &str) -> bool {
+        self.raw(key).is_some()
+    }
+    fn value(&self, key: &str) -> Option<Cow<'_, Value>> {
+        serde_json::from_str(self.raw(key)?).ok().map(Cow::Owned)
+    }
+    fn event_time_ms(&self) -> Option<i64> {
+        number(self.raw(keys::TIMESTAMP_MS)?)?.as_i64()
+    }
+}
+
+/// A meeting event record as the aggregator reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexedEventRecord {
+    pub received_at_ms: i64,
+    pub truncation: Truncation,
+    pub event: IndexedEvent,
+}
+
+/// A record as the aggregator reads it: a meeting event indexed, or a SIP message decoded whole.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IndexedRecord {
+    MeetingEvent(IndexedEventRecord),
+    SipMessage(SipMessageRecord),
+}
+
+impl From<Record> for IndexedRecord {
+    fn from(record: Record) -> Self {
+        match record {
+            Record::MeetingEvent(r) => Self::MeetingEvent(IndexedEventRecord {
+                received_at_ms: r.received_at_ms,
+                truncation: r.truncation,
+                event: IndexedEvent::of(&r.event),
+            }),
+            Record::SipMessage(r) => Self::SipMessage(r),
+        }
+    }
+}
+
+impl IndexedRecord {
+    /// Decodes what [`Record::decode`] decodes, and refuses what it refuses, reading the event's attributes only
+    /// as far as to find where each lies.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        /// Every field of a meeting event record, the unread ones checked for their shape only.
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Head<'a> {
+            v: u32,
+            received_at_ms: i64,
+            #[serde(rename = "ingest")]
+            _ingest: Ingest,
+            #[serde(borrow)]
+            event: &'a RawValue,
+            #[serde(default, rename = "original")]
+            _original: AnyObject,
+            #[serde(default)]
+            truncation: Truncation,
+            #[serde(default, rename = "delivery")]
+            _delivery: Option<Delivery>,
+        }
+        if !bytes.starts_with(MEETING_EVENT_PREFIX) {
+            // SIP messages, and records another writer laid out differently: rare enough to decode whole.
+            return Record::decode(bytes).map(Self::from);
+        }
+        let indexed = serde_json::from_slice::<Head<'_>>(bytes).ok().and_then(|h| {
+            let event = IndexedEvent::new(h.event.get().into()).ok()?;
+            Some(IndexedEventRecord { received_at_ms: h.received_at_ms, truncation: h.truncation, event })
+                .filter(|_| h.v <= RECORD_VERSION)
+        });
+        match indexed {
+            Some(r) => Ok(Self::MeetingEvent(r)),
+            // Not a record of this version: the whole decode names the reason.
+            None => Record::decode(bytes).map(Self::from),
+        }
+    }
+}
+
+/// What a consumer decodes each record of the stream into: the whole [`Record`], or an [`IndexedRecord`].
+pub trait FromStream: Sized + Send + 'static {
+    /// Decodes a chimewatch record's bytes.
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError>;
+    /// Takes a record decoded from elsewhere (a CloudWatch Logs envelope).
+    fn from_record(record: Record) -> Self;
+}
+
+impl FromStream for Record {
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Record::decode(bytes)
+    }
+    fn from_record(record: Record) -> Self {
+        record
+    }
+}
+
+impl FromStream for IndexedRecord {
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        IndexedRecord::decode(bytes)
+    }
+    fn from_record(record: Record) -> Self {
+        record.into()
+    }
+}
+
+#[cfg(test)]
+mod tests;

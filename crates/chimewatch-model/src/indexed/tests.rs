@@ -1,0 +1,179 @@
+//! Tests of the indexed read: it answers as the whole decode does, for every SDK's fixtures and arbitrary records,
+//! and takes and refuses the same bytes.
+
+use super::*;
+use crate::event::{Limits, normalize};
+use crate::json::{parse_strict, split_batch};
+use proptest::prelude::*;
+use serde_json::{Map, json};
+
+const NOW: i64 = 1_795_300_000_000;
+
+#[allow(clippy::disallowed_methods)] // Tests read their fixtures; the code under test reads nothing.
+fn fixture(rel: &str) -> String {
+    let path = format!("{}/../../fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// Both forms of the record in `bytes` answer every read alike, and the indexed one keeps the event's text.
+fn assert_agree(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let (Ok(Record::MeetingEvent(whole)), Ok(IndexedRecord::MeetingEvent(indexed))) =
+        (Record::decode(bytes), IndexedRecord::decode(bytes))
+    else {
+        return Err(TestCaseError::fail("not a meeting event record, or the indexed decode refused it"));
+    };
+    prop_assert_eq!(indexed.event.json(), serde_json::to_string(&whole.event).unwrap());
+    assert_read_alike(&whole, &indexed)
+}
+
+/// Every read answers alike, for the event's keys and for keys it lacks.
+fn assert_read_alike(whole: &crate::MeetingEventRecord, indexed: &IndexedEventRecord) -> Result<(), TestCaseError> {
+    let (w, i) = (&whole.event, &indexed.event);
+    let as_value: Value = serde_json::from_str(i.json()).unwrap();
+    prop_assert_eq!(as_value, serde_json::to_value(w).unwrap());
+    prop_assert_eq!(i.event_name(), w.event_name());
+    prop_assert_eq!(i.event_time_ms(), w.event_time_ms());
+    prop_assert_eq!(indexed.received_at_ms, whole.received_at_ms);
+    prop_assert_eq!(&indexed.truncation, &whole.truncation);
+    let absent = ["", "absent", "meetingid"];
+    for key in w.attributes.keys().map(String::as_str).chain(absent) {
+        prop_assert_eq!(i.text(key), w.text(key), "text of {:?}", key);
+        prop_assert_eq!(i.number(key).map(f64::to_bits), w.number(key).map(f64::to_bits), "number of {:?}", key);
+        prop_assert_eq!(i.scalar_text(key), w.scalar_text(key), "scalar text of {:?}", key);
+        prop_assert_eq!(i.has(key), w.has(key), "has {:?}", key);
+        prop_assert_eq!(i.value(key), w.value(key), "value of {:?}", key);
+    }
+    Ok(())
+}
+
+#[test]
+fn every_sdks_events_read_alike_either_way() {
+    let mut seen = 0;
+    for file in ["js-mixed-meetings.json", "android-session.json", "ios-session-stringified.json"] {
+        let body = fixture(&format!("meeting-events/{file}"));
+        for raw in split_batch(&body, 10_000).unwrap() {
+            let n = normalize(parse_strict(raw.get()).unwrap(), &Limits::default(), NOW).unwrap();
+            assert_agree(&Record::meeting_event(n, Ingest::Batch, NOW).encode()).unwrap();
+            seen += 1;
+        }
+    }
+    assert!(seen >= 12, "only {seen} fixture events");
+}
+
+#[test]
+fn escaped_keys_and_strings_are_unescaped() {
+    let event = json!({"name": "meeting\"Ended\"", "attributes": {
+        "meetingId": "m\u{e9}\n1", "attendeeId": "a", "timestampMs": 1_763_712_000_000_i64, "k\\ey": "v\"",
+    }});
+    let n = normalize(event, &Limits::default(), NOW).unwrap();
+    let bytes = Record::meeting_event(n, Ingest::Batch, NOW).encode();
+    assert_agree(&bytes).unwrap();
+    let Ok(IndexedRecord::MeetingEvent(r)) = IndexedRecord::decode(&bytes) else { panic!("refused") };
+    assert_eq!(r.event.event_name(), "meeting\"Ended\"");
+    assert_eq!(r.event.text("k\\ey").as_deref(), Some("v\""));
+    assert_eq!(r.event.text("meetingId").as_deref(), Some("m\u{e9}\n1"));
+}
+
+/// Records the whole decode refuses, for each field the indexed decode reads only for its shape.
+#[test]
+fn both_refuse_the_same_malformed_records() {
+    let good = r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{"name":"x","attributes":{}}"#;
+    let cases = [
+        format!("{good}}}"),
+        format!("{good},\"original\":null}}"),
+        format!("{good},\"original\":7}}"),
+        format!("{good},\"original\":{{\"a\":[1]}}}}"),
+        format!("{good},\"delivery\":{{\"ttl\":\"soon\"}}}}"),
+        format!("{good},\"truncation\":{{\"historyEntriesDropped\":-1}}}}"),
+        format!("{good},\"v\":1}}"),
+        r#"{"kind":"meetingEvent","v":2,"receivedAtMs":1,"ingest":"batch","event":{"name":"x","attributes":{}}}"#
+            .into(),
+        r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"event":{"name":"x","attributes":{}}}"#.into(),
+        r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{"name":7,"attributes":{}}}"#.into(),
+        r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{"name":"x","attributes":[]}}"#
+            .into(),
+        r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"fax","event":{"name":"x","attributes":{}}}"#.into(),
+        r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{"name":"x","attributes":{"a":}}}"#
+            .into(),
+    ];
+    let mut accepted = 0;
+    for case in &cases {
+        let whole = Record::decode(case.as_bytes());
+        let indexed = IndexedRecord::decode(case.as_bytes());
+        assert_eq!(indexed, whole.clone().map(IndexedRecord::from), "{case}");
+        accepted += usize::from(whole.is_ok());
+    }
+    assert_eq!(accepted, 2, "the well-formed cases are the first and the one with an original");
+}
+
+fn arbitrary_value() -> impl Strategy<Value = Value> {
+    let scalar = prop_oneof![
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        "\\PC{0,12}".prop_map(Value::from),
+        "[a-z\"\\\\\n\u{e9}]{0,6}".prop_map(Value::from),
+        any::<bool>().prop_map(Value::from),
+        Just(Value::Null),
+    ];
+    scalar.prop_recursive(2, 12, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+            prop::collection::btree_map("[a-z]{1,5}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn arbitrary_record() -> impl Strategy<Value = Vec<u8>> {
+    let history = prop::collection::vec(("[a-zA-Z]{1,12}", 1_000_000_000_000_i64..2_000_000_000_000), 0..5)
+        .prop_map(|h| json!(h.into_iter().map(|(n, t)| json!({"name": n, "timestampMs": t})).collect::<Vec<_>>()));
+    (
+        "[a-zA-Z\"]{1,20}",
+        prop::collection::btree_map("[a-zA-Z\\\\\"]{1,8}", arbitrary_value(), 0..8),
+        prop::option::of(history),
+        1_000_000_000_000_i64..2_000_000_000_000,
+        "[0-9a-f-]{1,36}",
+    )
+        .prop_filter_map("valid events only", |(name, attrs, history, ts, id)| {
+            let mut m: Map<String, Value> = attrs.into_iter().collect();
+            m.insert("meetingId".into(), id.clone().into());
+            m.insert("attendeeId".into(), id.into());
+            m.insert("timestampMs".into(), ts.into());
+            if let Some(h) = history {
+                m.insert("meetingHistory".into(), h);
+            }
+            crate::event::normalize_attributes(name, m, &Limits::default(), 2_000_000_000_000)
+                .ok()
+                .map(|n| Record::meeting_event(n, Ingest::SdkIngestion, ts).encode())
+        })
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_records_read_alike_either_way(bytes in arbitrary_record()) {
+        assert_agree(&bytes)?;
+    }
+
+    /// A record cut or changed anywhere is taken by both decodes or by neither, and read alike when taken.
+    #[test]
+    fn damaged_records_are_taken_or_refused_alike(
+        bytes in arbitrary_record(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        cut in any::<bool>(),
+    ) {
+        let mut damaged = bytes.clone();
+        let i = at.index(damaged.len());
+        if cut { damaged.truncate(i) } else { damaged[i] = byte }
+        // The text may no longer be as serde_json writes it (`1E20`, `\/`), so the reads are compared, not the text.
+        match (Record::decode(&damaged), IndexedRecord::decode(&damaged)) {
+            (Ok(Record::MeetingEvent(w)), Ok(IndexedRecord::MeetingEvent(i))) => assert_read_alike(&w, &i)?,
+            (whole, indexed) => prop_assert_eq!(indexed, whole.map(IndexedRecord::from)),
+        }
+    }
+
+    #[test]
+    fn indexed_decode_is_total(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = IndexedRecord::decode(&bytes);
+    }
+}

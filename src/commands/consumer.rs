@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use chimewatch_model::{FromStream, Record};
 use chimewatch_sinks::{MetricSink, PipelineReporter};
 use chimewatch_stream::ProducerTelemetry;
 use chimewatch_stream::consumer::{
@@ -59,14 +60,14 @@ pub async fn aws(
     Ok(AwsConsumer { source: Arc::new(source), leases: Arc::new(leases), dead_letters })
 }
 
-/// A consumer service's worker, before it starts.
-pub struct Service {
+/// A consumer service's worker, before it starts; `R` is what its processors read of each record.
+pub struct Service<R: Send + 'static = Record> {
     /// The `Service` dimension of its pipeline metrics.
     pub name: &'static str,
     pub worker: WorkerConfig,
     pub source: Arc<dyn ShardSource>,
     pub leases: Arc<dyn LeaseStore>,
-    pub processors: Arc<dyn ProcessorFactory>,
+    pub processors: Arc<dyn ProcessorFactory<R>>,
     pub dead_letters: DeadLetters,
     /// The service's own figures, published beside the consumer runtime's.
     pub samples: Box<dyn Fn() -> Vec<Sample> + Send + Sync>,
@@ -76,8 +77,8 @@ pub struct Service {
 
 /// Starts the worker (and its pipeline reporting) with the runtime's telemetry on `registry`; the returned task
 /// ends after `stop` is cancelled and the worker flushed its shards and released its leases.
-pub fn start(
-    service: Service,
+pub fn start<R: FromStream>(
+    service: Service<R>,
     consumer_telemetry: ConsumerTelemetry,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {

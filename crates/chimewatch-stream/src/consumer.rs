@@ -102,23 +102,24 @@ pub trait ShardCursor: Send + Debug {
     async fn next(&mut self) -> Result<RawBatch, ConsumeError>;
 }
 
-/// A decoded user record, handed to a processor.
+/// A decoded user record, handed to a processor. `R` is what the processor reads: the whole [`Record`], or what it
+/// needs of it ([`chimewatch_model::IndexedRecord`]); either way the same records are taken and dead-lettered.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Consumed {
+pub struct Consumed<R = Record> {
     pub position: Position,
     /// Index within a CloudWatch Logs envelope's `logEvents` (0 otherwise).
     pub log_event: usize,
     pub partition_key: String,
     /// When the stream accepted the record.
     pub arrival: chimewatch_model::UnixMillis,
-    pub record: Record,
+    pub record: R,
 }
 
 /// One shard's records for a processor, in shard order; the undecodable ones were dead-lettered already.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Batch {
+pub struct Batch<R = Record> {
     pub shard_id: String,
-    pub records: Vec<Consumed>,
+    pub records: Vec<Consumed<R>>,
     /// The last position read, decoded or not; `None` when nothing was read (time passed: a processor may close
     /// windows). A processor that made everything handed over durable returns this.
     pub end: Option<Position>,
@@ -131,11 +132,11 @@ pub struct ProcessError(pub String);
 
 /// What the aggregator and the archiver implement: one instance per shard a worker holds.
 #[async_trait]
-pub trait ShardProcessor: Send + Sync {
+pub trait ShardProcessor<R: Send + 'static = Record>: Send + Sync {
     /// Takes the next records of the shard; returns the position through which everything handed over so far is
     /// durable, if that moved. Called with empty batches too, so that time-driven work (window closes, age flushes)
     /// happens on idle shards. An error restarts the shard from its last checkpoint with a new processor.
-    async fn process(&mut self, batch: Batch) -> Result<Option<Position>, ProcessError>;
+    async fn process(&mut self, batch: Batch<R>) -> Result<Option<Position>, ProcessError>;
 
     /// Makes everything handed over durable, at the shard's end or before a graceful release of its lease, and
     /// returns the position it covers. (A lease lost to another worker drops the processor without a flush.)
@@ -147,8 +148,8 @@ pub trait ShardProcessor: Send + Sync {
 }
 
 /// Creates a worker's shard processors; `fence` tells a processor whether the worker still holds the shard.
-pub trait ProcessorFactory: Send + Sync + Debug {
-    fn create(&self, shard_id: &str, fence: Fence) -> Box<dyn ShardProcessor>;
+pub trait ProcessorFactory<R: Send + 'static = Record>: Send + Sync + Debug {
+    fn create(&self, shard_id: &str, fence: Fence) -> Box<dyn ShardProcessor<R>>;
 }
 
 /// Whether this worker still owns a shard's lease, asked of the lease table itself (a consistent read): for a

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use chimewatch_model::{Clock, envelope, kpl};
+use chimewatch_model::{Clock, FromStream, envelope, kpl};
 use tokio_util::sync::CancellationToken;
 
 use super::dead_letter::{DeadData, DeadLetter};
@@ -28,7 +28,7 @@ pub(crate) enum Exit {
     Stopped,
 }
 
-pub(crate) struct ShardTask {
+pub(crate) struct ShardTask<R: Send + 'static> {
     pub shard_id: String,
     pub worker_id: String,
     pub lease: Arc<HeldLease>,
@@ -36,14 +36,14 @@ pub(crate) struct ShardTask {
     pub source: Arc<dyn ShardSource>,
     /// The latest ListShards, for closure (moto never ends a closed shard with a null iterator).
     pub shards: Arc<RwLock<HashMap<String, ShardInfo>>>,
-    pub processor: Box<dyn ShardProcessor>,
+    pub processor: Box<dyn ShardProcessor<R>>,
     pub dead_letters: DeadLetters,
     pub telemetry: ConsumerTelemetry,
     pub stop: CancellationToken,
     pub clock: Clock,
 }
 
-impl ShardTask {
+impl<R: FromStream> ShardTask<R> {
     fn info(&self) -> ShardInfo {
         let known = self.shards.read().ok().and_then(|s| s.get(&self.shard_id).cloned());
         known.unwrap_or_else(|| ShardInfo {
@@ -143,14 +143,14 @@ impl ShardTask {
 
 /// Splits what was read into the processor's batch and the dead letters, skipping what the checkpoint covers, and
 /// records the shard's lag.
-fn decode(
+fn decode<R: FromStream>(
     shard_id: &str,
     hash_range: Option<(u128, u128)>,
     raw: RawBatch,
     skip_through: Option<&Position>,
     now_ms: i64,
     telemetry: &ConsumerTelemetry,
-) -> Result<(Batch, Vec<DeadLetter>), ConsumeError> {
+) -> Result<(Batch<R>, Vec<DeadLetter>), ConsumeError> {
     let iterator_age = raw.records.last().map_or(0, |r| (now_ms - r.arrival.as_i64()).max(0));
     telemetry.lag(shard_id, raw.millis_behind_latest, iterator_age);
     telemetry.read_throttles.inc_by(raw.throttled_reads);

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chimewatch_model::Clock;
+use chimewatch_model::{Clock, FromStream, Record};
 use tokio::time::Instant;
 
 use tokio::task::JoinHandle;
@@ -82,22 +82,22 @@ struct Running {
 }
 
 #[derive(Debug)]
-pub struct Worker {
+pub struct Worker<R: Send + 'static = Record> {
     config: WorkerConfig,
     source: Arc<dyn ShardSource>,
     store: Arc<dyn LeaseStore>,
-    factory: Arc<dyn ProcessorFactory>,
+    factory: Arc<dyn ProcessorFactory<R>>,
     dead_letters: DeadLetters,
     telemetry: ConsumerTelemetry,
     clock: Clock,
 }
 
-impl Worker {
+impl<R: FromStream> Worker<R> {
     pub fn new(
         config: WorkerConfig,
         source: Arc<dyn ShardSource>,
         store: Arc<dyn LeaseStore>,
-        factory: Arc<dyn ProcessorFactory>,
+        factory: Arc<dyn ProcessorFactory<R>>,
         dead_letters: DeadLetters,
         telemetry: ConsumerTelemetry,
     ) -> Self {

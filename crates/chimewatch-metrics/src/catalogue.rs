@@ -16,9 +16,11 @@
 //! by `cause`, and by `sdkName` and `cause`, with the rules of [`crate::cause`] that `chimewatch explain` uses. A
 //! device error seen earlier in the session (`audioInputFailed` with `NotAllowedError`) is remembered for it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
-use chimewatch_model::MeetingEvent;
+use chimewatch_model::EventFields;
+use chimewatch_model::event::keys;
 use serde_json::Value;
 
 use crate::cause::{self, Cause, Ending, Signs};
@@ -109,36 +111,41 @@ pub struct Catalogue {
     sessions: HashMap<(String, String), Session>,
 }
 
-fn attr(event: &MeetingEvent, key: &str) -> String {
-    match event.attributes.get(key) {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::Bool(b)) => b.to_string(),
+/// A string, number or boolean attribute as a dimension value; [`UNKNOWN`] when missing, empty or nested.
+fn attr(event: &impl EventFields, key: &str) -> String {
+    match event.scalar_text(key) {
+        Some(s) if !s.is_empty() => s.into_owned(),
         _ => UNKNOWN.to_owned(),
     }
 }
 
+/// The `name`s of the `meetingHistory` entries, when it is an array.
+fn history_names(history: Option<&Value>) -> Option<impl Iterator<Item = &str>> {
+    match history {
+        Some(Value::Array(items)) => Some(items.iter().filter_map(|i| i.get("name").and_then(Value::as_str))),
+        _ => None,
+    }
+}
+
 /// A positive whole duration or count attribute.
-fn positive(event: &MeetingEvent, key: &str) -> Option<u64> {
-    event.num_attr(key).filter(|v| *v > 0.0 && v.is_finite()).map(|v| v.round() as u64)
+fn positive(event: &impl EventFields, key: &str) -> Option<u64> {
+    event.number(key).filter(|v| *v > 0.0 && v.is_finite()).map(|v| v.round() as u64)
 }
 
 /// The cause of a failure from its own event (status, error, history, poor connection count) and what the
 /// session showed before it.
-fn cause_of(event: &MeetingEvent, ending: Ending, session: &Session) -> Cause {
-    let history: Vec<&str> = match event.attributes.get("meetingHistory") {
-        Some(Value::Array(items)) => items.iter().filter_map(|i| i.get("name").and_then(Value::as_str)).collect(),
-        _ => Vec::new(),
-    };
+fn cause_of(event: &impl EventFields, ending: Ending, session: &Session) -> Cause {
+    let history = event.value(keys::MEETING_HISTORY);
+    let history: Vec<&str> = history_names(history.as_deref()).map(Iterator::collect).unwrap_or_default();
     let reconnects_in_history = history.iter().filter(|n| **n == "meetingReconnected").count();
     let signs = Signs {
-        status: event.str_attr("meetingStatus").map(str::to_owned),
-        error_message: event.str_attr("meetingErrorMessage").map(str::to_owned),
+        status: event.text(keys::MEETING_STATUS).map(Cow::into_owned),
+        error_message: event.text("meetingErrorMessage").map(Cow::into_owned),
         device_errors: session.device_error.map(str::to_owned).into_iter().collect(),
         reconnects: reconnects_in_history.max(usize::try_from(session.reconnects).unwrap_or(usize::MAX)),
         reconnect_statuses: Vec::new(),
         health_events: history.iter().filter(|n| cause::HEALTH_EVENTS.contains(n)).count() + session.health as usize,
-        poor_connection_count: event.num_attr("poorConnectionCount").map_or(0, |v| v.max(0.0) as u64),
+        poor_connection_count: event.number("poorConnectionCount").map_or(0, |v| v.max(0.0) as u64),
     };
     cause::classify(ending, &signs)
 }
@@ -154,27 +161,32 @@ impl Catalogue {
         Self { config, sessions: HashMap::new() }
     }
 
-    fn dims(&self, event: &MeetingEvent, set: &[String]) -> Vec<(String, String)> {
+    fn dims(&self, event: &impl EventFields, set: &[String]) -> Vec<(String, String)> {
         set.iter().map(|k| (k.clone(), attr(event, k))).collect()
     }
 
-    fn distribution(&self, event: &MeetingEvent, metric: &'static str, value: u64, out: &mut Vec<Fact>) {
-        let mut sets: Vec<Vec<String>> = self.config.dimension_sets.clone();
-        if metric == "meetingStartDurationMs" && !sets.iter().any(|s| s == &["sdkName"]) {
-            // What the blog sample publishes, so its dashboard keeps working.
-            sets.insert(0, vec!["sdkName".into()]);
-        }
-        for set in sets {
+    fn distribution(&self, event: &impl EventFields, metric: &'static str, value: u64, out: &mut Vec<Fact>) {
+        let sets = &self.config.dimension_sets;
+        // What the blog sample publishes, so its dashboard keeps working.
+        let blog = [keys::SDK_NAME.to_owned()];
+        let blog = (metric == "meetingStartDurationMs" && !sets.iter().any(|s| s == &blog)).then_some(&blog[..]);
+        for set in blog.into_iter().chain(sets.iter().map(Vec::as_slice)) {
             out.push(Fact {
                 metric,
                 unit: if metric.ends_with("Ms") { Unit::Milliseconds } else { Unit::Count },
-                dimensions: self.dims(event, &set),
+                dimensions: self.dims(event, set),
                 value: FactValue::Sample(value),
             });
         }
     }
 
-    fn count(&self, event: &MeetingEvent, metric: &'static str, reason: Option<(&str, String)>, out: &mut Vec<Fact>) {
+    fn count(
+        &self,
+        event: &impl EventFields,
+        metric: &'static str,
+        reason: Option<(&str, String)>,
+        out: &mut Vec<Fact>,
+    ) {
         let sdk = ("sdkName".to_owned(), attr(event, "sdkName"));
         let mut sets = vec![vec![], vec![sdk.clone()]];
         if let Some((key, value)) = reason {
@@ -188,9 +200,9 @@ impl Catalogue {
     }
 
     /// The facts of one event. `history_complete` says whether its `meetingHistory` is whole (not cut by the caps).
-    pub fn facts(&mut self, event: &MeetingEvent, history_complete: bool) -> Vec<Fact> {
+    pub fn facts(&mut self, event: &impl EventFields, history_complete: bool) -> Vec<Fact> {
         let mut out = Vec::new();
-        let name = event.name.as_str();
+        let name = event.event_name();
         if let Some(metric) = COUNTED.iter().find(|m| **m == name) {
             let reason = match name {
                 "meetingStartFailed" | "meetingFailed" | "meetingReconnected" => {
@@ -221,7 +233,7 @@ impl Catalogue {
                 }
             }
             "audioInputFailed" | "videoInputFailed" | "deviceLabelTriggerFailed" => {
-                let known = cause::DEVICE_ERROR_ATTRIBUTES.iter().find_map(|k| cause::error_name(event.str_attr(k)?));
+                let known = cause::DEVICE_ERROR_ATTRIBUTES.iter().find_map(|k| cause::error_name(&event.text(k)?));
                 if let Some(error) = known
                     && let Some(session) = self.session_mut(event)
                 {
@@ -242,8 +254,8 @@ impl Catalogue {
                 if let Some(v) = positive(event, "meetingDurationMs") {
                     self.distribution(event, "meetingDurationMs", v, &mut out);
                 }
-                let poor = event.num_attr("poorConnectionCount").map_or(0, |v| v.max(0.0) as u64);
-                if event.attributes.contains_key("poorConnectionCount") {
+                let poor = event.number("poorConnectionCount").map_or(0, |v| v.max(0.0) as u64);
+                if event.has("poorConnectionCount") {
                     self.distribution(event, "poorConnectionCount", poor, &mut out);
                 }
                 let session = self.session(event).and_then(|k| self.sessions.remove(&k)).unwrap_or_default();
@@ -252,15 +264,9 @@ impl Catalogue {
                     self.count_cause(event, "meetingDropCause", cause, &mut out);
                 }
                 let counted = session.reconnects;
-                let from_history = match event.attributes.get("meetingHistory") {
-                    Some(Value::Array(items)) if history_complete => Some(
-                        items
-                            .iter()
-                            .filter(|i| i.get("name").and_then(Value::as_str) == Some("meetingReconnected"))
-                            .count() as u64,
-                    ),
-                    _ => None,
-                };
+                let history = event.value(keys::MEETING_HISTORY).filter(|_| history_complete);
+                let from_history = history_names(history.as_deref())
+                    .map(|names| names.filter(|n| *n == "meetingReconnected").count() as u64);
                 self.distribution(event, "reconnectCount", from_history.unwrap_or(counted), &mut out);
             }
             _ => {}
@@ -268,20 +274,20 @@ impl Catalogue {
         out
     }
 
-    fn session(&self, event: &MeetingEvent) -> Option<(String, String)> {
-        Some((event.meeting_id()?.to_owned(), event.attendee_id()?.to_owned()))
+    fn session(&self, event: &impl EventFields) -> Option<(String, String)> {
+        Some((event.text(keys::MEETING_ID)?.into_owned(), event.text(keys::ATTENDEE_ID)?.into_owned()))
     }
 
     /// The session's state, created at its first need, seen at this event's time.
-    fn session_mut(&mut self, event: &MeetingEvent) -> Option<&mut Session> {
+    fn session_mut(&mut self, event: &impl EventFields) -> Option<&mut Session> {
         let key = self.session(event)?;
         let session = self.sessions.entry(key).or_insert(Session { seen_ms: i64::MIN, ..Session::default() });
-        session.seen_ms = session.seen_ms.max(event.timestamp_ms().unwrap_or(0));
+        session.seen_ms = session.seen_ms.max(event.event_time_ms().unwrap_or(0));
         Some(session)
     }
 
     /// A cause count, by cause and by SDK and cause.
-    fn count_cause(&self, event: &MeetingEvent, metric: &'static str, cause: Cause, out: &mut Vec<Fact>) {
+    fn count_cause(&self, event: &impl EventFields, metric: &'static str, cause: Cause, out: &mut Vec<Fact>) {
         let cause = ("cause".to_owned(), cause.as_str().to_owned());
         let sdk = ("sdkName".to_owned(), attr(event, "sdkName"));
         for dimensions in [vec![cause.clone()], vec![sdk, cause]] {
@@ -310,12 +316,15 @@ impl Catalogue {
 mod tests {
     use serde_json::json;
 
+    use chimewatch_model::{IndexedEvent, MeetingEvent};
+
     use super::*;
 
-    fn event(name: &str, attributes: Value) -> MeetingEvent {
+    /// An event as the aggregator reads it from the stream (the model's tests hold both forms to the same answers).
+    fn event(name: &str, attributes: Value) -> IndexedEvent {
         let mut a = json!({ "meetingId": "m1", "attendeeId": "a1", "sdkName": "amazon-chime-sdk-js", "osName": "Mac OS", "timestampMs": 1_000 });
         a.as_object_mut().unwrap().extend(attributes.as_object().unwrap().clone());
-        MeetingEvent { name: name.into(), attributes: a.as_object().unwrap().clone() }
+        IndexedEvent::of(&MeetingEvent { name: name.into(), attributes: a.as_object().unwrap().clone() })
     }
 
     fn summary(facts: &[Fact]) -> Vec<String> {

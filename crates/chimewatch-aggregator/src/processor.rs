@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use chimewatch_metrics::aggregate::{Counters, Placement};
 use chimewatch_metrics::{Aggregator, Catalogue, ClosedWindow, voice};
-use chimewatch_model::{Clock, Record, UnixMillis};
+use chimewatch_model::{Clock, EventFields, IndexedRecord, UnixMillis};
 use chimewatch_sinks::{Datum, LogEvent, LogSink, MetricSink, Outcome};
 use chimewatch_sip::{CallTracker, Message};
 use chimewatch_stream::consumer::{
@@ -184,9 +184,9 @@ impl Aggregation {
     }
 }
 
-impl ProcessorFactory for Aggregation {
+impl ProcessorFactory<IndexedRecord> for Aggregation {
     /// The aggregator needs no fence: what it writes is fenced by the checkpoint (a lost lease cannot checkpoint).
-    fn create(&self, shard_id: &str, _fence: Fence) -> Box<dyn ShardProcessor> {
+    fn create(&self, shard_id: &str, _fence: Fence) -> Box<dyn ShardProcessor<IndexedRecord>> {
         Box::new(ShardAggregation { shard: shard_id.to_owned(), shared: self.shared.clone() })
     }
 }
@@ -197,8 +197,8 @@ struct ShardAggregation {
 }
 
 #[async_trait]
-impl ShardProcessor for ShardAggregation {
-    async fn process(&mut self, batch: Batch) -> Result<Option<Position>, ProcessError> {
+impl ShardProcessor<IndexedRecord> for ShardAggregation {
+    async fn process(&mut self, batch: Batch<IndexedRecord>) -> Result<Option<Position>, ProcessError> {
         let now = (self.shared.clock)().as_i64();
         self.shared.ingest(&self.shard, batch, now)?;
         // A failed publish is retried on a later call; the checkpoint waits meanwhile.
@@ -306,7 +306,7 @@ impl Shared {
         self.state.lock().map_err(|_| ProcessError("the aggregator's state lock is poisoned".into()))
     }
 
-    fn ingest(&self, shard: &str, batch: Batch, now: i64) -> Result<(), ProcessError> {
+    fn ingest(&self, shard: &str, batch: Batch<IndexedRecord>, now: i64) -> Result<(), ProcessError> {
         let mut guard = self.lock()?;
         let s = &mut *guard;
         let mut touched: Vec<u64> = Vec::new();
@@ -314,8 +314,8 @@ impl Shared {
         let mut newest_sip = i64::MIN;
         for consumed in batch.records {
             let e = match consumed.record {
-                Record::MeetingEvent(e) => e,
-                Record::SipMessage(sip) => {
+                IndexedRecord::MeetingEvent(e) => e,
+                IndexedRecord::SipMessage(sip) => {
                     self.telemetry.sip_records.inc();
                     let r = &sip.record;
                     if let (Some(_), Some(group)) = (&self.logs, &self.config.sip_log_group) {
@@ -346,7 +346,7 @@ impl Shared {
                     continue;
                 }
             };
-            let event_ms = e.event.timestamp_ms().unwrap_or(e.received_at_ms);
+            let event_ms = e.event.event_time_ms().unwrap_or(e.received_at_ms);
             newest = newest.max(event_ms);
             let history_complete = e.truncation.history_entries_dropped == 0
                 && !e.truncation.attributes_dropped.iter().any(|a| a == "meetingHistory");

@@ -2,7 +2,7 @@
 //! values, counts as single values, means as one value weighted by its count, all at the window's start), and events as the blog sample's log lines.
 
 use chimewatch_metrics::{ClosedWindow, SeriesValue};
-use chimewatch_model::{MeetingEvent, UnixMillis};
+use chimewatch_model::{IndexedEvent, UnixMillis};
 use chimewatch_sinks::cloudwatch::MAX_VALUES_PER_DATUM;
 use chimewatch_sinks::{Datum, DatumValue, LogEvent};
 
@@ -41,10 +41,9 @@ pub fn datums(windows: &[ClosedWindow], window_ms: i64) -> Vec<Datum> {
 }
 
 /// An event as the blog sample logs it: `{"name": ..., "attributes": {...}}` at the event's own time.
-pub fn log_line(event: &MeetingEvent, timestamp_ms: i64) -> LogEvent {
-    // Written straight from the event (its fields are in that order): a `json!` of it would copy every attribute.
-    let message = serde_json::to_string(event).expect("an event serializes: its map keys are strings");
-    LogEvent { timestamp: UnixMillis(timestamp_ms), message }
+pub fn log_line(event: &IndexedEvent, timestamp_ms: i64) -> LogEvent {
+    // The event's text as the gateway wrote it, which is that message: nothing to build.
+    LogEvent { timestamp: UnixMillis(timestamp_ms), message: event.json().to_owned() }
 }
 
 #[cfg(test)]
@@ -57,8 +56,26 @@ mod tests {
             "timestampMs": 1_763_712_000_000_i64, "meetingId": "m", "meetingHistory": [{"name": "x", "timestampMs": 1}],
             "attendeeId": "a\"quoted\"",
         });
-        let event = MeetingEvent { name: "meetingEnded".into(), attributes: attributes.as_object().unwrap().clone() };
-        let line = log_line(&event, 1_763_712_000_000);
+        // As the gateway writes it to the stream and the aggregator reads it back.
+        let event = chimewatch_model::MeetingEvent {
+            name: "meetingEnded".into(),
+            attributes: attributes.as_object().unwrap().clone(),
+        };
+        let record = chimewatch_model::Record::MeetingEvent(chimewatch_model::MeetingEventRecord {
+            v: 1,
+            received_at_ms: 1,
+            ingest: chimewatch_model::Ingest::Batch,
+            event,
+            original: serde_json::json!({"timestampMs": "1763712000000"}).as_object().unwrap().clone(),
+            truncation: Default::default(),
+            delivery: None,
+        });
+        let Ok(chimewatch_model::IndexedRecord::MeetingEvent(read)) =
+            chimewatch_model::IndexedRecord::decode(&record.encode())
+        else {
+            panic!("the record does not decode");
+        };
+        let line = log_line(&read.event, 1_763_712_000_000);
         assert_eq!(
             line.message,
             r#"{"name":"meetingEnded","attributes":{"timestampMs":1763712000000,"meetingId":"m","meetingHistory":[{"name":"x","timestampMs":1}],"attendeeId":"a\"quoted\""}}"#

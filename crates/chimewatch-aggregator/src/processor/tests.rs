@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use chimewatch_model::{Ingest, MeetingEvent, MeetingEventRecord};
+use chimewatch_model::{Ingest, MeetingEvent, MeetingEventRecord, Record};
 use chimewatch_sinks::{Datum, DatumValue, Outcome, SinkError};
 use chimewatch_stream::consumer::Consumed;
 use chimewatch_stream::{OutRecord, ProduceError, Producer};
@@ -128,8 +128,9 @@ fn record(name: &str, t: i64, extra: serde_json::Value) -> Record {
     })
 }
 
-fn batch(shard: &str, seq: u64, records: Vec<Record>) -> Batch {
-    let records: Vec<Consumed> = records
+/// The records as the consumer hands them over: written to the stream's bytes and read back.
+fn batch(shard: &str, seq: u64, records: Vec<Record>) -> Batch<IndexedRecord> {
+    let records: Vec<Consumed<IndexedRecord>> = records
         .into_iter()
         .enumerate()
         .map(|(i, record)| Consumed {
@@ -137,7 +138,7 @@ fn batch(shard: &str, seq: u64, records: Vec<Record>) -> Batch {
             log_event: 0,
             partition_key: "m/a".into(),
             arrival: chimewatch_model::UnixMillis(T0),
-            record,
+            record: IndexedRecord::decode(&record.encode()).unwrap(),
         })
         .collect();
     let end = records.last().map(|r| r.position.clone());

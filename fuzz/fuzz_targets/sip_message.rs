@@ -7,7 +7,16 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(m) = Message::parse(data) else { return };
-    let _ = (m.call_id(), m.cseq(), m.branch(), m.from_tag(), m.to_tag(), m.request_host(), m.reason_text(), m.retry_after());
+    let _ = (
+        m.call_id(),
+        m.cseq(),
+        m.branch(),
+        m.from_tag(),
+        m.to_tag(),
+        m.request_host(),
+        m.reason_text(),
+        m.retry_after(),
+    );
     let mut tracker = CallTracker::new(Policy::default());
     let call = m.call_id().unwrap_or("c").to_owned();
     tracker.observe("vc", "r", &call, 0, &m);

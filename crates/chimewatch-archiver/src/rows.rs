@@ -119,6 +119,10 @@ fn text(attributes: &serde_json::Map<String, Value>, key: &str) -> Option<String
     }
 }
 
+fn json_text(map: &serde_json::Map<String, Value>) -> String {
+    serde_json::to_string(map).expect("a JSON map serializes: its keys are strings")
+}
+
 fn whole(attributes: &serde_json::Map<String, Value>, key: &str) -> Option<i64> {
     attributes.get(key)?.as_f64().filter(|v| v.is_finite()).map(|v| v.round() as i64)
 }
@@ -153,8 +157,9 @@ impl MeetingEventRow {
             poor_connection_count: whole(a, "poorConnectionCount"),
             retry_count: whole(a, "retryCount"),
             ingest: ingest_name(&r.ingest),
-            attributes_json: Value::Object(a.clone()).to_string(),
-            original_json: Value::Object(r.original.clone()).to_string(),
+            // Written from the maps themselves: a `Value` of each would copy every attribute first.
+            attributes_json: json_text(a),
+            original_json: json_text(&r.original),
             source,
         }
     }

@@ -16,7 +16,9 @@ use serde_json::value::RawValue;
 use serde_json::{Number, Value};
 
 use crate::event::{MeetingEvent, Truncation, keys};
-use crate::record::{DecodeError, Delivery, Ingest, MEETING_EVENT_PREFIX, RECORD_VERSION, Record, SipMessageRecord};
+use crate::record::{
+    DecodeError, Delivery, Ingest, MEETING_EVENT_PREFIX, MeetingEventRecord, RECORD_VERSION, Record, SipMessageRecord,
+};
 
 /// What is read of an event's attributes, whether it was decoded whole ([`MeetingEvent`]) or indexed
 /// ([`IndexedEvent`]). Both answer alike for the same event; a property test holds them to it.
@@ -76,6 +78,8 @@ enum Text {
 pub struct IndexedEvent {
     json: Box<str>,
     name: Text,
+    /// The span of the attributes object.
+    object: Range<usize>,
     /// Each attribute's key and the span of its value's JSON text, in the order sent.
     attributes: Vec<(Text, Range<usize>)>,
 }
@@ -86,7 +90,7 @@ struct Shape<'a> {
     #[serde(borrow)]
     name: Cow<'a, str>,
     #[serde(borrow)]
-    attributes: Entries<'a>,
+    attributes: &'a RawValue,
 }
 
 /// An object's entries in order, keys borrowed where they need no unescaping and values as raw text.
@@ -134,10 +138,21 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
     }
 }
 
-/// Accepts any JSON object and keeps nothing: what the aggregator does not read must still have the shape the
-/// archiver reads, so both take and refuse the same records.
-#[derive(Default)]
+/// Accepts any JSON object and keeps nothing.
 struct AnyObject;
+
+/// A JSON object's text, or none when the field is absent: the record's `original` values.
+#[derive(Default)]
+struct ObjectText<'a>(Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for ObjectText<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <&'de RawValue>::deserialize(d)?;
+        // An object, as the whole decode's map requires (`null` included in what it refuses).
+        serde_json::from_str::<AnyObject>(raw.get()).map_err(de::Error::custom)?;
+        Ok(ObjectText(Some(raw)))
+    }
+}
 
 impl<'de> Deserialize<'de> for AnyObject {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -169,9 +184,11 @@ impl IndexedEvent {
             Cow::Owned(s) => Text::Owned(s.into_boxed_str()),
         };
         let shape: Shape<'_> = serde_json::from_str(&json)?;
+        let entries: Entries<'_> = serde_json::from_str(shape.attributes.get())?;
         let name = text(shape.name);
-        let attributes = shape.attributes.0.into_iter().map(|(k, v)| (text(k), span(v.get()))).collect();
-        Ok(Self { json, name, attributes })
+        let object = span(shape.attributes.get());
+        let attributes = entries.0.into_iter().map(|(k, v)| (text(k), span(v.get()))).collect();
+        Ok(Self { json, name, object, attributes })
     }
 
     /// Indexes an event decoded whole (as those read from CloudWatch Logs envelopes are).
@@ -183,6 +200,11 @@ impl IndexedEvent {
     /// The event as JSON, as it was on the stream: the blog sample's log message.
     pub fn json(&self) -> &str {
         &self.json
+    }
+
+    /// The attributes object as JSON, as it was on the stream.
+    pub fn attributes_json(&self) -> &str {
+        &self.json[self.object.clone()]
     }
 
     fn str_of<'s>(&'s self, t: &'s Text) -> &'s str {
@@ -237,12 +259,15 @@ impl EventFields for IndexedEvent {
     }
 }
 
-/// A meeting event record as the aggregator reads it.
+/// A meeting event record as the aggregator and the archiver read it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexedEventRecord {
     pub received_at_ms: i64,
+    pub ingest: Ingest,
     pub truncation: Truncation,
     pub event: IndexedEvent,
+    /// The values normalization changed, as sent: a JSON object's text, `None` when the record has none.
+    pub original: Option<Box<str>>,
 }
 
 /// A record as the aggregator reads it: a meeting event indexed, or a SIP message decoded whole.
@@ -252,14 +277,24 @@ pub enum IndexedRecord {
     SipMessage(SipMessageRecord),
 }
 
+impl From<MeetingEventRecord> for IndexedEventRecord {
+    fn from(r: MeetingEventRecord) -> Self {
+        IndexedEventRecord {
+            received_at_ms: r.received_at_ms,
+            ingest: r.ingest,
+            truncation: r.truncation,
+            event: IndexedEvent::of(&r.event),
+            // As the record is written: no `original` when it is empty.
+            original: (!r.original.is_empty())
+                .then(|| serde_json::to_string(&r.original).expect("a JSON map serializes").into_boxed_str()),
+        }
+    }
+}
+
 impl From<Record> for IndexedRecord {
     fn from(record: Record) -> Self {
         match record {
-            Record::MeetingEvent(r) => Self::MeetingEvent(IndexedEventRecord {
-                received_at_ms: r.received_at_ms,
-                truncation: r.truncation,
-                event: IndexedEvent::of(&r.event),
-            }),
+            Record::MeetingEvent(r) => Self::MeetingEvent(r.into()),
             Record::SipMessage(r) => Self::SipMessage(r),
         }
     }
@@ -275,12 +310,11 @@ impl IndexedRecord {
         struct Head<'a> {
             v: u32,
             received_at_ms: i64,
-            #[serde(rename = "ingest")]
-            _ingest: Ingest,
+            ingest: Ingest,
             #[serde(borrow)]
             event: &'a RawValue,
-            #[serde(default, rename = "original")]
-            _original: AnyObject,
+            #[serde(default, borrow)]
+            original: ObjectText<'a>,
             #[serde(default)]
             truncation: Truncation,
             #[serde(default, rename = "delivery")]
@@ -292,7 +326,9 @@ impl IndexedRecord {
         }
         let indexed = serde_json::from_slice::<Head<'_>>(bytes).ok().and_then(|h| {
             let event = IndexedEvent::new(h.event.get().into()).ok()?;
-            Some(IndexedEventRecord { received_at_ms: h.received_at_ms, truncation: h.truncation, event })
+            let original = h.original.0.map(|o| o.get().into());
+            let (received_at_ms, ingest, truncation) = (h.received_at_ms, h.ingest, h.truncation);
+            Some(IndexedEventRecord { received_at_ms, ingest, truncation, event, original })
                 .filter(|_| h.v <= RECORD_VERSION)
         });
         match indexed {

@@ -23,6 +23,7 @@ fn assert_agree(bytes: &[u8]) -> Result<(), TestCaseError> {
         return Err(TestCaseError::fail("not a meeting event record, or the indexed decode refused it"));
     };
     prop_assert_eq!(indexed.event.json(), serde_json::to_string(&whole.event).unwrap());
+    prop_assert_eq!(indexed.event.attributes_json(), serde_json::to_string(&whole.event.attributes).unwrap());
     assert_read_alike(&whole, &indexed)
 }
 
@@ -31,6 +32,11 @@ fn assert_read_alike(whole: &crate::MeetingEventRecord, indexed: &IndexedEventRe
     let (w, i) = (&whole.event, &indexed.event);
     let as_value: Value = serde_json::from_str(i.json()).unwrap();
     prop_assert_eq!(as_value, serde_json::to_value(w).unwrap());
+    let attributes: Value = serde_json::from_str(i.attributes_json()).unwrap();
+    prop_assert_eq!(attributes, Value::Object(w.attributes.clone()));
+    let original: Option<Value> = indexed.original.as_deref().map(|o| serde_json::from_str(o).unwrap());
+    prop_assert_eq!(original.unwrap_or_else(|| json!({})), Value::Object(whole.original.clone()));
+    prop_assert_eq!(indexed.ingest, whole.ingest);
     prop_assert_eq!(i.event_name(), w.event_name());
     prop_assert_eq!(i.event_time_ms(), w.event_time_ms());
     prop_assert_eq!(indexed.received_at_ms, whole.received_at_ms);

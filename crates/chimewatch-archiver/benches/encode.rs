@@ -43,7 +43,7 @@ fn row(i: u64) -> Row {
         sub_sequence_number: 0,
         log_event_index: 0,
     };
-    Row::Meeting(MeetingEventRow::new(&record, source))
+    Row::Meeting(MeetingEventRow::new(&record.into(), source))
 }
 
 fn encode(c: &mut Criterion) {

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chimewatch_model::{Clock, Record};
+use chimewatch_model::{Clock, IndexedRecord};
 use chimewatch_sinks::ObjectStore;
 use chimewatch_stream::SequenceNumber;
 use chimewatch_stream::consumer::{Batch, Fence, Position, ProcessError, ProcessorFactory, ShardProcessor};
@@ -161,8 +161,8 @@ impl Archiving {
     }
 }
 
-impl ProcessorFactory for Archiving {
-    fn create(&self, shard_id: &str, fence: Fence) -> Box<dyn ShardProcessor> {
+impl ProcessorFactory<IndexedRecord> for Archiving {
+    fn create(&self, shard_id: &str, fence: Fence) -> Box<dyn ShardProcessor<IndexedRecord>> {
         Box::new(ShardArchive {
             shard: shard_id.to_owned(),
             shared: self.shared.clone(),
@@ -211,7 +211,7 @@ fn failed(e: impl std::fmt::Display) -> ProcessError {
 }
 
 /// A consumed record as an archive row.
-fn row(shard: &str, consumed: &chimewatch_stream::consumer::Consumed) -> Row {
+fn row(shard: &str, consumed: &chimewatch_stream::consumer::Consumed<IndexedRecord>) -> Row {
     let source = Source {
         shard_id: shard.to_owned(),
         sequence_number: consumed.position.sequence.to_string(),
@@ -219,8 +219,8 @@ fn row(shard: &str, consumed: &chimewatch_stream::consumer::Consumed) -> Row {
         log_event_index: consumed.log_event as u64,
     };
     match &consumed.record {
-        Record::MeetingEvent(r) => Row::Meeting(MeetingEventRow::new(r, source)),
-        Record::SipMessage(r) => Row::Sip(SipMessageRow::new(r, source)),
+        IndexedRecord::MeetingEvent(r) => Row::Meeting(MeetingEventRow::new(r, source)),
+        IndexedRecord::SipMessage(r) => Row::Sip(SipMessageRow::new(r, source)),
     }
 }
 
@@ -429,8 +429,8 @@ impl ShardArchive {
 }
 
 #[async_trait]
-impl ShardProcessor for ShardArchive {
-    async fn process(&mut self, batch: Batch) -> Result<Option<Position>, ProcessError> {
+impl ShardProcessor<IndexedRecord> for ShardArchive {
+    async fn process(&mut self, batch: Batch<IndexedRecord>) -> Result<Option<Position>, ProcessError> {
         let now = (self.shared.clock)().as_i64();
         for consumed in &batch.records {
             if let Some(forced) = self.forced_end.clone()

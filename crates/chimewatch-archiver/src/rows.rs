@@ -2,10 +2,9 @@
 //! as JSON so nothing is lost. Where a record was read (shard, sequence number, sub-sequence) is kept too: with it
 //! a row is unique, and a file's key is derived from its rows' range.
 
-use chimewatch_model::{Ingest, MeetingEventRecord, SipMessageRecord};
+use chimewatch_model::{EventFields, IndexedEventRecord, Ingest, SipMessageRecord};
 use chimewatch_sip::Message;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::layout::{Partition, Table};
 
@@ -110,30 +109,22 @@ fn ingest_name(i: &Ingest) -> String {
     serde_json::to_value(i).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
-fn text(attributes: &serde_json::Map<String, Value>, key: &str) -> Option<String> {
-    match attributes.get(key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
+/// A string, number or boolean attribute as text.
+fn text(event: &impl EventFields, key: &str) -> Option<String> {
+    event.scalar_text(key).map(std::borrow::Cow::into_owned)
 }
 
-fn json_text(map: &serde_json::Map<String, Value>) -> String {
-    serde_json::to_string(map).expect("a JSON map serializes: its keys are strings")
-}
-
-fn whole(attributes: &serde_json::Map<String, Value>, key: &str) -> Option<i64> {
-    attributes.get(key)?.as_f64().filter(|v| v.is_finite()).map(|v| v.round() as i64)
+fn whole(event: &impl EventFields, key: &str) -> Option<i64> {
+    event.number(key).filter(|v| v.is_finite()).map(|v| v.round() as i64)
 }
 
 impl MeetingEventRow {
-    pub fn new(r: &MeetingEventRecord, source: Source) -> Self {
-        let a = &r.event.attributes;
+    pub fn new(r: &IndexedEventRecord, source: Source) -> Self {
+        let a = &r.event;
         Self {
-            event_time_ms: r.event.timestamp_ms().unwrap_or(r.received_at_ms),
+            event_time_ms: a.event_time_ms().unwrap_or(r.received_at_ms),
             received_at_ms: r.received_at_ms,
-            event_name: r.event.name.clone(),
+            event_name: a.event_name().to_owned(),
             meeting_id: text(a, "meetingId"),
             attendee_id: text(a, "attendeeId"),
             external_meeting_id: text(a, "externalMeetingId"),
@@ -157,9 +148,9 @@ impl MeetingEventRow {
             poor_connection_count: whole(a, "poorConnectionCount"),
             retry_count: whole(a, "retryCount"),
             ingest: ingest_name(&r.ingest),
-            // Written from the maps themselves: a `Value` of each would copy every attribute first.
-            attributes_json: json_text(a),
-            original_json: json_text(&r.original),
+            // The JSON text of the record itself: nothing is written again.
+            attributes_json: a.attributes_json().to_owned(),
+            original_json: r.original.as_deref().unwrap_or("{}").to_owned(),
             source,
         }
     }
@@ -188,7 +179,7 @@ impl SipMessageRow {
 #[cfg(test)]
 mod tests {
     use chimewatch_model::{MeetingEvent, Record, SipLogRecord};
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -208,7 +199,7 @@ mod tests {
             "browserName": "firefox", "browserMajorVersion": 133, "timestampMs": 1_763_712_000_123i64,
             "meetingStatus": "AudioCallAtCapacity", "signalingOpenDurationMs": 210.6, "futureAttribute": [1, 2],
         });
-        let Record::MeetingEvent(r) = Record::MeetingEvent(chimewatch_model::MeetingEventRecord {
+        let record = Record::MeetingEvent(chimewatch_model::MeetingEventRecord {
             v: 1,
             received_at_ms: 1_763_712_001_000,
             ingest: Ingest::SdkIngestion,
@@ -219,8 +210,12 @@ mod tests {
             original: json!({ "timestampMs": "1763712000123" }).as_object().unwrap().clone(),
             truncation: Default::default(),
             delivery: None,
-        }) else {
-            unreachable!()
+        });
+        // As the archiver reads it from the stream.
+        let Ok(chimewatch_model::IndexedRecord::MeetingEvent(r)) =
+            chimewatch_model::IndexedRecord::decode(&record.encode())
+        else {
+            panic!("the record does not decode")
         };
         let row = MeetingEventRow::new(&r, source());
         assert_eq!((row.event_time_ms, row.event_name.as_str()), (1_763_712_000_123, "meetingStartFailed"));

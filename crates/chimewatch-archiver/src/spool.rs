@@ -229,7 +229,7 @@ pub(crate) mod tests {
             sub_sequence_number: 0,
             log_event_index: 0,
         };
-        Row::Meeting(MeetingEventRow::new(&record, source))
+        Row::Meeting(MeetingEventRow::new(&record.into(), source))
     }
 
     fn at(seq: u64) -> Position {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use chimewatch_model::{Ingest, MeetingEvent, MeetingEventRecord, SipLogRecord};
+use chimewatch_model::{Ingest, MeetingEvent, MeetingEventRecord, Record, SipLogRecord};
 use chimewatch_sinks::{LocalObjects, ObjectError, ObjectInfo};
 use chimewatch_stream::consumer::Consumed;
 use serde_json::json;
@@ -123,14 +123,15 @@ fn record(i: u64) -> Record {
 }
 
 /// Records `from..to` of the stream as one batch (end `to` on a multiple of three: batches hold whole aggregates).
-fn batch(from: u64, to: u64) -> Batch {
-    let records: Vec<Consumed> = (from..to)
+/// Records `from..to` as the consumer hands them over: written to the stream's bytes and read back.
+fn batch(from: u64, to: u64) -> Batch<IndexedRecord> {
+    let records: Vec<Consumed<IndexedRecord>> = (from..to)
         .map(|i| Consumed {
             position: position(i),
             log_event: 0,
             partition_key: format!("m{i}"),
             arrival: chimewatch_model::UnixMillis(T0 + i as i64),
-            record: record(i),
+            record: IndexedRecord::decode(&record(i).encode()).unwrap(),
         })
         .collect();
     Batch {

@@ -9,12 +9,6 @@ use serde_json::{Map, json};
 
 const NOW: i64 = 1_795_300_000_000;
 
-#[allow(clippy::disallowed_methods)] // Tests read their fixtures; the code under test reads nothing.
-fn fixture(rel: &str) -> String {
-    let path = format!("{}/../../fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
-}
-
 /// Both forms of the record in `bytes` answer every read alike, and the indexed one keeps the event's text.
 fn assert_agree(bytes: &[u8]) -> Result<(), TestCaseError> {
     let (Ok(Record::MeetingEvent(whole)), Ok(IndexedRecord::MeetingEvent(indexed))) =
@@ -55,9 +49,14 @@ fn assert_read_alike(whole: &crate::MeetingEventRecord, indexed: &IndexedEventRe
 #[test]
 fn every_sdks_events_read_alike_either_way() {
     let mut seen = 0;
-    for file in ["js-mixed-meetings.json", "android-session.json", "ios-session-stringified.json"] {
-        let body = fixture(&format!("meeting-events/{file}"));
-        for raw in split_batch(&body, 10_000).unwrap() {
+    // Built in, as `sip.rs` takes its fixture: nothing is read at run time.
+    let bodies = [
+        include_str!("../../../../fixtures/meeting-events/js-mixed-meetings.json"),
+        include_str!("../../../../fixtures/meeting-events/android-session.json"),
+        include_str!("../../../../fixtures/meeting-events/ios-session-stringified.json"),
+    ];
+    for body in bodies {
+        for raw in split_batch(body, 10_000).unwrap() {
             let n = normalize(parse_strict(raw.get()).unwrap(), &Limits::default(), NOW).unwrap();
             assert_agree(&Record::meeting_event(n, Ingest::Batch, NOW).encode()).unwrap();
             seen += 1;

@@ -87,7 +87,7 @@ fn encode(c: &mut Criterion) {
         write_entries(&mut spool, &part.entries, Table::MeetingEvents, format, &out).expect("write");
         let size = std::fs::metadata(&out).expect("metadata").len();
         println!(
-            "{format:?}: {size} bytes for {spooled} bytes of JSON rows ({:.3} of it)",
+            "{format:?}: {size} bytes for {spooled} bytes of spooled rows ({:.3} of it)",
             size as f64 / spooled as f64
         );
     }

@@ -1,6 +1,9 @@
 //! A shard's rows waiting for their files: appended to one temporary file on disk, with a small index per
 //! (table, partition) in memory, so memory stays bounded however many partitions are open and however large the
 //! files grow. A cut takes every row up to a position out of the index, sorted by event time.
+//!
+//! Rows are spooled in postcard, not JSON: the same process writes and reads them back, so nothing needs to be
+//! self-describing. As JSON, writing rows and reading them back took about 15 % of `up`'s CPU under load.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -17,11 +20,13 @@ use crate::rows::Row;
 pub enum SpoolError {
     #[error("spool file: {0}")]
     Io(#[from] std::io::Error),
+    #[error("row does not encode for the spool: {0}")]
+    Encode(#[source] postcard::Error),
     #[error("spooled row at byte {offset} does not decode: {source}")]
     Decode {
         offset: u64,
         #[source]
-        source: serde_json::Error,
+        source: postcard::Error,
     },
 }
 
@@ -101,10 +106,9 @@ impl Spool {
     }
 
     pub fn append(&mut self, row: &Row, position: Position, arrival_ms: i64) -> Result<(), SpoolError> {
-        let mut line = serde_json::to_vec(row).map_err(|source| SpoolError::Decode { offset: self.written, source })?;
-        line.push(b'\n');
-        self.writer.write_all(&line)?;
-        let len = line.len() as u32;
+        let bytes = postcard::to_allocvec(row).map_err(SpoolError::Encode)?;
+        self.writer.write_all(&bytes)?;
+        let len = u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("a row of 4 GiB or more"))?;
         let entry = Entry {
             event_time_ms: row.event_time_ms(),
             ordinal: self.next_ordinal,
@@ -175,13 +179,13 @@ impl Spool {
     pub fn read(&mut self, entries: &[Entry]) -> Result<Vec<Row>, SpoolError> {
         self.writer.flush()?;
         let file = self.writer.get_ref();
-        let mut line = Vec::new();
+        let mut bytes = Vec::new();
         entries
             .iter()
             .map(|e| {
-                line.resize(e.len as usize, 0);
-                file.read_exact_at(&mut line, e.offset)?;
-                serde_json::from_slice(&line).map_err(|source| SpoolError::Decode { offset: e.offset, source })
+                bytes.resize(e.len as usize, 0);
+                file.read_exact_at(&mut bytes, e.offset)?;
+                postcard::from_bytes(&bytes).map_err(|source| SpoolError::Decode { offset: e.offset, source })
             })
             .collect()
     }

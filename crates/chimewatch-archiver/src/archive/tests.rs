@@ -262,7 +262,7 @@ async fn assert_every_file_sorted(s: &Setup) {
 
 #[tokio::test]
 async fn a_cut_by_size_aims_at_the_file_size() {
-    let s = setup(|c| c.max_file_bytes = 20_000);
+    let s = setup(|c| c.max_file_bytes = 5_000);
     let mut shard = s.archiving.create("shard-0000", chimewatch_stream::consumer::Fence::held("shard-0000", "w1"));
     let mut cuts_at = Vec::new();
     for from in (0..420).step_by(21) {

@@ -100,6 +100,15 @@ fn both_refuse_the_same_malformed_records() {
         r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"fax","event":{"name":"x","attributes":{}}}"#.into(),
         r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{"name":"x","attributes":{"a":}}}"#
             .into(),
+        // Numbers beyond f64's range, which a raw value skips without reading: in an attribute, nested in one, and
+        // in the original values.
+        r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{"name":"x","attributes":{"a":1e400}}}"#
+            .into(),
+        format!(
+            r#"{{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{{"name":"x","attributes":{{"a":[{{"b":-{}}}]}}}}}}"#,
+            "9".repeat(400)
+        ),
+        format!("{good},\"original\":{{\"a\":[2e-400,1E+309]}}}}"),
     ];
     let mut accepted = 0;
     for case in &cases {

@@ -1,9 +1,10 @@
 //! Fuzzes the gateway's parse path for `{name, attributes}` batches: any bytes give per-element results or a batch
 //! error, never a panic; every accepted event encodes to a record that decodes back to itself, whole and indexed.
+//! The one-pass parse of a whole batch, when it succeeds, gives what the element-by-element parse gives.
 #![no_main]
 
 use chimewatch_model::event::{Limits, normalize};
-use chimewatch_model::json::{parse_strict, split_batch, utf8};
+use chimewatch_model::json::{parse_strict, parse_strict_batch, split_batch, utf8};
 use chimewatch_model::{IndexedRecord, Ingest, Record};
 use libfuzzer_sys::fuzz_target;
 
@@ -11,10 +12,19 @@ const NOW: i64 = 1_795_300_000_000;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = utf8(data) else { return };
-    let Ok(elements) = split_batch(text, 10_000) else { return };
+    let whole = parse_strict_batch(text, 8);
+    let Ok(elements) = split_batch(text, 8) else {
+        assert_eq!(whole, None, "the one-pass parse took a body the split refuses");
+        return;
+    };
+    let values: Vec<_> = elements.iter().map(|raw| parse_strict(raw.get())).collect();
+    if let Some(whole) = &whole {
+        let each: Vec<_> = values.iter().map(|v| v.as_ref().ok()).collect();
+        assert_eq!(whole.iter().map(Some).collect::<Vec<_>>(), each, "the one-pass parse differs");
+    }
     let limits = Limits { max_history_entries: 8, max_attribute_bytes: 64, max_attributes: 16, ..Limits::default() };
-    for raw in elements {
-        let Ok(value) = parse_strict(raw.get()) else { continue };
+    for value in values {
+        let Ok(value) = value else { continue };
         if let Ok(n) = normalize(value, &limits, NOW) {
             let record = Record::meeting_event(n, Ingest::Batch, NOW);
             let bytes = record.encode();

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use chimewatch_model::event::{EventError, RejectKind, normalize};
-use chimewatch_model::json::{parse_strict, split_array_or_lines, split_batch, utf8};
+use chimewatch_model::json::{parse_strict, parse_strict_batch, split_array_or_lines, split_batch, utf8};
 use chimewatch_model::{Ingest, Record, SipLogRecord, partition_key_for};
 use chimewatch_stream::OutRecord;
 use serde::Serialize;
@@ -138,18 +138,23 @@ pub fn parse_meeting_events(
     now_ms: i64,
 ) -> Result<Parsed, ApiError> {
     let text = utf8(bytes)?;
+    let max = config.max_events_per_request;
+    // One pass over the body when all of it parses; otherwise each element is judged on its own.
+    let values: Vec<Result<_, EventError>> = match parse_strict_batch(text, max) {
+        Some(values) => values.into_iter().map(Ok).collect(),
+        None => {
+            split_batch(text, max)?.into_iter().map(|raw| parse_strict(raw.get()).map_err(|e| syntax(&e))).collect()
+        }
+    };
     let mut parsed = Parsed::default();
-    for (index, raw) in split_batch(text, config.max_events_per_request)?.into_iter().enumerate() {
-        let result = parse_strict(raw.get())
-            .map_err(|e| syntax(&e))
-            .and_then(|v| normalize(v, &config.limits, now_ms))
-            .and_then(|mut n| {
-                check_scope(principal, index, &n.event)?;
-                config.external_ids.apply(&mut n);
-                let record = Record::meeting_event(n, Ingest::Batch, now_ms);
-                let data = record.encode_bounded(config.max_record_bytes)?;
-                Ok(OutRecord { partition_key: partition_key_for(&record), data })
-            });
+    for (index, value) in values.into_iter().enumerate() {
+        let result = value.and_then(|v| normalize(v, &config.limits, now_ms)).and_then(|mut n| {
+            check_scope(principal, index, &n.event)?;
+            config.external_ids.apply(&mut n);
+            let record = Record::meeting_event(n, Ingest::Batch, now_ms);
+            let data = record.encode_bounded(config.max_record_bytes)?;
+            Ok(OutRecord { partition_key: partition_key_for(&record), data })
+        });
         match result {
             Ok(r) => parsed.records.push(r),
             Err(e) if e.kind == RejectKind::Forbidden => return Err(ApiError::Forbidden(e.detail)),

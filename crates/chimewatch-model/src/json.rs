@@ -91,6 +91,40 @@ pub fn parse_strict(text: &str) -> Result<Value, serde_json::Error> {
     Ok(value)
 }
 
+/// Parses a batch body whole, in one pass, when it is an array of at most `max_elements` values without a
+/// duplicate key anywhere: the common case, which then need not be split first. `None` means the body must be
+/// judged element by element ([`split_batch`], then [`parse_strict`] per element), which also names what is wrong.
+pub fn parse_strict_batch(body: &str, max_elements: usize) -> Option<Vec<Value>> {
+    let mut de = serde_json::Deserializer::from_str(body);
+    let values = de.deserialize_seq(StrictArray { max_elements }).ok()?;
+    de.end().ok()?;
+    Some(values)
+}
+
+/// The elements of a JSON array, each a [`StrictValue`], failing past `max_elements`.
+struct StrictArray {
+    max_elements: usize,
+}
+
+impl<'de> Visitor<'de> for StrictArray {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an array of at most {} values", self.max_elements)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            if items.len() == self.max_elements {
+                return Err(de::Error::custom("too many elements"));
+            }
+            items.push(v);
+        }
+        Ok(items)
+    }
+}
+
 /// A `serde_json::Value` whose deserialization fails on duplicate keys.
 struct StrictValue(Value);
 
@@ -149,11 +183,16 @@ impl<'de> Visitor<'de> for StrictVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("duplicate key `{key}`")));
+            // One hash per key: the entry both finds a duplicate (reported at the key) and takes the value.
+            match out.entry(key) {
+                serde_json::map::Entry::Vacant(slot) => {
+                    let StrictValue(v) = map.next_value_seed(StrictSeed)?;
+                    slot.insert(v);
+                }
+                serde_json::map::Entry::Occupied(slot) => {
+                    return Err(de::Error::custom(format_args!("duplicate key `{}`", slot.key())));
+                }
             }
-            let StrictValue(v) = map.next_value_seed(StrictSeed)?;
-            out.insert(key, v);
         }
         Ok(Value::Object(out))
     }
@@ -204,6 +243,29 @@ mod tests {
         assert_eq!(split_batch("[1,2,3]", 2).unwrap_err(), BatchError::TooManyElements { count: 3, limit: 2 });
         assert_eq!(split_batch("[1,2,3]", 3).unwrap().len(), 3);
         assert_eq!(split_batch("[]", 3).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_batch_parses_in_one_pass_only_when_every_element_would_parse_alone() {
+        let each = |body: &str| -> Vec<Value> {
+            split_batch(body, 3).unwrap().iter().map(|raw| parse_strict(raw.get()).unwrap()).collect()
+        };
+        for body in [" [ ] ", r#"[{"a":{"b":[1,{"b":2}]}}, "x", 1.5e3]"#, "[null,{\"\\u0061\":1,\"a\\n\":2}]"] {
+            assert_eq!(parse_strict_batch(body, 3), Some(each(body)), "for {body}");
+        }
+        let deep = format!("[{}{}]", "[".repeat(200), "]".repeat(200));
+        for body in [
+            r#"[{"a":1},{"a":1,"a":2}]"#, // a duplicate key in one element
+            r#"[{"a":{"b":1,"b":2}}]"#,   // ... at depth
+            r#"[{"\u0061":1,"a":2}]"#,    // ... spelled with an escape
+            "[1,2,3,4]",                  // too many
+            r#"{"name":"x"}"#,            // not an array
+            "[1,2",                       // cut short
+            "[1] [2]",                    // trailing characters
+            &deep,                        // past the recursion limit
+        ] {
+            assert_eq!(parse_strict_batch(body, 3), None, "for {body}");
+        }
     }
 
     #[test]

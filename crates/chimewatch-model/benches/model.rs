@@ -1,10 +1,11 @@
 //! Criterion benches of the model's hot paths, each against a baseline measured in the same run:
-//! strict parse + normalize + validate vs a plain `serde_json` parse, record encode, and KPL aggregation vs a copy.
+//! strict parse + normalize + validate vs a plain `serde_json` parse, record encode, a batch body parsed in one pass vs
+//! split then parsed per element, and KPL aggregation vs a copy.
 
 use std::hint::black_box;
 
 use chimewatch_model::event::{Limits, normalize};
-use chimewatch_model::json::{parse_strict, split_batch};
+use chimewatch_model::json::{parse_strict, parse_strict_batch, split_batch};
 use chimewatch_model::kpl::{self, Aggregator};
 use chimewatch_model::{Ingest, Record};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -56,6 +57,16 @@ fn normalize_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("batch");
     g.throughput(Throughput::Bytes(body.len() as u64));
     g.bench_function("split_batch (5 events)", |b| b.iter(|| black_box(split_batch(&body, 10_000).expect("array"))));
+    g.bench_function("baseline: split_batch, then parse_strict each", |b| {
+        b.iter(|| {
+            for raw in split_batch(&body, 10_000).expect("array") {
+                black_box(parse_strict(raw.get()).expect("json"));
+            }
+        })
+    });
+    g.bench_function("parse_strict_batch (one pass)", |b| {
+        b.iter(|| black_box(parse_strict_batch(&body, 10_000).expect("parses")))
+    });
     g.finish();
 }
 

@@ -140,10 +140,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
 }
 
 /// Refuses a value whose numbers the whole decode refuses. A raw value's numbers are skipped, not read, so one
-/// beyond f64's range (`1e400`) would pass; a scalar number is read, and an array or object (rare) is read whole.
+/// beyond f64's range (`1e400`) would pass; a scalar number that could be is read, and an array or object (rare) is
+/// read whole.
 fn check_numbers<E: de::Error>(raw: &RawValue) -> Result<(), E> {
     let text = raw.get();
     match text.as_bytes().first() {
+        // Without an exponent, fewer than 309 characters hold fewer than 309 integer digits: below f64::MAX.
+        Some(b'-' | b'0'..=b'9') if text.len() < 309 && !text.bytes().any(|b| b | 0x20 == b'e') => Ok(()),
         Some(b'-' | b'0'..=b'9') => serde_json::from_str::<Number>(text).map(drop).map_err(E::custom),
         Some(b'[' | b'{') => serde_json::from_str::<Checked>(text).map(drop).map_err(E::custom),
         _ => Ok(()),

@@ -109,6 +109,10 @@ fn both_refuse_the_same_malformed_records() {
             "9".repeat(400)
         ),
         format!("{good},\"original\":{{\"a\":[2e-400,1E+309]}}}}"),
+        format!(
+            r#"{{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{{"name":"x","attributes":{{"a":{}.5}}}}}}"#,
+            "9".repeat(309)
+        ),
     ];
     let mut accepted = 0;
     for case in &cases {
@@ -118,6 +122,19 @@ fn both_refuse_the_same_malformed_records() {
         accepted += usize::from(whole.is_ok());
     }
     assert_eq!(accepted, 2, "the well-formed cases are the first and the one with an original");
+
+    // The largest numbers within f64's range are taken by both, and read alike.
+    let largest = format!(
+        r#"{{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{{"name":"x","attributes":{{"a":{},"b":[1.7976931348623157E308]}}}}}}"#,
+        format!("17976931348623157{}", "0".repeat(292))
+    );
+    let (Ok(Record::MeetingEvent(whole)), Ok(IndexedRecord::MeetingEvent(indexed))) =
+        (Record::decode(largest.as_bytes()), IndexedRecord::decode(largest.as_bytes()))
+    else {
+        panic!("both decodes take {largest}")
+    };
+    assert_eq!(indexed.event.number("a"), Some(f64::MAX));
+    assert_eq!(indexed.event.number("a"), whole.event.number("a"));
 }
 
 fn arbitrary_value() -> impl Strategy<Value = Value> {

@@ -348,13 +348,22 @@ pub fn normalize_attributes(
     }
 
     if let Some(v) = attrs.get_mut(keys::MEETING_HISTORY) {
-        let (history, dropped) = normalize_history(v, limits.max_history_entries)?;
-        truncation.history_entries_dropped = dropped;
-        if is_canonical_history(v) {
-            // Only the cap changed it, and the truncation marker says so: nothing else to keep.
-            *v = history;
+        if let Value::Array(items) = v
+            && items.iter().all(is_canonical_entry)
+        {
+            // As the JS SDK sends it: only the cap can change it, in place, and the truncation marker says so.
+            let dropped = items.len().saturating_sub(limits.max_history_entries);
+            items.drain(..dropped);
+            truncation.history_entries_dropped = dropped;
         } else {
-            replace(&mut original, keys::MEETING_HISTORY, v, history);
+            let (history, dropped) = normalize_history(v, limits.max_history_entries)?;
+            truncation.history_entries_dropped = dropped;
+            if is_canonical_history(v) {
+                // Only the cap changed it, and the truncation marker says so: nothing else to keep.
+                *v = history;
+            } else {
+                replace(&mut original, keys::MEETING_HISTORY, v, history);
+            }
         }
     }
 
@@ -491,6 +500,15 @@ fn is_canonical_history(v: &Value) -> bool {
             })
         })
     })
+}
+
+/// `{"name": "...", "timestampMs": <integer>}` in that order: an entry normalization would write back unchanged.
+fn is_canonical_entry(item: &Value) -> bool {
+    let Some(o) = item.as_object() else { return false };
+    let mut fields = o.iter();
+    o.len() == 2
+        && matches!(fields.next(), Some((k, Value::String(_))) if k == "name")
+        && matches!(fields.next(), Some((k, t)) if k == "timestampMs" && t.is_i64())
 }
 
 fn history_entry(item: &Value) -> Option<(String, i64)> {

@@ -274,6 +274,33 @@ proptest! {
         }
     }
 
+    /// A history as the JS SDK sends it is capped in place; the result is what the full rebuild gives, with nothing
+    /// kept as original. Entries in another order, with float or string timestamps, take the rebuild.
+    #[test]
+    fn a_canonical_history_is_capped_as_the_rebuild_would(
+        entries in prop::collection::vec(("[a-zA-Z]{0,8}", any::<i64>(), 0u8..4), 0..12),
+    ) {
+        let history: Vec<Value> = entries
+            .iter()
+            .map(|(name, ts, form)| match form {
+                0 | 1 => json!({"name": name, "timestampMs": ts}),
+                2 => json!({"timestampMs": ts, "name": name}),
+                _ => json!({"name": name, "timestampMs": ts.to_string()}),
+            })
+            .collect();
+        let limits = Limits { max_history_entries: 5, ..Limits::default() };
+        let sent = Value::Array(history);
+        let (rebuilt, dropped) = normalize_history(&sent, limits.max_history_entries).unwrap();
+        let n = normalize(base(json!({"meetingHistory": sent.clone()})), &limits, NOW).unwrap();
+        prop_assert_eq!(&n.event.attributes["meetingHistory"], &rebuilt);
+        prop_assert_eq!(n.truncation.history_entries_dropped, dropped);
+        let canonical = sent.as_array().unwrap().iter().all(is_canonical_entry);
+        prop_assert_eq!(canonical, entries.iter().all(|(_, _, form)| *form < 2));
+        if canonical || is_canonical_history(&sent) {
+            prop_assert!(!n.original.contains_key("meetingHistory"));
+        }
+    }
+
     #[test]
     fn original_restores_what_was_sent(v in arbitrary_event()) {
         if let Ok(n) = normalize(v.clone(), &Limits::default(), NOW) {

@@ -3,8 +3,8 @@
 //! stream record's bytes into windows (against parsing the same bytes into a `serde_json::Value`).
 
 use chimewatch_metrics::{Aggregator, AggregatorConfig, Catalogue, CatalogueConfig, Distribution};
-use chimewatch_model::{IndexedEvent, MeetingEvent};
-use criterion::{Criterion, criterion_group, criterion_main};
+use chimewatch_model::{EventFields, IndexedEvent, MeetingEvent};
+use criterion::{Bencher, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
 fn record(c: &mut Criterion) {
@@ -92,31 +92,33 @@ fn from_the_stream(c: &mut Criterion) {
     });
     // What the aggregator does: the event indexed in place, not built into maps.
     g.bench_function("decode + catalogue + aggregator", |b| {
-        let mut catalogue = Catalogue::new(CatalogueConfig::default());
-        let mut agg = Aggregator::new(AggregatorConfig::default());
-        b.iter(|| {
-            for r in &records {
-                if let Ok(IndexedRecord::MeetingEvent(m)) = IndexedRecord::decode(black_box(r)) {
-                    let facts = catalogue.facts(&m.event, true);
-                    agg.add("s1", 1_763_712_000_000, facts, 1_763_712_000_000);
-                }
-            }
+        decode_and_aggregate(b, &records, |r| match IndexedRecord::decode(r) {
+            Ok(IndexedRecord::MeetingEvent(m)) => Some(m.event),
+            _ => None,
         })
     });
-    // The same from the whole record, as the archiver decodes it (and the aggregator did before 2026-12-02).
+    // The same from the whole record, as `stream dump` decodes it (and the aggregator did before 2026-12-02).
     g.bench_function("whole-record decode + catalogue + aggregator", |b| {
-        let mut catalogue = Catalogue::new(CatalogueConfig::default());
-        let mut agg = Aggregator::new(AggregatorConfig::default());
-        b.iter(|| {
-            for r in &records {
-                if let Ok(Record::MeetingEvent(m)) = Record::decode(black_box(r)) {
-                    let facts = catalogue.facts(&m.event, true);
-                    agg.add("s1", 1_763_712_000_000, facts, 1_763_712_000_000);
-                }
-            }
+        decode_and_aggregate(b, &records, |r| match Record::decode(r) {
+            Ok(Record::MeetingEvent(m)) => Some(m.event),
+            _ => None,
         })
     });
     g.finish();
+}
+
+/// Decodes each record with `decode`, then takes its event through the catalogue into the aggregator's windows.
+fn decode_and_aggregate<E: EventFields>(b: &mut Bencher, records: &[Vec<u8>], decode: impl Fn(&[u8]) -> Option<E>) {
+    let mut catalogue = Catalogue::new(CatalogueConfig::default());
+    let mut agg = Aggregator::new(AggregatorConfig::default());
+    b.iter(|| {
+        for r in records {
+            if let Some(event) = decode(black_box(r)) {
+                let facts = catalogue.facts(&event, true);
+                agg.add("s1", 1_763_712_000_000, facts, 1_763_712_000_000);
+            }
+        }
+    })
 }
 
 criterion_group!(benches, record, aggregate, from_the_stream);

@@ -570,12 +570,13 @@ fn validate_required(attrs: &Map<String, Value>, limits: &Limits, now_ms: i64) -
             }
         }
     }
-    let path = attr_path(keys::TIMESTAMP_MS);
+    // Built only for an error: most events have none.
+    let path = || attr_path(keys::TIMESTAMP_MS);
     let ts = match attrs.get(keys::TIMESTAMP_MS) {
-        None => return Err(EventError::new(path, RejectKind::Missing, "missing")),
+        None => return Err(EventError::new(path(), RejectKind::Missing, "missing")),
         Some(v) => v.as_i64().ok_or_else(|| {
             EventError::new(
-                path.clone(),
+                path(),
                 RejectKind::WrongType,
                 format!("expected whole milliseconds since the epoch, got {}", describe(v)),
             )
@@ -583,14 +584,14 @@ fn validate_required(attrs: &Map<String, Value>, limits: &Limits, now_ms: i64) -
     };
     if ts < EARLIEST_PLAUSIBLE_MS {
         return Err(EventError::new(
-            path,
+            path(),
             RejectKind::OutOfRange,
             format!("{ts} is before 2000-01-01; timestamps are milliseconds since the epoch"),
         ));
     }
     if ts > now_ms.saturating_add(limits.max_future_skew_ms) {
         return Err(EventError::new(
-            path,
+            path(),
             RejectKind::OutOfRange,
             format!("{ts} is more than {} s ahead of the server's clock ({now_ms})", limits.max_future_skew_ms / 1000),
         ));

@@ -11,7 +11,7 @@ use std::fmt;
 use std::ops::Range;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Number, Value};
 
@@ -129,7 +129,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(16));
                 while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
-                    check_numbers(v)?;
+                    check_value(v)?;
                     entries.push((k, v));
                 }
                 Ok(Entries(entries))
@@ -139,12 +139,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
     }
 }
 
-/// Refuses a value whose numbers the whole decode refuses. A raw value's numbers are skipped, not read, so one
-/// beyond f64's range (`1e400`) would pass; a scalar number that could be is read, and an array or object (rare) is
-/// read whole.
-fn check_numbers<E: de::Error>(raw: &RawValue) -> Result<(), E> {
+/// Refuses a value the whole decode refuses. A raw value is skipped, not read: neither its numbers' range (`1e400`)
+/// nor its escapes' code points (a lone surrogate, `"\uD800"`) are checked. So a number or a string that could be
+/// wrong is read, and an array or object (rare) is read whole.
+fn check_value<E: de::Error>(raw: &RawValue) -> Result<(), E> {
     let text = raw.get();
     match text.as_bytes().first() {
+        Some(b'"') if text.contains("\\u") => serde_json::from_str::<Checked>(text).map(drop).map_err(E::custom),
         // Without an exponent, fewer than 309 characters hold fewer than 309 integer digits: below f64::MAX.
         Some(b'-' | b'0'..=b'9') if text.len() < 309 && !text.bytes().any(|b| b | 0x20 == b'e') => Ok(()),
         Some(b'-' | b'0'..=b'9') => serde_json::from_str::<Number>(text).map(drop).map_err(E::custom),
@@ -187,7 +188,7 @@ impl<'de> Deserialize<'de> for Checked {
                 Ok(Checked)
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
-                while map.next_entry::<IgnoredAny, Checked>()?.is_some() {}
+                while map.next_entry::<Checked, Checked>()?.is_some() {}
                 Ok(Checked)
             }
         }
@@ -220,7 +221,7 @@ impl<'de> Deserialize<'de> for AnyObject {
                 f.write_str("a map")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<IgnoredAny, Checked>()?.is_some() {}
+                while map.next_entry::<Checked, Checked>()?.is_some() {}
                 Ok(AnyObject)
             }
         }

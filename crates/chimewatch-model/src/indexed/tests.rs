@@ -109,6 +109,12 @@ fn both_refuse_the_same_malformed_records() {
             "9".repeat(400)
         ),
         format!("{good},\"original\":{{\"a\":[2e-400,1E+309]}}}}"),
+        // A lone surrogate, which a raw value's escapes are not checked for either.
+        r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{"name":"x","attributes":{"a":"x\uD800"}}}"#
+            .into(),
+        r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{"name":"x","attributes":{"a":[{"\uDC00":1}]}}}"#
+            .into(),
+        format!("{good},\"original\":{{\"\\uD800\":1}}}}"),
         format!(
             r#"{{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{{"name":"x","attributes":{{"a":{}.5}}}}}}"#,
             "9".repeat(309)

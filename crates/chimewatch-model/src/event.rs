@@ -283,6 +283,16 @@ pub fn normalize_attributes(
     let mut truncation = Truncation::default();
 
     cap_attribute_count(&mut attrs, limits.max_attributes, &mut truncation);
+    for (key, v) in &attrs {
+        let levels = depth(v);
+        if levels > MAX_ATTRIBUTE_DEPTH {
+            return Err(EventError::new(
+                attr_path(key),
+                RejectKind::TooLarge,
+                format!("nests {levels} levels of arrays and objects; at most {MAX_ATTRIBUTE_DEPTH}"),
+            ));
+        }
+    }
 
     for (from, to) in keys::IOS_ERROR_ALIASES {
         if !attrs.contains_key(*to)
@@ -611,6 +621,20 @@ fn cap_attribute_count(attrs: &mut Map<String, Value>, max: usize, truncation: &
     for key in droppable.drain(cut..) {
         attrs.remove(&key);
         truncation.attributes_dropped.push(key);
+    }
+}
+
+/// How deeply an attribute's value may nest arrays and objects. Chime's attributes are scalars, or a history of flat
+/// entries (two levels). The cap keeps every accepted event far inside what its stream record decodes: serde_json
+/// refuses more than 128 levels, three of them the record's own.
+pub const MAX_ATTRIBUTE_DEPTH: usize = 32;
+
+/// Levels of arrays and objects in `v` (0 for a scalar). Parsing bounded them, so the recursion is bounded too.
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 

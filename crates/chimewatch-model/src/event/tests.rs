@@ -192,6 +192,16 @@ fn rejection_reasons() {
         "attributes.meetingHistory: entry 0 has a timestamp that is not a number: \"x\"",
     );
     check_err(base(json!({"meetingHistory": 3})), "attributes.meetingHistory: expected an array, got the number 3");
+    let nested = |levels: usize| -> Value {
+        (0..levels).fold(json!(1), |inner, i| if i % 2 == 0 { json!([inner]) } else { json!({ "k": inner }) })
+    };
+    check_err(base(json!({"deep": nested(33)})), "attributes.deep: nests 33 levels of arrays and objects; at most 32");
+    let n = normalize(base(json!({"deep": nested(32)})), &Limits::default(), NOW).unwrap();
+    assert_eq!(depth(&n.event.attributes["deep"]), 32, "32 levels are taken");
+    // ... and its record decodes, whole and indexed alike.
+    let bytes = crate::Record::meeting_event(n, crate::Ingest::Batch, NOW).encode();
+    let whole = crate::Record::decode(&bytes).expect("the record of an accepted event decodes");
+    assert_eq!(crate::IndexedRecord::decode(&bytes), Ok(crate::IndexedRecord::from(whole)));
 }
 
 #[test]

@@ -46,7 +46,8 @@ pub struct ArchiverConfig {
     /// ... or once the oldest buffered row has waited this long.
     pub max_age: Duration,
     /// ... or once a shard's spool holds this many bytes of rows. Bounds local disk, and memory: the index keeps
-    /// about 120 bytes per buffered row (1 GiB of 1 KB rows: about 120 MB).
+    /// about 120 bytes per buffered row (384 MiB of rows of about 400 bytes in postcard, attributes of a few
+    /// hundred bytes: about 1 million rows, 120 MB).
     pub max_spool_bytes: u64,
     /// Where shards spool rows (unnamed temporary files).
     pub spool_dir: PathBuf,
@@ -59,7 +60,7 @@ impl ArchiverConfig {
             format: Format::Parquet,
             max_file_bytes: 128 * 1024 * 1024,
             max_age: Duration::from_secs(300),
-            max_spool_bytes: 1024 * 1024 * 1024,
+            max_spool_bytes: 384 * 1024 * 1024,
             spool_dir: spool_dir.into(),
         }
     }

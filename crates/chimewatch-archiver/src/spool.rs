@@ -107,8 +107,9 @@ impl Spool {
 
     pub fn append(&mut self, row: &Row, position: Position, arrival_ms: i64) -> Result<(), SpoolError> {
         let bytes = postcard::to_allocvec(row).map_err(SpoolError::Encode)?;
-        self.writer.write_all(&bytes)?;
+        // Checked before anything is written, so a refused row leaves the offsets of the rest true.
         let len = u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("a row of 4 GiB or more"))?;
+        self.writer.write_all(&bytes)?;
         let entry = Entry {
             event_time_ms: row.event_time_ms(),
             ordinal: self.next_ordinal,

@@ -3,20 +3,24 @@
 #
 #   bash benches/ab.sh OLD_BIN NEW_BIN [up|gateway] [RUNS] [CLIENTS] [SECONDS]     (defaults: up 3 32 20)
 #
-# The two binaries run alternately (old, new, old, new, ...), each run on a fresh instance and data directory, so
-# that the machine's drift over minutes falls on both alike. `up` runs on its embedded backends; `gateway` puts to a
-# kinesalite stream of 64 shards. Prints one JSON line per run, then the medians and NEW's ratio to OLD in events
-# per server CPU-second. To get OLD_BIN: `git checkout OLD && cargo build --release --bin chimewatch && cp
+# The two binaries run alternately (old then new, then new then old, ...), each run on a fresh instance, so that the
+# machine's drift over minutes falls on both alike. `up` runs on its embedded backends, in a fresh data directory
+# each run; `gateway` puts to one kinesalite stream of 64 shards that all runs share. Prints one JSON line per run,
+# then the medians and NEW's ratio to OLD in events per server CPU-second; fails if any request failed. To get OLD_BIN: `git checkout OLD && cargo build --release --bin chimewatch && cp
 # target/release/chimewatch /tmp/chimewatch-old`, then back. Needs what scripts/test.sh installs (.venv, tests/node).
 set -euo pipefail
+old=$(realpath "$1") new=$(realpath "$2") mode=${3:-up} runs=${4:-3} clients=${5:-32} seconds=${6:-20}
 cd "$(dirname "$0")/.."
-old=$1 new=$2 mode=${3:-up} runs=${4:-3} clients=${5:-32} seconds=${6:-20}
 cargo build --release --locked --bench load >&2
 load=$(ls -t target/release/deps/load-* | grep -v '\.d$' | head -1)
 
 work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+pids=()     # what runs for the whole script (kinesalite)
+server=""  # the server of the current run
+cleanup() {
+  for p in "${pids[@]}" $server; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_for() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "nothing answers at $1" >&2; exit 1; }
@@ -34,7 +38,8 @@ EOF
 fi
 
 for run in $(seq "$runs"); do
-  for name in old new; do
+  order="old new"; [ $((run % 2)) = 0 ] && order="new old"
+  for name in $order; do
     bin=$old; [ "$name" = new ] && bin=$new
     port=$(free_port)
     if [ "$mode" = gateway ]; then
@@ -42,13 +47,14 @@ for run in $(seq "$runs"); do
     else
       "$bin" up --listen "127.0.0.1:$port" --data-dir "$work/$name-$run" --log warn 2>"$work/$name.log" & pid=$!
     fi
-    pids+=($pid)
+    server=$pid
     wait_for "http://127.0.0.1:$port/healthz"
     "$load" --url "http://127.0.0.1:$port" --clients "$clients" --seconds "$seconds" --batch 20 --rate 0 --watch-pid "$pid" \
       --report-every 3600 2>/dev/null \
       | python3 -c "import json,sys; d=json.load(sys.stdin); d['bin']='$name'; d['run']=$run; print(json.dumps(d))" \
       | tee -a "$work/results.jsonl"
     kill "$pid"; wait "$pid" 2>/dev/null || true
+    server=""
     rm -rf "$work/$name-$run"
   done
 done
@@ -63,4 +69,7 @@ for name in ("old", "new"):
     print(json.dumps({"bin": name, "events_per_server_cpu_sec": cpu, "vs_old": round(cpu / old, 2),
                       "events_per_sec": med(name, lambda r: r["events_per_sec"]),
                       "p99_ms": med(name, lambda r: r["latency_ms"]["p99"]), "rss_kib": med(name, lambda r: r["server_rss_kib"])}))
+errors = sum(r["errors"] for r in rows)
+if errors:
+    sys.exit(f"{errors} requests failed: the figures above do not compare like with like")
 EOF

@@ -144,14 +144,14 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
 /// wrong is read, and an array or object (rare) is read whole.
 fn check_value<E: de::Error>(raw: &RawValue) -> Result<(), E> {
     let text = raw.get();
-    match text.as_bytes().first() {
-        Some(b'"') if text.contains("\\u") => serde_json::from_str::<Checked>(text).map(drop).map_err(E::custom),
+    let could_be_wrong = match text.as_bytes().first() {
+        Some(b'"') => text.contains("\\u"),
         // Without an exponent, fewer than 309 characters hold fewer than 309 integer digits: below f64::MAX.
-        Some(b'-' | b'0'..=b'9') if text.len() < 309 && !text.bytes().any(|b| b | 0x20 == b'e') => Ok(()),
-        Some(b'-' | b'0'..=b'9') => serde_json::from_str::<Number>(text).map(drop).map_err(E::custom),
-        Some(b'[' | b'{') => serde_json::from_str::<Checked>(text).map(drop).map_err(E::custom),
-        _ => Ok(()),
-    }
+        Some(b'-' | b'0'..=b'9') => text.len() >= 309 || text.bytes().any(|b| b | 0x20 == b'e'),
+        Some(b'[' | b'{') => true,
+        _ => false,
+    };
+    if could_be_wrong { serde_json::from_str::<Checked>(text).map(drop).map_err(E::custom) } else { Ok(()) }
 }
 
 /// Any JSON value, read as the whole decode reads it (numbers included), and kept nowhere.
@@ -196,9 +196,6 @@ impl<'de> Deserialize<'de> for Checked {
     }
 }
 
-/// Accepts any JSON object and keeps nothing.
-struct AnyObject;
-
 /// A JSON object's text, or none when the field is absent: the record's `original` values.
 #[derive(Default)]
 struct ObjectText<'a>(Option<&'a RawValue>);
@@ -206,26 +203,12 @@ struct ObjectText<'a>(Option<&'a RawValue>);
 impl<'de: 'a, 'a> Deserialize<'de> for ObjectText<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let raw = <&'de RawValue>::deserialize(d)?;
-        // An object, as the whole decode's map requires (`null` included in what it refuses).
-        serde_json::from_str::<AnyObject>(raw.get()).map_err(de::Error::custom)?;
-        Ok(ObjectText(Some(raw)))
-    }
-}
-
-impl<'de> Deserialize<'de> for AnyObject {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = AnyObject;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a map")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<Checked, Checked>()?.is_some() {}
-                Ok(AnyObject)
-            }
+        // An object, as the whole decode's map requires (`null` included in what it refuses), read as it would be.
+        if !raw.get().starts_with('{') {
+            return Err(de::Error::custom("expected an object"));
         }
-        d.deserialize_map(V)
+        check_value(raw)?;
+        Ok(ObjectText(Some(raw)))
     }
 }
 

@@ -130,9 +130,11 @@ mod tests {
     use super::*;
     use crate::kpl::Aggregator;
 
-    #[allow(clippy::disallowed_methods)] // Tests read their fixtures; the code under test reads nothing.
-    fn fixture(rel: &str) -> Vec<u8> {
-        std::fs::read(format!("{}/../../fixtures/sip/{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    /// A fixture's bytes, built into the test binary: the tests do no I/O either.
+    macro_rules! fixture {
+        ($rel:literal) => {
+            include_bytes!(concat!("../../../fixtures/sip/", $rel))
+        };
     }
 
     fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -143,10 +145,10 @@ mod tests {
 
     #[test]
     fn a_gzipped_data_message_yields_its_sip_records() {
-        let items = decode_kinesis_record(&gzip(&fixture("cloudwatch-logs-subscription-envelope.json")), "pk", 7);
+        let items = decode_kinesis_record(&gzip(fixture!("cloudwatch-logs-subscription-envelope.json")), "pk", 7);
         assert!(!items.is_empty());
         let envelope: serde_json::Value =
-            serde_json::from_slice(&fixture("cloudwatch-logs-subscription-envelope.json")).unwrap();
+            serde_json::from_slice(fixture!("cloudwatch-logs-subscription-envelope.json")).unwrap();
         assert_eq!(items.len(), envelope["logEvents"].as_array().unwrap().len());
         let Ok(Record::SipMessage(first)) = &items[0].decoded else { panic!("{:?}", items[0]) };
         assert_eq!(
@@ -158,7 +160,7 @@ mod tests {
 
     #[test]
     fn a_control_message_yields_nothing() {
-        assert!(decode_kinesis_record(&gzip(&fixture("cloudwatch-logs-control-message.json")), "pk", 0).is_empty());
+        assert!(decode_kinesis_record(&gzip(fixture!("cloudwatch-logs-control-message.json")), "pk", 0).is_empty());
     }
 
     #[test]
@@ -205,7 +207,7 @@ mod tests {
         let record = Record::sip_message(sip, Ingest::SipPost, 1);
         let mut agg = Aggregator::new();
         agg.push("a", record.encode());
-        agg.push("b", gzip(&fixture("cloudwatch-logs-control-message.json")));
+        agg.push("b", gzip(fixture!("cloudwatch-logs-control-message.json")));
         agg.push("c", b"garbage".to_vec());
         let items = decode_kinesis_record(&agg.finish(), "outer", 9);
         assert_eq!(items.len(), 2, "the control message yields nothing");

@@ -7,10 +7,11 @@ use serde_json::json;
 
 const NOW: i64 = 1_795_300_000_000;
 
-#[allow(clippy::disallowed_methods)] // Tests read their fixtures; the code under test reads nothing.
-fn fixture(rel: &str) -> String {
-    let path = format!("{}/../../fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+/// A fixture's text, built into the test binary: the tests do no I/O either.
+macro_rules! fixture {
+    ($rel:literal) => {
+        include_str!(concat!("../../../../fixtures/", $rel))
+    };
 }
 
 fn normalize_all(body: &str) -> Vec<Result<NormalizedEvent, EventError>> {
@@ -34,7 +35,7 @@ fn base(extra: Value) -> Value {
 
 #[test]
 fn js_events_pass_through_unchanged() {
-    for result in normalize_all(&fixture("meeting-events/js-mixed-meetings.json")) {
+    for result in normalize_all(fixture!("meeting-events/js-mixed-meetings.json")) {
         let n = result.unwrap();
         assert!(n.original.is_empty(), "{:?} changed {:?}", n.event.name, n.original);
         assert!(n.truncation.is_empty());
@@ -43,7 +44,7 @@ fn js_events_pass_through_unchanged() {
 
 #[test]
 fn unknown_names_and_nested_attributes_are_kept() {
-    let events = normalize_all(&fixture("meeting-events/js-mixed-meetings.json"));
+    let events = normalize_all(fixture!("meeting-events/js-mixed-meetings.json"));
     let future = events.last().unwrap().as_ref().unwrap();
     assert_eq!(future.event.name, "someFutureEventName");
     assert_eq!(future.event.attributes["aNewAttribute"], json!({"nested": [1, 2, 3]}));
@@ -52,7 +53,7 @@ fn unknown_names_and_nested_attributes_are_kept() {
 #[test]
 fn android_history_and_never_started_durations() {
     let events: Vec<_> =
-        normalize_all(&fixture("meeting-events/android-session.json")).into_iter().map(Result::unwrap).collect();
+        normalize_all(fixture!("meeting-events/android-session.json")).into_iter().map(Result::unwrap).collect();
     let requested = &events[0];
     assert_eq!(
         requested.event.attributes["meetingHistory"],
@@ -69,7 +70,7 @@ fn android_history_and_never_started_durations() {
 
 #[test]
 fn ios_stringified_values_become_typed() {
-    let events: Vec<_> = normalize_all(&fixture("meeting-events/ios-session-stringified.json"))
+    let events: Vec<_> = normalize_all(fixture!("meeting-events/ios-session-stringified.json"))
         .into_iter()
         .map(Result::unwrap)
         .collect();
@@ -117,7 +118,7 @@ fn status_casing() {
 
 #[test]
 fn each_mistake_in_wrong_types_gets_its_own_reason() {
-    let results = normalize_all(&fixture("bad-input/wrong-types.json"));
+    let results = normalize_all(fixture!("bad-input/wrong-types.json"));
     let errors: Vec<String> = results.iter().map(|r| r.as_ref().unwrap_err().to_string()).collect();
     assert_eq!(
         errors,
@@ -206,7 +207,7 @@ fn rejection_reasons() {
 
 #[test]
 fn huge_history_is_truncated_to_the_most_recent_entries() {
-    let results = normalize_all(&fixture("bad-input/huge-history.json"));
+    let results = normalize_all(fixture!("bad-input/huge-history.json"));
     let n = results[0].as_ref().unwrap();
     let history = n.event.attributes["meetingHistory"].as_array().unwrap();
     assert_eq!(history.len(), 256);

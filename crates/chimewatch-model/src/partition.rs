@@ -33,12 +33,17 @@ impl HashKey {
 
 /// The partition key of a record: meeting and attendee for events, connector and call for SIP messages.
 pub fn partition_key_for(record: &Record) -> String {
-    let key = match record {
+    match record {
         Record::MeetingEvent(r) => {
-            format!("{}/{}", r.event.meeting_id().unwrap_or(""), r.event.attendee_id().unwrap_or(""))
+            partition_key(r.event.meeting_id().unwrap_or(""), r.event.attendee_id().unwrap_or(""))
         }
-        Record::SipMessage(r) => format!("{}/{}", r.record.voice_connector_id, r.record.call_id),
-    };
+        Record::SipMessage(r) => partition_key(&r.record.voice_connector_id, &r.record.call_id),
+    }
+}
+
+/// `"{first}/{second}"`, or its digest when that is too long for Kinesis.
+pub fn partition_key(first: &str, second: &str) -> String {
+    let key = format!("{first}/{second}");
     if key.chars().count() <= MAX_PARTITION_KEY_CHARS {
         key
     } else {

@@ -255,14 +255,19 @@ pub fn normalize(value: Value, limits: &Limits, now_ms: i64) -> Result<Normalize
     normalize_attributes(name, attributes, limits, now_ms)
 }
 
+/// Longest event name, in bytes.
+pub(crate) const MAX_NAME_BYTES: usize = 128;
+/// Longest meeting or attendee id, in bytes.
+pub(crate) const MAX_ID_BYTES: usize = 256;
+
 /// Validates an event name: a non-empty string of at most 128 bytes. `path` names the field in errors.
 pub fn event_name(value: Option<Value>, path: &str) -> Result<String, EventError> {
     match value {
         Some(Value::String(s)) if s.is_empty() => {
             Err(EventError::new(path, RejectKind::OutOfRange, "must not be empty"))
         }
-        Some(Value::String(s)) if s.len() > 128 => {
-            Err(EventError::new(path, RejectKind::TooLarge, format!("is {} bytes; at most 128", s.len())))
+        Some(Value::String(s)) if s.len() > MAX_NAME_BYTES => {
+            Err(EventError::new(path, RejectKind::TooLarge, format!("is {} bytes; at most {MAX_NAME_BYTES}", s.len())))
         }
         Some(Value::String(s)) => Ok(s),
         Some(other) => {
@@ -554,15 +559,25 @@ fn parse_ios_history(s: &str) -> Result<Vec<(String, i64)>, String> {
         .collect()
 }
 
+/// A meeting or attendee id the event may carry: not blank, and at most [`MAX_ID_BYTES`].
+pub(crate) fn id_is_valid(s: &str) -> bool {
+    !s.trim().is_empty() && s.len() <= MAX_ID_BYTES
+}
+
+/// A timestamp [`validate_required`] accepts: after 2000-01-01 and not too far past the server's clock.
+pub(crate) fn timestamp_is_plausible(ts: i64, limits: &Limits, now_ms: i64) -> bool {
+    (EARLIEST_PLAUSIBLE_MS..=now_ms.saturating_add(limits.max_future_skew_ms)).contains(&ts)
+}
+
 fn validate_required(attrs: &Map<String, Value>, limits: &Limits, now_ms: i64) -> Result<(), EventError> {
     for key in [keys::MEETING_ID, keys::ATTENDEE_ID] {
         match attrs.get(key) {
-            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 256 => {}
-            Some(Value::String(s)) if s.len() > 256 => {
+            Some(Value::String(s)) if id_is_valid(s) => {}
+            Some(Value::String(s)) if s.len() > MAX_ID_BYTES => {
                 return Err(EventError::new(
                     attr_path(key),
                     RejectKind::TooLarge,
-                    format!("is {} bytes; at most 256", s.len()),
+                    format!("is {} bytes; at most {MAX_ID_BYTES}", s.len()),
                 ));
             }
             Some(Value::String(_)) => {

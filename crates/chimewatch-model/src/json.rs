@@ -1,7 +1,8 @@
 //! Strict JSON: duplicate object keys are errors, and a batch body splits into elements that are judged one by one.
 //!
 //! `serde_json` keeps the last of duplicate keys silently; for telemetry that is a lie about what the client sent
-//! (`{"timestampMs": 1763712000000, "timestampMs": 1}`), so every element is parsed through [`parse_strict`].
+//! (`{"timestampMs": 1763712000000, "timestampMs": 1}`), so every element is parsed through [`parse_strict`], or
+//! read by the gateway's fast path (`transcode`), which declines any element with a duplicate key.
 
 use std::fmt;
 

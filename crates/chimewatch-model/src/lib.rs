@@ -8,6 +8,8 @@
 //! - [`event`]: meeting events from the JS, Android and iOS SDKs, normalized to one shape, with per-event validation.
 //! - [`ingestion`]: the Chime SDKs' own upload protocol, mapped to the same normalized events.
 //! - [`sip`]: Voice Connector SIP message log records.
+//! - [`transcode`]: the gateway's fast path, a batch element normalization would leave as sent written straight to
+//!   its record.
 //! - [`record`]: the versioned, self-describing record format carried on the stream.
 //! - [`indexed`]: meeting event records read for aggregation: the event's text kept, its attributes indexed in place.
 //! - [`partition`]: partition keys and the 128-bit hash keys that pick a shard.
@@ -26,6 +28,7 @@ pub mod partition;
 pub mod record;
 pub mod sip;
 pub mod time;
+pub mod transcode;
 
 pub use event::{EventError, Limits, MeetingEvent, NormalizedEvent, Truncation};
 pub use indexed::{EventFields, FromStream, IndexedEvent, IndexedEventRecord, IndexedRecord};

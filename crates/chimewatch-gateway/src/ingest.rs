@@ -10,15 +10,18 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use chimewatch_model::event::{EventError, RejectKind, normalize};
 use chimewatch_model::json::{parse_strict, parse_strict_batch, split_array_or_lines, split_batch, utf8};
+use chimewatch_model::transcode::{Transcoded, transcode};
 use chimewatch_model::{Ingest, Record, SipLogRecord, partition_key_for};
 use chimewatch_stream::OutRecord;
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::AppState;
 use crate::auth::Principal;
 use crate::body::{self, Accept};
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
+use crate::privacy::ExternalIds;
 use crate::telemetry::{KindLabels, RejectLabels};
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -138,23 +141,30 @@ pub fn parse_meeting_events(
     now_ms: i64,
 ) -> Result<Parsed, ApiError> {
     let text = utf8(bytes)?;
-    let max = config.max_events_per_request;
-    // One pass over the body when all of it parses; otherwise each element is judged on its own.
-    let values: Vec<Result<_, EventError>> = match parse_strict_batch(text, max) {
-        Some(values) => values.into_iter().map(Ok).collect(),
-        None => {
-            split_batch(text, max)?.into_iter().map(|raw| parse_strict(raw.get()).map_err(|e| syntax(&e))).collect()
-        }
+    let elements = split_batch(text, config.max_events_per_request)?;
+    // Events as the JS SDK sends them go straight to their records. A policy that rewrites external ids needs the
+    // general path, which applies it.
+    let fast = matches!(config.external_ids, ExternalIds::Keep);
+    let transcoded: Vec<Option<Transcoded>> = elements
+        .iter()
+        .map(|raw| fast.then(|| transcode(raw.get(), &config.limits, now_ms, config.max_record_bytes)).flatten())
+        .collect();
+    // The others are parsed into values: in one pass over the body when all of it parses, else one by one.
+    let mut values: Vec<Option<Value>> = match transcoded.iter().all(Option::is_some) {
+        true => Vec::new(),
+        false => parse_strict_batch(text, elements.len()).unwrap_or_default().into_iter().map(Some).collect(),
     };
     let mut parsed = Parsed::default();
-    for (index, value) in values.into_iter().enumerate() {
-        let result = value.and_then(|v| normalize(v, &config.limits, now_ms)).and_then(|mut n| {
-            check_scope(principal, index, &n.event)?;
-            config.external_ids.apply(&mut n);
-            let record = Record::meeting_event(n, Ingest::Batch, now_ms);
-            let data = record.encode_bounded(config.max_record_bytes)?;
-            Ok(OutRecord { partition_key: partition_key_for(&record), data })
-        });
+    for (index, (raw, fast)) in elements.iter().zip(transcoded).enumerate() {
+        let result = match fast {
+            Some(t) => check_scope(principal, index, Some(t.meeting_id), Some(t.attendee_id))
+                .map(|()| OutRecord { partition_key: t.partition_key, data: t.data }),
+            None => match values.get_mut(index).and_then(Option::take) {
+                Some(value) => Ok(value),
+                None => parse_strict(raw.get()).map_err(|e| syntax(&e)),
+            }
+            .and_then(|value| meeting_event_record(value, config, principal, index, now_ms)),
+        };
         match result {
             Ok(r) => parsed.records.push(r),
             Err(e) if e.kind == RejectKind::Forbidden => return Err(ApiError::Forbidden(e.detail)),
@@ -164,9 +174,30 @@ pub fn parse_meeting_events(
     Ok(parsed)
 }
 
-fn check_scope(principal: &Principal, index: usize, event: &chimewatch_model::MeetingEvent) -> Result<(), EventError> {
+/// The general path: normalize, check the token's scope, apply the external-id policy, and encode.
+fn meeting_event_record(
+    value: Value,
+    config: &GatewayConfig,
+    principal: &Principal,
+    index: usize,
+    now_ms: i64,
+) -> Result<OutRecord, EventError> {
+    let mut n = normalize(value, &config.limits, now_ms)?;
+    check_scope(principal, index, n.event.meeting_id(), n.event.attendee_id())?;
+    config.external_ids.apply(&mut n);
+    let record = Record::meeting_event(n, Ingest::Batch, now_ms);
+    let data = record.encode_bounded(config.max_record_bytes)?;
+    Ok(OutRecord { partition_key: partition_key_for(&record), data })
+}
+
+fn check_scope(
+    principal: &Principal,
+    index: usize,
+    meeting: Option<&str>,
+    attendee: Option<&str>,
+) -> Result<(), EventError> {
     let Principal::Attendee { meeting_id, attendee_id, .. } = principal else { return Ok(()) };
-    if event.meeting_id() == Some(meeting_id.as_str()) && event.attendee_id() == Some(attendee_id.as_str()) {
+    if meeting == Some(meeting_id.as_str()) && attendee == Some(attendee_id.as_str()) {
         return Ok(());
     }
     Err(EventError::new(
@@ -174,8 +205,8 @@ fn check_scope(principal: &Principal, index: usize, event: &chimewatch_model::Me
         RejectKind::Forbidden,
         format!(
             "event {index} is for meeting {:?} attendee {:?}, but the token is for meeting {meeting_id:?} attendee {attendee_id:?}",
-            event.meeting_id().unwrap_or(""),
-            event.attendee_id().unwrap_or("")
+            meeting.unwrap_or(""),
+            attendee.unwrap_or("")
         ),
     ))
 }

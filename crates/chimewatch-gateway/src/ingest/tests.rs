@@ -147,6 +147,33 @@ async fn bad_elements_are_rejected_one_by_one_and_valid_ones_kept() {
     assert_eq!(h.stored().len(), 1);
 }
 
+/// A body mixing events in the JS SDK's form (the fast path), events normalization changes, and bad elements: each
+/// record is the general path's, in the body's order, whether the body parses in one pass or element by element.
+#[tokio::test]
+async fn fast_and_general_paths_mix_in_one_body() {
+    let h = harness(GatewayConfig::default());
+    let js = |m: &str| json!({"name": "meetingEnded", "attributes": {"meetingId": m, "attendeeId": "a1", "timestampMs": 1763712000000_i64, "meetingHistory": [{"name": "meetingStartRequested", "timestampMs": 1763711999000_i64}]}});
+    let ios = json!({"name": "meetingEnded", "attributes": {"meetingId": "m2", "attendeeId": "a1", "timestampMs": "1763712000000", "meetingStatus": "audioCallEnded"}});
+    let bad = r#"{"name":"meetingEnded","attributes":{"meetingId":"m3","meetingId":"m3"}}"#;
+    let whole = format!("[{},{ios},{}]", js("m1"), js("m4"));
+    let split = format!("[{},{ios},{bad},{}]", js("m1"), js("m4"));
+    for (body, rejected) in [(whole, 0), (split, 1)] {
+        let (status, _, resp) = h.post("/v1/meeting-events", body.clone(), &[]).await;
+        assert_eq!((status, resp["rejected"].as_array().unwrap().len()), (StatusCode::OK, rejected), "{resp}");
+        let expected: Vec<Vec<u8>> = serde_json::from_str::<Vec<Value>>(&body)
+            .unwrap()
+            .into_iter()
+            .filter_map(|v| {
+                chimewatch_model::event::normalize(v, &GatewayConfig::default().limits, 1_795_300_000_000).ok()
+            })
+            .map(|n| Record::meeting_event(n, chimewatch_model::Ingest::Batch, 1_795_300_000_000).encode())
+            .collect();
+        let records: Vec<Vec<u8>> = h.producer.records.lock().unwrap().drain(..).map(|r| r.data).collect();
+        assert_eq!(records.len(), 3);
+        assert_eq!(records, expected);
+    }
+}
+
 #[tokio::test]
 async fn hostile_fixtures_get_clear_answers() {
     let h = harness(GatewayConfig::default());

@@ -1,5 +1,6 @@
 //! Criterion benches of the model's hot paths, each against a baseline measured in the same run:
-//! strict parse + normalize + validate vs a plain `serde_json` parse, record encode, a batch body parsed in one pass vs
+//! strict parse + normalize + validate vs a plain `serde_json` parse, record encode, the fast path to the same
+//! records, a batch body parsed in one pass vs
 //! split then parsed per element, and KPL aggregation vs a copy.
 
 use std::hint::black_box;
@@ -7,6 +8,7 @@ use std::hint::black_box;
 use chimewatch_model::event::{Limits, normalize};
 use chimewatch_model::json::{parse_strict, parse_strict_batch, split_batch};
 use chimewatch_model::kpl::{self, Aggregator};
+use chimewatch_model::transcode::transcode;
 use chimewatch_model::{Ingest, Record};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -48,6 +50,13 @@ fn normalize_bench(c: &mut Criterion) {
             for e in &events {
                 let n = normalize(parse_strict(e).expect("json"), &limits, NOW).expect("valid");
                 black_box(Record::meeting_event(n, Ingest::Batch, NOW).encode());
+            }
+        })
+    });
+    g.bench_function("transcode (the fast path to the same records)", |b| {
+        b.iter(|| {
+            for e in &events {
+                black_box(transcode(e, &limits, NOW, 1 << 20).expect("plain"));
             }
         })
     });

@@ -2,7 +2,7 @@
 //! as JSON so nothing is lost. Where a record was read (shard, sequence number, sub-sequence) is kept too: with it
 //! a row is unique, and a file's key is derived from its rows' range.
 
-use chimewatch_model::{EventFields, IndexedEventRecord, Ingest, SipMessageRecord};
+use chimewatch_model::{EventFields, IndexedEventRecord, SipMessageRecord};
 use chimewatch_sip::Message;
 use serde::{Deserialize, Serialize};
 
@@ -105,10 +105,6 @@ impl Row {
     }
 }
 
-fn ingest_name(i: &Ingest) -> String {
-    serde_json::to_value(i).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
-
 /// A string, number or boolean attribute as text.
 fn text(event: &impl EventFields, key: &str) -> Option<String> {
     event.scalar_text(key).map(std::borrow::Cow::into_owned)
@@ -147,7 +143,7 @@ impl MeetingEventRow {
             attendee_presence_duration_ms: whole(a, "attendeePresenceDurationMs"),
             poor_connection_count: whole(a, "poorConnectionCount"),
             retry_count: whole(a, "retryCount"),
-            ingest: ingest_name(&r.ingest),
+            ingest: r.ingest.as_str().to_owned(),
             // The JSON text of the record itself: nothing is written again.
             attributes_json: a.attributes_json().to_owned(),
             original_json: r.original.as_deref().unwrap_or("{}").to_owned(),
@@ -170,7 +166,7 @@ impl SipMessageRow {
             cseq_method: parsed.as_ref().and_then(|m| m.cseq().map(|(_, method)| method.to_owned())),
             sip_call_id: parsed.as_ref().and_then(|m| m.call_id().map(str::to_owned)),
             sip_message: r.record.sip_message.clone(),
-            ingest: ingest_name(&r.ingest),
+            ingest: r.ingest.as_str().to_owned(),
             source,
         }
     }
@@ -178,7 +174,7 @@ impl SipMessageRow {
 
 #[cfg(test)]
 mod tests {
-    use chimewatch_model::{MeetingEvent, Record, SipLogRecord};
+    use chimewatch_model::{Ingest, MeetingEvent, Record, SipLogRecord};
     use serde_json::{Value, json};
 
     use super::*;

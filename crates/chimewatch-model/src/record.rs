@@ -32,6 +32,20 @@ pub enum Ingest {
     LogSubscription,
 }
 
+impl Ingest {
+    pub const ALL: [Self; 4] = [Self::Batch, Self::SdkIngestion, Self::SipPost, Self::LogSubscription];
+
+    /// The name the record format gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Batch => "batch",
+            Self::SdkIngestion => "sdkIngestion",
+            Self::SipPost => "sipPost",
+            Self::LogSubscription => "logSubscription",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Record {
@@ -196,6 +210,13 @@ mod tests {
     use crate::event::{Limits, normalize};
     use proptest::prelude::*;
     use serde_json::json;
+
+    #[test]
+    fn ingest_names_are_the_record_formats() {
+        for ingest in Ingest::ALL {
+            assert_eq!(serde_json::to_value(ingest).unwrap(), ingest.as_str());
+        }
+    }
 
     fn sample() -> Record {
         let n = normalize(

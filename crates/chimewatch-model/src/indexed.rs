@@ -140,18 +140,43 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
 }
 
 /// Refuses a value the whole decode refuses. A raw value is skipped, not read: neither its numbers' range (`1e400`)
-/// nor its escapes' code points (a lone surrogate, `"\uD800"`) are checked. So a number or a string that could be
-/// wrong is read, and an array or object (rare) is read whole.
+/// nor its escapes' code points (a lone surrogate, `"\uD800"`) nor its nesting are checked. So a value that could be
+/// wrong is read whole.
 fn check_value<E: de::Error>(raw: &RawValue) -> Result<(), E> {
     let text = raw.get();
     let could_be_wrong = match text.as_bytes().first() {
         Some(b'"') => text.contains("\\u"),
         // Without an exponent, fewer than 309 characters hold fewer than 309 integer digits: below f64::MAX.
         Some(b'-' | b'0'..=b'9') => text.len() >= 309 || text.bytes().any(|b| b | 0x20 == b'e'),
-        Some(b'[' | b'{') => true,
+        Some(b'[' | b'{') => container_could_be_wrong(text),
         _ => false,
     };
     if could_be_wrong { serde_json::from_str::<Checked>(text).map(drop).map_err(E::custom) } else { Ok(()) }
+}
+
+/// Whether an array or object could hold what the whole decode refuses, judged from its text in one pass (a false
+/// alarm only costs a read): a `\u` escape (a lone surrogate); a number beyond f64's range, which has an exponent
+/// (its `e` always follows a digit) or 309 integer digits in a row; nesting near serde_json's limit of 128 levels,
+/// which takes as many brackets.
+fn container_could_be_wrong(text: &str) -> bool {
+    let (mut digits, mut brackets, mut prev) = (0usize, 0usize, 0u8);
+    for &b in text.as_bytes() {
+        match b {
+            b'0'..=b'9' => digits += 1,
+            b'e' | b'E' if prev.is_ascii_digit() => return true,
+            b'u' if prev == b'\\' => return true,
+            b'[' | b'{' => {
+                brackets += 1;
+                digits = 0;
+            }
+            _ => digits = 0,
+        }
+        if digits >= 309 || brackets >= 100 {
+            return true;
+        }
+        prev = b;
+    }
+    false
 }
 
 /// Any JSON value, read as the whole decode reads it (numbers included), and kept nowhere.

@@ -119,6 +119,13 @@ fn both_refuse_the_same_malformed_records() {
             r#"{{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{{"name":"x","attributes":{{"a":{}.5}}}}}}"#,
             "9".repeat(309)
         ),
+        // Nesting past serde_json's limit, which a raw value's skip does not count.
+        format!(
+            r#"{{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{{"name":"x","attributes":{{"a":{}{}}}}}}}"#,
+            "[".repeat(130),
+            "]".repeat(130)
+        ),
+        format!("{good},\"original\":{{\"a\":{}{}}}}}", "[".repeat(130), "]".repeat(130)),
     ];
     let mut accepted = 0;
     for case in &cases {

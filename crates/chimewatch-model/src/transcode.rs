@@ -34,7 +34,7 @@ pub struct Transcoded<'a> {
 /// it unchanged but for the history cap. `None` says only "take the general path", never that the element is bad.
 pub fn transcode<'a>(raw: &'a str, limits: &Limits, now_ms: i64, max_record_bytes: usize) -> Option<Transcoded<'a>> {
     let mut de = serde_json::Deserializer::from_str(raw);
-    let Element { name, attributes } = Element::deserialize(&mut de).ok()?;
+    let Element { name, mut attributes } = Element::deserialize(&mut de).ok()?;
     de.end().ok()?;
     if name.is_empty() || name.len() > MAX_NAME_BYTES || attributes.len() > limits.max_attributes {
         return None;
@@ -46,9 +46,8 @@ pub fn transcode<'a>(raw: &'a str, limits: &Limits, now_ms: i64, max_record_byte
     }
 
     let mut fields = Fields::default();
-    let mut values = Vec::with_capacity(attributes.len());
-    for (key, raw) in &attributes {
-        values.push(fields.check(key, raw.get(), limits)?);
+    for (key, value) in &mut attributes {
+        fields.check(key, value, limits)?;
     }
     let mobile = matches!(fields.sdk_name, Some("amazon-chime-sdk-android" | "amazon-chime-sdk-ios"));
     // Normalization removes a mobile SDK's zero durations, and then the record is not the element as sent.
@@ -64,16 +63,15 @@ pub fn transcode<'a>(raw: &'a str, limits: &Limits, now_ms: i64, max_record_byte
     let mut data = Vec::with_capacity(raw.len() + 128);
     data.extend_from_slice(MEETING_EVENT_PREFIX);
     // Writing to a Vec cannot fail; the `?`s only satisfy the signatures.
-    write!(data, r#""v":{RECORD_VERSION},"receivedAtMs":{now_ms},"ingest":"#).ok()?;
-    serde_json::to_writer(&mut data, &Ingest::Batch).ok()?;
-    data.extend_from_slice(br#","event":{"name":"#);
-    serde_json::to_writer(&mut data, &*name).ok()?;
+    let ingest = Ingest::Batch.as_str();
+    write!(data, r#""v":{RECORD_VERSION},"receivedAtMs":{now_ms},"ingest":"{ingest}","event":{{"name":"#).ok()?;
+    write_str(&mut data, &name);
     data.extend_from_slice(br#","attributes":{"#);
-    for (i, ((key, _), value)) in attributes.iter().zip(&values).enumerate() {
+    for (i, (key, value)) in attributes.iter().enumerate() {
         if i > 0 {
             data.push(b',');
         }
-        serde_json::to_writer(&mut data, &**key).ok()?;
+        write_str(&mut data, key);
         data.push(b':');
         match value {
             Value::Raw(text) => data.extend_from_slice(text.as_bytes()),
@@ -84,7 +82,7 @@ pub fn transcode<'a>(raw: &'a str, limits: &Limits, now_ms: i64, max_record_byte
                         data.push(b',');
                     }
                     data.extend_from_slice(br#"{"name":"#);
-                    serde_json::to_writer(&mut data, &**name).ok()?;
+                    write_str(&mut data, name);
                     write!(data, r#","timestampMs":{ts}}}"#).ok()?;
                 }
                 data.push(b']');
@@ -102,9 +100,24 @@ pub fn transcode<'a>(raw: &'a str, limits: &Limits, now_ms: i64, max_record_byte
     Some(Transcoded { meeting_id, attendee_id, partition_key: partition_key(meeting_id, attendee_id), data })
 }
 
+/// Writes a string as JSON. One borrowed from the input had no escapes there, so it needs none (the parser refuses
+/// control characters in strings): its text is copied between quotes.
+#[expect(clippy::ptr_arg, reason = "whether the string was borrowed is what decides")]
+fn write_str(data: &mut Vec<u8>, s: &Cow<str>) {
+    match s {
+        Cow::Borrowed(s) => {
+            data.push(b'"');
+            data.extend_from_slice(s.as_bytes());
+            data.push(b'"');
+        }
+        // Serializing a string into a Vec cannot fail.
+        Cow::Owned(s) => serde_json::to_writer(data, s).unwrap_or_default(),
+    }
+}
+
 /// An attribute's value as the record will hold it.
 enum Value<'a> {
-    /// A string without escapes, a whole number or a literal, written as sent.
+    /// Any value but the history, as sent; the checks pass only strings without escapes, whole numbers and literals.
     Raw(&'a str),
     /// A history of `{name, timestampMs}` entries, the oldest beyond the cap removed.
     History(Vec<Entry<'a>>),
@@ -126,16 +139,23 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    /// The value normalization would leave `text` as, when that is `text` itself (or a capped history).
-    fn check(&mut self, key: &str, text: &'a str, limits: &Limits) -> Option<Value<'a>> {
+    /// Whether normalization would leave the value as sent (a history: but for the cap, which this applies).
+    fn check(&mut self, key: &str, value: &mut Value<'a>, limits: &Limits) -> Option<()> {
         if keys::IOS_ERROR_ALIASES.iter().any(|(from, _)| *from == key) {
             return None;
         }
-        if key == keys::MEETING_HISTORY {
-            let (entries, dropped) = history(text, limits)?;
-            self.history_dropped = dropped;
-            return Some(Value::History(entries));
-        }
+        let text = match value {
+            Value::History(entries) => {
+                // Cutting a name would change it.
+                if entries.iter().any(|(name, _)| name.len() > limits.max_attribute_bytes) {
+                    return None;
+                }
+                self.history_dropped = entries.len().saturating_sub(limits.max_history_entries);
+                entries.drain(..self.history_dropped);
+                return Some(());
+            }
+            Value::Raw(text) => *text,
+        };
         let scalar = scalar(text)?;
         if key == keys::TIMESTAMP_MS || keys::NON_NEGATIVE_NUMBERS.contains(&key) {
             let Scalar::Int(n @ 0..) = scalar else { return None };
@@ -163,7 +183,7 @@ impl<'a> Fields<'a> {
         } else if key == keys::MEETING_STATUS {
             return None;
         }
-        Some(Value::Raw(text))
+        Some(())
     }
 }
 
@@ -193,20 +213,6 @@ fn canonical_int(text: &str) -> Option<i64> {
     let plain = !digits.is_empty() && digits.len() <= 18 && digits.bytes().all(|b| b.is_ascii_digit());
     let zero_ok = !digits.starts_with('0') || (digits == "0" && digits.len() == text.len());
     if plain && zero_ok { text.parse().ok() } else { None }
-}
-
-/// A history as the JS SDK sends it, each entry `{"name": string, "timestampMs": whole number}` in that order and no
-/// name longer than the string cap, with the oldest entries beyond the cap removed and their count.
-fn history<'a>(text: &'a str, limits: &Limits) -> Option<(Vec<Entry<'a>>, usize)> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let mut entries = de.deserialize_seq(HistoryVisitor).ok()?;
-    de.end().ok()?;
-    if entries.iter().any(|(name, _)| name.len() > limits.max_attribute_bytes) {
-        return None;
-    }
-    let dropped = entries.len().saturating_sub(limits.max_history_entries);
-    entries.drain(..dropped);
-    Some((entries, dropped))
 }
 
 /// The error every visitor here gives for "not the plain shape": only `None` comes of it.
@@ -242,7 +248,7 @@ impl<'de> Visitor<'de> for TextVisitor {
 /// `{"name": ..., "attributes": {...}}`, each once, the attributes' values left raw.
 struct Element<'a> {
     name: Cow<'a, str>,
-    attributes: Vec<(Cow<'a, str>, &'a RawValue)>,
+    attributes: Vec<(Cow<'a, str>, Value<'a>)>,
 }
 
 impl<'de> Deserialize<'de> for Element<'de> {
@@ -274,8 +280,9 @@ impl<'de> Visitor<'de> for ElementVisitor {
     }
 }
 
-/// An object's entries in order, the values raw.
-struct Attributes<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+/// An object's entries in order, the values raw but for a history in the JS SDK's form, read as it goes by (any
+/// other history fails the read).
+struct Attributes<'a>(Vec<(Cow<'a, str>, Value<'a>)>);
 
 impl<'de> Deserialize<'de> for Attributes<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -294,9 +301,22 @@ impl<'de> Visitor<'de> for AttributesVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Attributes<'de>, A::Error> {
         let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(32));
         while let Some(Text(key)) = map.next_key()? {
-            entries.push((key, map.next_value()?));
+            let value = match &*key {
+                keys::MEETING_HISTORY => Value::History(map.next_value::<History>()?.0),
+                _ => Value::Raw(map.next_value::<&RawValue>()?.get()),
+            };
+            entries.push((key, value));
         }
         Ok(Attributes(entries))
+    }
+}
+
+/// A history whose entries are each `{"name": string, "timestampMs": i64}`.
+struct History<'a>(Vec<Entry<'a>>);
+
+impl<'de> Deserialize<'de> for History<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(HistoryVisitor).map(History)
     }
 }
 

@@ -149,10 +149,12 @@ pub fn parse_meeting_events(
         .iter()
         .map(|raw| fast.then(|| transcode(raw.get(), &config.limits, now_ms, config.max_record_bytes)).flatten())
         .collect();
-    // The others are parsed into values: in one pass over the body when all of it parses, else one by one.
-    let mut values: Vec<Option<Value>> = match transcoded.iter().all(Option::is_some) {
-        true => Vec::new(),
-        false => parse_strict_batch(text, elements.len()).unwrap_or_default().into_iter().map(Some).collect(),
+    // The others are parsed into values: in one pass over the body when all of it parses (the fast path's elements
+    // too, which is cheaper than splitting a body whose elements mostly need values), else one by one.
+    let mut values: Vec<Option<Value>> = if transcoded.iter().all(Option::is_some) {
+        Vec::new()
+    } else {
+        parse_strict_batch(text, elements.len()).unwrap_or_default().into_iter().map(Some).collect()
     };
     let mut parsed = Parsed::default();
     for (index, (raw, fast)) in elements.iter().zip(transcoded).enumerate() {

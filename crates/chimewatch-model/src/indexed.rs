@@ -157,7 +157,7 @@ fn check_value<E: de::Error>(raw: &RawValue) -> Result<(), E> {
 /// Whether an array or object could hold what the whole decode refuses, judged from its text in one pass (a false
 /// alarm only costs a read): a `\u` escape (a lone surrogate); a number beyond f64's range, which has an exponent
 /// (its `e` always follows a digit) or 309 integer digits in a row; nesting near serde_json's limit of 128 levels,
-/// which takes as many brackets.
+/// which takes at least as many opening brackets (counted anywhere, in strings too).
 fn container_could_be_wrong(text: &str) -> bool {
     let (mut digits, mut brackets, mut prev) = (0usize, 0usize, 0u8);
     for &b in text.as_bytes() {

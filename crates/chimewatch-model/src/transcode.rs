@@ -156,32 +156,30 @@ impl<'a> Fields<'a> {
             }
             Value::Raw(text) => *text,
         };
-        let scalar = scalar(text)?;
-        if key == keys::TIMESTAMP_MS || keys::NON_NEGATIVE_NUMBERS.contains(&key) {
-            let Scalar::Int(n @ 0..) = scalar else { return None };
-            match key {
+        let numeric = key == keys::TIMESTAMP_MS || keys::NON_NEGATIVE_NUMBERS.contains(&key);
+        match scalar(text)? {
+            // Numbers normalization would convert (from strings) or refuse (negative ones).
+            Scalar::Int(n @ 0..) if numeric => match key {
                 keys::TIMESTAMP_MS => self.timestamp = Some(n),
                 keys::MEETING_START_DURATION_MS => self.start_duration = Some(n),
                 keys::MEETING_DURATION_MS => self.duration = Some(n),
                 _ => {}
-            }
-        } else if keys::BOOLEANS.contains(&key) {
-            if !matches!(text, "true" | "false") {
-                return None;
-            }
-        } else if let Scalar::Str(s) = scalar {
-            if s.len() > limits.max_attribute_bytes {
-                return None;
-            }
-            match key {
+            },
+            _ if numeric => return None,
+            // Booleans it would convert from strings, or refuse.
+            _ if keys::BOOLEANS.contains(&key) && !matches!(text, "true" | "false") => return None,
+            // Strings the cap would cut.
+            Scalar::Str(s) if s.len() > limits.max_attribute_bytes => return None,
+            Scalar::Str(s) => match key {
                 keys::MEETING_STATUS if normalize_status(s) != s => return None,
                 keys::MEETING_ID => self.meeting_id = Some(s),
                 keys::ATTENDEE_ID => self.attendee_id = Some(s),
                 keys::SDK_NAME => self.sdk_name = Some(s),
                 _ => {}
-            }
-        } else if key == keys::MEETING_STATUS {
-            return None;
+            },
+            // A status that is not a string, which it refuses.
+            _ if key == keys::MEETING_STATUS => return None,
+            _ => {}
         }
         Some(())
     }
@@ -196,6 +194,8 @@ enum Scalar<'a> {
     Literal,
 }
 
+/// `text` is one value's text as the parser took it (valid JSON, no surrounding whitespace), so its first byte tells
+/// its kind and a string's content lies between its first and last bytes.
 fn scalar(text: &str) -> Option<Scalar<'_>> {
     match text.as_bytes().first()? {
         b'"' => {

@@ -10,10 +10,15 @@ use crate::json::parse_strict;
 
 const NOW: i64 = 1_795_300_000_000;
 
-#[allow(clippy::disallowed_methods)] // Tests read their fixtures; the code under test reads nothing.
-fn own(rel: &str) -> Value {
-    let path = format!("{}/../../fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
+/// A fixture's text, built into the test binary: the tests do no I/O either.
+macro_rules! fixture {
+    ($rel:literal) => {
+        include_str!(concat!("../../../../fixtures/", $rel))
+    };
+}
+
+fn own(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
 }
 
 fn parse(body: Value) -> ClientBatch {
@@ -37,24 +42,34 @@ fn comparable(e: &crate::MeetingEvent) -> (String, BTreeMap<String, Value>) {
     (e.name.clone(), attrs)
 }
 
-#[allow(clippy::disallowed_methods)] // Tests read their fixtures; the code under test reads nothing.
+/// Every capture in `fixtures/real-sdk-js`, by file name, in order.
 fn captures() -> Vec<(String, Value)> {
-    let dir = format!("{}/../../fixtures/real-sdk-js", env!("CARGO_MANIFEST_DIR"));
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap(),
-            )
-        })
-        .collect()
+    [
+        ("0001-native.json", fixture!("real-sdk-js/0001-native.json")),
+        ("0002-native.json", fixture!("real-sdk-js/0002-native.json")),
+        ("0003-native.json", fixture!("real-sdk-js/0003-native.json")),
+        ("0004-blog.json", fixture!("real-sdk-js/0004-blog.json")),
+        ("0005-native.json", fixture!("real-sdk-js/0005-native.json")),
+        ("0006-blog.json", fixture!("real-sdk-js/0006-blog.json")),
+        ("0007-native-beacon.json", fixture!("real-sdk-js/0007-native-beacon.json")),
+        ("0008-native-beacon.json", fixture!("real-sdk-js/0008-native-beacon.json")),
+        ("0009-native.json", fixture!("real-sdk-js/0009-native.json")),
+        ("0010-native.json", fixture!("real-sdk-js/0010-native.json")),
+        ("0011-native.json", fixture!("real-sdk-js/0011-native.json")),
+        ("0012-native.json", fixture!("real-sdk-js/0012-native.json")),
+        ("0013-blog.json", fixture!("real-sdk-js/0013-blog.json")),
+        ("0014-native-beacon.json", fixture!("real-sdk-js/0014-native-beacon.json")),
+        ("0015-native.json", fixture!("real-sdk-js/0015-native.json")),
+        ("0016-native.json", fixture!("real-sdk-js/0016-native.json")),
+        ("0017-blog.json", fixture!("real-sdk-js/0017-blog.json")),
+        ("0018-native-beacon.json", fixture!("real-sdk-js/0018-native-beacon.json")),
+        ("0019-native.json", fixture!("real-sdk-js/0019-native.json")),
+        ("0020-blog.json", fixture!("real-sdk-js/0020-blog.json")),
+        ("0021-native-beacon.json", fixture!("real-sdk-js/0021-native-beacon.json")),
+    ]
+    .into_iter()
+    .map(|(name, text)| (name.to_owned(), own(text)))
+    .collect()
 }
 
 #[test]
@@ -104,7 +119,7 @@ fn native_and_blog_uploads_of_a_session_give_the_same_events() {
 
 #[test]
 fn android_bodies_use_group_metadata_and_normalize_like_the_blog_format() {
-    let batch = parse(own("sdk-ingestion/android-batch.json"));
+    let batch = parse(own(fixture!("sdk-ingestion/android-batch.json")));
     let e: Vec<_> = batch.payloads.into_iter().map(Result::unwrap).collect();
     assert_eq!(e.len(), 3);
     assert_eq!(e[0].id.as_deref(), Some("9c1f6a52-0d0e-4a8e-b2a4-000000000001"));
@@ -114,7 +129,7 @@ fn android_bodies_use_group_metadata_and_normalize_like_the_blog_format() {
     assert_eq!(e[2].normalized.event.str_attr("meetingStatus"), Some("NetworkBecamePoor"));
 
     // The re-send names another meeting at the root; the group's metadata is the event's own.
-    let resent = events(own("sdk-ingestion/android-resend.json"));
+    let resent = events(own(fixture!("sdk-ingestion/android-resend.json")));
     assert_eq!(resent[0].normalized.event.meeting_id(), Some("6f0c3a1e-2b7d-4c44-9a63-1f2e0d7c5b10"));
     assert_eq!(resent[0].ttl, Some(1_763_884_800_000));
     // Android generates new ids on re-send: the content still identifies the events.
@@ -124,11 +139,11 @@ fn android_bodies_use_group_metadata_and_normalize_like_the_blog_format() {
 
 #[test]
 fn ios_bodies_normalize_and_keep_their_ids_across_resends() {
-    let e = events(own("sdk-ingestion/ios-batch.json"));
+    let e = events(own(fixture!("sdk-ingestion/ios-batch.json")));
     assert_eq!(e[1].normalized.event.str_attr("audioInputErrorMessage"), Some("audioPermissionDenied"));
     assert_eq!(e[2].normalized.event.str_attr("meetingStatus"), Some("AudioCallAtCapacity"));
     assert_eq!(e[2].normalized.event.attributes["lowPowerModeEnabled"], json!(true));
-    let resent = events(own("sdk-ingestion/ios-resend.json"));
+    let resent = events(own(fixture!("sdk-ingestion/ios-resend.json")));
     assert_eq!(resent[0].dedup_key, e[1].dedup_key);
     assert_eq!(resent[1].dedup_key, e[2].dedup_key);
     assert_ne!(e[0].dedup_key, e[1].dedup_key);

@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::{Number, Value};
 
 use crate::event::{MeetingEvent, Truncation, keys};
+use crate::json::BorrowedStr;
 use crate::record::{
     DecodeError, Delivery, Ingest, MEETING_EVENT_PREFIX, MeetingEventRecord, RECORD_VERSION, Record, SipMessageRecord,
 };
@@ -96,28 +97,6 @@ struct Shape<'a> {
 /// An object's entries in order, keys borrowed where they need no unescaping and values as raw text.
 struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
-/// A string borrowed from the input when it has no escapes (serde's `Cow<str>` always copies as a map key).
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(s)))
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(s.to_owned())))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
 impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V<'a>(std::marker::PhantomData<&'a ()>);
@@ -128,7 +107,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(16));
-                while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                while let Some((BorrowedStr(k), v)) = map.next_entry::<BorrowedStr<'de>, &'de RawValue>()? {
                     check_value(v)?;
                     entries.push((k, v));
                 }

@@ -4,6 +4,7 @@
 //! (`{"timestampMs": 1763712000000, "timestampMs": 1}`), so every element is parsed through [`parse_strict`], or
 //! read by the gateway's fast path (`transcode`), which declines any element with a duplicate key.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -82,6 +83,28 @@ pub fn syntax_error(e: serde_json::Error) -> BatchError {
         None => message,
     };
     BatchError::Syntax { message, line: e.line(), column: e.column() }
+}
+
+/// A string borrowed from the input when it has no escapes, copied otherwise (serde's `Cow<str>` always copies).
+pub(crate) struct BorrowedStr<'a>(pub Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for BorrowedStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BorrowedStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Borrowed(s)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// Parses one JSON value, rejecting duplicate object keys anywhere in it.

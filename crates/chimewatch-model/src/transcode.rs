@@ -16,6 +16,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::event::{Limits, MAX_NAME_BYTES, id_is_valid, keys, normalize_status, timestamp_is_plausible};
+use crate::json::BorrowedStr;
 use crate::partition::partition_key;
 use crate::record::{Ingest, MEETING_EVENT_PREFIX, RECORD_VERSION};
 
@@ -220,31 +221,6 @@ fn not_plain<E: de::Error>() -> E {
     E::custom("not the plain shape")
 }
 
-/// A string, borrowed from the input when it has no escapes.
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Text<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_str(TextVisitor)
-    }
-}
-
-struct TextVisitor;
-
-impl<'de> Visitor<'de> for TextVisitor {
-    type Value = Text<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Text<'de>, E> {
-        Ok(Text(Cow::Borrowed(s)))
-    }
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Text<'de>, E> {
-        Ok(Text(Cow::Owned(s.to_owned())))
-    }
-}
-
 /// `{"name": ..., "attributes": {...}}`, each once, the attributes' values left raw.
 struct Element<'a> {
     name: Cow<'a, str>,
@@ -267,9 +243,9 @@ impl<'de> Visitor<'de> for ElementVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Element<'de>, A::Error> {
         let (mut name, mut attributes) = (None, None);
-        while let Some(Text(key)) = map.next_key()? {
+        while let Some(BorrowedStr(key)) = map.next_key()? {
             match &*key {
-                keys::NAME if name.is_none() => name = Some(map.next_value::<Text>()?.0),
+                keys::NAME if name.is_none() => name = Some(map.next_value::<BorrowedStr>()?.0),
                 keys::ATTRIBUTES if attributes.is_none() => {
                     attributes = Some(map.next_value::<Attributes>()?.0);
                 }
@@ -300,7 +276,7 @@ impl<'de> Visitor<'de> for AttributesVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Attributes<'de>, A::Error> {
         let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(32));
-        while let Some(Text(key)) = map.next_key()? {
+        while let Some(BorrowedStr(key)) = map.next_key()? {
             let value = match &*key {
                 keys::MEETING_HISTORY => Value::History(map.next_value::<History>()?.0),
                 _ => Value::Raw(map.next_value::<&RawValue>()?.get()),
@@ -356,10 +332,10 @@ impl<'de> Visitor<'de> for HistoryEntryVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<HistoryEntry<'de>, A::Error> {
         expect_key(&mut map, "name")?;
-        let Text(name) = map.next_value()?;
+        let BorrowedStr(name) = map.next_value()?;
         expect_key(&mut map, "timestampMs")?;
         let ts = map.next_value::<i64>()?;
-        if map.next_key::<Text>()?.is_some() {
+        if map.next_key::<BorrowedStr>()?.is_some() {
             return Err(not_plain());
         }
         Ok(HistoryEntry(name, ts))
@@ -367,8 +343,8 @@ impl<'de> Visitor<'de> for HistoryEntryVisitor {
 }
 
 fn expect_key<'de, A: MapAccess<'de>>(map: &mut A, expected: &str) -> Result<(), A::Error> {
-    match map.next_key::<Text>()? {
-        Some(Text(key)) if key == expected => Ok(()),
+    match map.next_key::<BorrowedStr>()? {
+        Some(BorrowedStr(key)) if key == expected => Ok(()),
         _ => Err(not_plain()),
     }
 }

@@ -161,6 +161,32 @@ fn an_idle_worker_steals_from_one_two_ahead_even_at_the_target() {
     assert!(plan("b", &after, &seen, 1000, CONFIG).iter().all(|a| matches!(a, Action::Renew { .. })));
 }
 
+#[test]
+fn nobody_steals_while_a_dead_workers_leases_are_still_being_taken_over() {
+    // Found by the consumer's integration test: c died holding s5, s6 and s7. a's clock said they expired and a took
+    // s5; b, a round behind, still counted c live, saw a at 4 and itself at 2, and stole from a what a had not
+    // checkpointed. c's leases have missed renewals in b's view: b waits for them instead.
+    let owner = |i: usize| match i {
+        0..=2 | 5 => "a",
+        3 | 4 => "b",
+        _ => "c",
+    };
+    let leases: Vec<Lease> =
+        (0..8).map(|i| Lease { owner: Some(owner(i).into()), counter: 1, ..lease(&format!("s{i}"), &[]) }).collect();
+    let mut seen = Observations::default();
+    seen.observe(&leases, 0);
+    let mut renewed = leases.clone();
+    for l in renewed.iter_mut().filter(|l| l.owner.as_deref() != Some("c")) {
+        l.counter += 1;
+    }
+    seen.observe(&renewed, 7_000);
+    assert!(plan("b", &renewed, &seen, 8_000, CONFIG).iter().all(|a| matches!(a, Action::Renew { .. })));
+    // Once c's leases expire in b's view, b takes them, and only them.
+    let actions = plan("b", &renewed, &seen, 10_000, CONFIG);
+    assert!(actions.contains(&Action::Take { shard_id: "s6".into(), counter: 1 }), "{actions:?}");
+    assert!(!actions.iter().any(|a| matches!(a, Action::Steal { .. })), "{actions:?}");
+}
+
 #[tokio::test]
 async fn children_wait_for_their_parents_to_end() {
     let store =

@@ -3,8 +3,9 @@
 //!
 //! Decoding a record into [`Record`] allocates a string for every key and value and hashes every key into an ordered
 //! map, and the aggregator then reads a handful of attributes and writes the event out again as its log line. An
-//! [`IndexedEvent`] copies the event's text once and notes where each attribute's key and value lie in it; its log
-//! line is that text. [`EventFields`] is what the catalogue reads, from either form.
+//! [`IndexedEvent`] is read in the record's one pass, which locates the name and each attribute's key and value;
+//! their text is then copied once into the event's text, noting where each lies, and that text is its log line.
+//! [`EventFields`] is what the catalogue reads, from either form.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -74,6 +75,28 @@ enum Text {
     Owned(Box<str>),
 }
 
+/// Writes `s` as a JSON string as serde_json writes it, and says where it lies: in the text when written as is.
+fn push_string(out: &mut String, s: Cow<'_, str>) -> Text {
+    match s {
+        // Borrowed from JSON text, so it held no escape: no quote, backslash or control character to escape.
+        Cow::Borrowed(s) => {
+            out.push('"');
+            let start = out.len();
+            out.push_str(s);
+            let at = start..out.len();
+            out.push('"');
+            Text::At(at)
+        }
+        Cow::Owned(s) => {
+            let escaped = serde_json::to_string(&s).expect("a string serializes");
+            let at = out.len() + 1..out.len() + escaped.len() - 1;
+            out.push_str(&escaped);
+            // Sent escaped, it may need no escape (`\u0041`): then it is found in the text as the rest are.
+            if escaped.len() == s.len() + 2 { Text::At(at) } else { Text::Owned(s.into_boxed_str()) }
+        }
+    }
+}
+
 /// A meeting event as its JSON text `{"name": ..., "attributes": {...}}` and an index of its attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedEvent {
@@ -85,13 +108,14 @@ pub struct IndexedEvent {
     attributes: Vec<(Text, Range<usize>)>,
 }
 
-/// The event's shape, borrowed from its text.
+/// An event's parts, read in the record's own pass: the name, and each attribute's key and value's raw text, keys
+/// borrowed where they need no unescaping. Derived as [`MeetingEvent`] is, so both take and refuse the same shapes.
 #[derive(Deserialize)]
-struct Shape<'a> {
+struct Parts<'a> {
     #[serde(borrow)]
-    name: Cow<'a, str>,
+    name: BorrowedStr<'a>,
     #[serde(borrow)]
-    attributes: &'a RawValue,
+    attributes: Entries<'a>,
 }
 
 /// An object's entries in order, keys borrowed where they need no unescaping and values as raw text.
@@ -218,31 +242,48 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectText<'a> {
 
 impl IndexedEvent {
     /// Indexes an event's JSON text; errors say what is not an event, as decoding a [`MeetingEvent`] would.
-    pub fn new(json: Box<str>) -> Result<Self, serde_json::Error> {
-        let base = json.as_ptr() as usize;
-        let span = |s: &str| {
-            let start = s.as_ptr() as usize - base;
-            start..start + s.len()
-        };
-        let text = |c: Cow<'_, str>| match c {
-            Cow::Borrowed(s) => Text::At(span(s)),
-            Cow::Owned(s) => Text::Owned(s.into_boxed_str()),
-        };
-        let shape: Shape<'_> = serde_json::from_str(&json)?;
-        let entries: Entries<'_> = serde_json::from_str(shape.attributes.get())?;
-        let name = text(shape.name);
-        let object = span(shape.attributes.get());
-        let attributes = entries.0.into_iter().map(|(k, v)| (text(k), span(v.get()))).collect();
-        Ok(Self { json, name, object, attributes })
+    pub fn new(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json).map(Self::from_parts)
     }
 
     /// Indexes an event decoded whole (as those read from CloudWatch Logs envelopes are).
     pub fn of(event: &MeetingEvent) -> Self {
         let json = serde_json::to_string(event).expect("an event serializes: its map keys are strings");
-        Self::new(json.into_boxed_str()).expect("a serialized event has an event's shape")
+        Self::new(&json).expect("a serialized event has an event's shape")
     }
 
-    /// The event as JSON, as it was on the stream: the blog sample's log message.
+    /// Writes the event's text from its parts, noting where each lies: `{"name":...,"attributes":{...}}`, compact,
+    /// with keys and the name as serde_json writes them and values as they were sent. For a record serde_json wrote,
+    /// that is the event's text on the stream; the parts were located in the record's one pass, and this is the only
+    /// copy.
+    fn from_parts(parts: Parts<'_>) -> Self {
+        let Parts { name: BorrowedStr(name), attributes: Entries(entries) } = parts;
+        let values: usize = entries.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+        let mut json = String::with_capacity(name.len() + values + 32);
+        json.push_str(r#"{"name":"#);
+        let name = push_string(&mut json, name);
+        json.push_str(r#","attributes":"#);
+        let object_start = json.len();
+        json.push('{');
+        let mut attributes = Vec::with_capacity(entries.len());
+        for (i, (key, value)) in entries.into_iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            let key = push_string(&mut json, key);
+            json.push(':');
+            let start = json.len();
+            json.push_str(value.get());
+            attributes.push((key, start..json.len()));
+        }
+        json.push('}');
+        let object = object_start..json.len();
+        json.push('}');
+        Self { json: json.into_boxed_str(), name, object, attributes }
+    }
+
+    /// The event as JSON, as it was on the stream when serde_json wrote it (values always as sent): the blog
+    /// sample's log message.
     pub fn json(&self) -> &str {
         &self.json
     }
@@ -261,7 +302,12 @@ impl IndexedEvent {
 
     /// The raw JSON text of an attribute's value; the last of repeated keys, as a decoded map keeps.
     fn raw(&self, key: &str) -> Option<&str> {
-        self.attributes.iter().rev().find(|(k, _)| self.str_of(k) == key).map(|(_, v)| &self.json[v.clone()])
+        // Keys compared as bytes: slicing the text as `str` would check char boundaries on every key.
+        let is_key = |k: &Text| match k {
+            Text::At(r) => self.json.as_bytes().get(r.clone()) == Some(key.as_bytes()),
+            Text::Owned(s) => **s == *key,
+        };
+        self.attributes.iter().rev().find(|(k, _)| is_key(k)).map(|(_, v)| &self.json[v.clone()])
     }
 }
 
@@ -357,7 +403,7 @@ impl IndexedRecord {
             received_at_ms: i64,
             ingest: Ingest,
             #[serde(borrow)]
-            event: &'a RawValue,
+            event: Parts<'a>,
             #[serde(default, borrow)]
             original: ObjectText<'a>,
             #[serde(default)]
@@ -369,12 +415,19 @@ impl IndexedRecord {
             // SIP messages, and records another writer laid out differently: rare enough to decode whole.
             return Record::decode(bytes).map(Self::from);
         }
-        let indexed = serde_json::from_slice::<Head<'_>>(bytes).ok().and_then(|h| {
-            let event = IndexedEvent::new(h.event.get().into()).ok()?;
+        // Checked as UTF-8 once, whole: read from bytes, serde_json would check every string and raw value apart.
+        let text = std::str::from_utf8(bytes).ok();
+        let head = text.and_then(|t| serde_json::from_str::<Head<'_>>(t).ok());
+        let indexed = head.filter(|h| h.v <= RECORD_VERSION).map(|h| {
+            let event = IndexedEvent::from_parts(h.event);
             let original = h.original.0.map(|o| o.get().into());
-            let (received_at_ms, ingest, truncation) = (h.received_at_ms, h.ingest, h.truncation);
-            Some(IndexedEventRecord { received_at_ms, ingest, truncation, event, original })
-                .filter(|_| h.v <= RECORD_VERSION)
+            IndexedEventRecord {
+                received_at_ms: h.received_at_ms,
+                ingest: h.ingest,
+                truncation: h.truncation,
+                event,
+                original,
+            }
         });
         match indexed {
             Some(r) => Ok(Self::MeetingEvent(r)),

@@ -88,11 +88,11 @@ pub fn syntax_error(e: serde_json::Error) -> BatchError {
 /// A string borrowed from the input when it has no escapes, copied otherwise (serde's `Cow<str>` always copies).
 pub(crate) struct BorrowedStr<'a>(pub Cow<'a, str>);
 
-impl<'de> Deserialize<'de> for BorrowedStr<'de> {
+impl<'de: 'a, 'a> Deserialize<'de> for BorrowedStr<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = BorrowedStr<'de>;
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = BorrowedStr<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
@@ -103,7 +103,7 @@ impl<'de> Deserialize<'de> for BorrowedStr<'de> {
                 Ok(BorrowedStr(Cow::Owned(s.to_owned())))
             }
         }
-        d.deserialize_str(V)
+        d.deserialize_str(V(std::marker::PhantomData))
     }
 }
 

@@ -81,6 +81,29 @@ fn escaped_keys_and_strings_are_unescaped() {
 
 /// Records the whole decode refuses, for each field the indexed decode reads only for its shape.
 #[test]
+fn an_event_laid_out_otherwise_reads_as_the_whole_decode_writes_it() {
+    // Whitespace, another field order, an unknown field, the event as an array (which serde's derive takes too):
+    // the event's text is written from its parts, as serde_json writes the event, values as they were sent.
+    let head = r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":"#;
+    let events = [
+        r#"{ "attributes" : { "b":[1,2] , "a":"x" }, "extra":{"y":1}, "name" : "n" }"#,
+        r#"["n", {"b":[1,2], "a":"x"}]"#,
+        r#"{"name":"n","attributes":{"b":[1,2],"a":"x"}}"#,
+    ];
+    for event in events {
+        let bytes = format!("{head}{event}}}");
+        let (Ok(Record::MeetingEvent(whole)), Ok(IndexedRecord::MeetingEvent(indexed))) =
+            (Record::decode(bytes.as_bytes()), IndexedRecord::decode(bytes.as_bytes()))
+        else {
+            panic!("refused: {bytes}");
+        };
+        assert_eq!(indexed.event.json(), r#"{"name":"n","attributes":{"b":[1,2],"a":"x"}}"#, "{event}");
+        assert_eq!(indexed.event, IndexedEvent::of(&whole.event), "{event}");
+        assert_read_alike(&whole, &indexed).unwrap();
+    }
+}
+
+#[test]
 fn both_refuse_the_same_malformed_records() {
     let good = r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{"name":"x","attributes":{}}"#;
     let cases = [

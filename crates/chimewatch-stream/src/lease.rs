@@ -214,13 +214,18 @@ pub fn plan(
     }
     // Then balance: steal one lease from the most loaded worker when it holds at least two more than this one, so
     // that every steal narrows the gap (never just swaps it) and the workers converge without thrashing.
-    // Not while another worker's lease has missed a renewal (owners renew every third of the failover time): its
-    // owner may be dying, and the workers, each judging expiry by its own clock, would otherwise steal from the one
-    // that took the first of its leases; every steal re-processes what the loser had not checkpointed.
-    let failing_over = eligible.iter().any(|l| {
-        l.owner.as_deref().is_some_and(|o| o != worker)
-            && observations.last_change(&l.shard_id).is_some_and(|t| now_ms - t >= config.failover_ms / 2)
-    });
+    // Not while another worker renewed none of its leases for half the failover time (owners renew every third of
+    // it): it may be dying, and the workers, each judging expiry by its own clock, would otherwise steal from the
+    // one that took the first of its leases; every steal re-processes what the loser had not checkpointed. A live
+    // owner slow to renew many leases renewed some of them lately, and does not hold up balancing.
+    let mut last_renewal: BTreeMap<&str, Option<i64>> = BTreeMap::new();
+    for l in &eligible {
+        if let Some(owner) = l.owner.as_deref().filter(|o| *o != worker) {
+            let seen = last_renewal.entry(owner).or_insert(None);
+            *seen = (*seen).max(observations.last_change(&l.shard_id));
+        }
+    }
+    let failing_over = last_renewal.values().any(|t| t.is_some_and(|t| now_ms - t >= config.failover_ms / 2));
     if wanted > 0 && !failing_over {
         let busiest = load.iter().filter(|(w, _)| **w != worker).max_by_key(|(w, n)| (**n, std::cmp::Reverse(**w)));
         if let Some((&from, &n)) = busiest

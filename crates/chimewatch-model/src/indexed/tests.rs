@@ -79,7 +79,6 @@ fn escaped_keys_and_strings_are_unescaped() {
     assert_eq!(r.event.text("meetingId").as_deref(), Some("m\u{e9}\n1"));
 }
 
-/// Records the whole decode refuses, for each field the indexed decode reads only for its shape.
 #[test]
 fn an_event_laid_out_otherwise_reads_as_the_whole_decode_writes_it() {
     // Whitespace, another field order, an unknown field, the event as an array (which serde's derive takes too):
@@ -103,6 +102,7 @@ fn an_event_laid_out_otherwise_reads_as_the_whole_decode_writes_it() {
     }
 }
 
+/// Records the whole decode refuses, for each field the indexed decode reads only for its shape.
 #[test]
 fn both_refuse_the_same_malformed_records() {
     let good = r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{"name":"x","attributes":{}}"#;

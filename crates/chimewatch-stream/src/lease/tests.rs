@@ -187,6 +187,22 @@ fn nobody_steals_while_a_dead_workers_leases_are_still_being_taken_over() {
     assert!(!actions.iter().any(|a| matches!(a, Action::Steal { .. })), "{actions:?}");
 }
 
+#[test]
+fn a_live_owner_slow_to_renew_many_leases_is_still_stolen_from() {
+    // Found in review: a owns 8 leases and renews them one after another over most of the failover time, so some
+    // of them stood still for more than half of it when b, new, looks. a renewed others lately: it is live, and b
+    // balances.
+    let leases: Vec<Lease> =
+        (0..8).map(|i| Lease { owner: Some("a".into()), counter: 1, ..lease(&format!("s{i}"), &[]) }).collect();
+    let mut seen = Observations::default();
+    seen.observe(&leases, 0);
+    let mut renewed = leases.clone();
+    renewed[7].counter += 1;
+    seen.observe(&renewed, 7_000);
+    let actions = plan("b", &renewed, &seen, 8_000, CONFIG);
+    assert!(actions.iter().any(|a| matches!(a, Action::Steal { from, .. } if from == "a")), "{actions:?}");
+}
+
 #[tokio::test]
 async fn children_wait_for_their_parents_to_end() {
     let store =

@@ -19,11 +19,9 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use crate::cause::{self, Cause, Ending, Signs};
 use chimewatch_model::EventFields;
 use chimewatch_model::event::keys;
-use serde_json::Value;
-
-use crate::cause::{self, Cause, Ending, Signs};
 
 pub use crate::unit::Unit;
 
@@ -119,14 +117,6 @@ fn attr(event: &impl EventFields, key: &str) -> String {
     }
 }
 
-/// The `name`s of the `meetingHistory` entries, when it is an array.
-fn history_names(history: Option<&Value>) -> Option<impl Iterator<Item = &str>> {
-    match history {
-        Some(Value::Array(items)) => Some(items.iter().filter_map(|i| i.get("name").and_then(Value::as_str))),
-        _ => None,
-    }
-}
-
 /// A positive whole duration or count attribute.
 fn positive(event: &impl EventFields, key: &str) -> Option<u64> {
     event.number(key).filter(|v| *v > 0.0 && v.is_finite()).map(|v| v.round() as u64)
@@ -135,8 +125,7 @@ fn positive(event: &impl EventFields, key: &str) -> Option<u64> {
 /// The cause of a failure from its own event (status, error, history, poor connection count) and what the
 /// session showed before it.
 fn cause_of(event: &impl EventFields, ending: Ending, session: &Session) -> Cause {
-    let history = event.value(keys::MEETING_HISTORY);
-    let history: Vec<&str> = history_names(history.as_deref()).map(Iterator::collect).unwrap_or_default();
+    let history = event.entry_names(keys::MEETING_HISTORY).unwrap_or_default();
     let reconnects_in_history = history.iter().filter(|n| **n == "meetingReconnected").count();
     let signs = Signs {
         status: event.text(keys::MEETING_STATUS).map(Cow::into_owned),
@@ -144,7 +133,8 @@ fn cause_of(event: &impl EventFields, ending: Ending, session: &Session) -> Caus
         device_errors: session.device_error.map(str::to_owned).into_iter().collect(),
         reconnects: reconnects_in_history.max(usize::try_from(session.reconnects).unwrap_or(usize::MAX)),
         reconnect_statuses: Vec::new(),
-        health_events: history.iter().filter(|n| cause::HEALTH_EVENTS.contains(n)).count() + session.health as usize,
+        health_events: history.iter().filter(|n| cause::HEALTH_EVENTS.contains(&n.as_ref())).count()
+            + session.health as usize,
         poor_connection_count: event.number("poorConnectionCount").map_or(0, |v| v.max(0.0) as u64),
     };
     cause::classify(ending, &signs)
@@ -264,9 +254,9 @@ impl Catalogue {
                     self.count_cause(event, "meetingDropCause", cause, &mut out);
                 }
                 let counted = session.reconnects;
-                let history = event.value(keys::MEETING_HISTORY).filter(|_| history_complete);
-                let from_history = history_names(history.as_deref())
-                    .map(|names| names.filter(|n| *n == "meetingReconnected").count() as u64);
+                let history = event.entry_names(keys::MEETING_HISTORY).filter(|_| history_complete);
+                let from_history =
+                    history.map(|names| names.iter().filter(|n| *n == "meetingReconnected").count() as u64);
                 self.distribution(event, "reconnectCount", from_history.unwrap_or(counted), &mut out);
             }
             _ => {}
@@ -314,7 +304,7 @@ impl Catalogue {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use chimewatch_model::{IndexedEvent, MeetingEvent};
 

@@ -33,8 +33,9 @@ pub trait EventFields {
     /// A string, number or boolean attribute as text (numbers as serde_json writes them).
     fn scalar_text(&self, key: &str) -> Option<Cow<'_, str>>;
     fn has(&self, key: &str) -> bool;
-    /// Any attribute as a JSON value: for the rare reads of nested values (`meetingHistory`).
-    fn value(&self, key: &str) -> Option<Cow<'_, Value>>;
+    /// The string `name` of each object in an array attribute (`meetingHistory`), in order; an entry that is not
+    /// an object, or has no string `name`, has none. `None` when the attribute is missing or not an array.
+    fn entry_names(&self, key: &str) -> Option<Vec<Cow<'_, str>>>;
     /// Event time in milliseconds since the epoch (whole milliseconds only).
     fn event_time_ms(&self) -> Option<i64>;
 }
@@ -60,8 +61,9 @@ impl EventFields for MeetingEvent {
     fn has(&self, key: &str) -> bool {
         self.attributes.contains_key(key)
     }
-    fn value(&self, key: &str) -> Option<Cow<'_, Value>> {
-        self.attributes.get(key).map(Cow::Borrowed)
+    fn entry_names(&self, key: &str) -> Option<Vec<Cow<'_, str>>> {
+        let Value::Array(entries) = self.attributes.get(key)? else { return None };
+        Some(entries.iter().filter_map(|e| e.get("name")?.as_str().map(Cow::Borrowed)).collect())
     }
     fn event_time_ms(&self) -> Option<i64> {
         self.timestamp_ms()
@@ -148,7 +150,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
 fn check_value<E: de::Error>(raw: &RawValue) -> Result<(), E> {
     let text = raw.get();
     let could_be_wrong = match text.as_bytes().first() {
-        Some(b'"') => text.contains("\\u"),
+        Some(b'"') => has_unicode_escape(text.as_bytes()),
         // Without an exponent, fewer than 309 characters hold fewer than 309 integer digits: below f64::MAX.
         Some(b'-' | b'0'..=b'9') => text.len() >= 309 || text.bytes().any(|b| b | 0x20 == b'e'),
         Some(b'[' | b'{') => container_could_be_wrong(text),
@@ -166,21 +168,108 @@ fn check_value<E: de::Error>(raw: &RawValue) -> Result<(), E> {
 /// record, and `check_value` with a byte-at-a-time scan inlined took 7 % of `up`'s CPU.
 fn container_could_be_wrong(text: &str) -> bool {
     let b = text.as_bytes();
-    let (mut brackets, mut exponent) = (0usize, false);
+    let (mut brackets, mut suspect) = (0usize, false);
     // In fixed-size chunks, each byte with its successor, so that the loops have no early exit and vectorize.
     // (The last byte, a closing bracket, is no byte's successor and opens nothing.)
     for (chunk, next) in b.chunks(64).zip(b.get(1..).unwrap_or_default().chunks(64)) {
-        let (mut opening, mut digit_then_e) = (0u8, 0u8);
+        let (mut opening, mut digit_then_e, mut escape_u) = (0u8, 0u8, 0u8);
         for (&p, &c) in chunk.iter().zip(next) {
             opening += u8::from(p == b'[') | u8::from(p == b'{');
             digit_then_e |= u8::from(p.wrapping_sub(b'0') < 10) & u8::from(c | 0x20 == b'e');
+            escape_u |= u8::from(p == b'\\') & u8::from(c == b'u');
         }
         brackets += usize::from(opening);
-        exponent |= digit_then_e != 0;
+        suspect |= (digit_then_e | escape_u) != 0;
     }
     // 309 digits in a row fill at least one of the text's aligned 154-byte chunks (2 x 154 - 1 <= 309).
     let long_number = b.chunks_exact(154).any(|c| c.iter().all(u8::is_ascii_digit));
-    brackets >= 100 || exponent || long_number || text.contains("\\u")
+    brackets >= 100 || suspect || long_number
+}
+
+/// Whether a string's text holds a `\u` escape: most strings hold no backslash, which `contains` finds a word at a
+/// time (a substring search costs more to set up than these short strings take to scan).
+fn has_unicode_escape(b: &[u8]) -> bool {
+    b.contains(&b'\\') && b.windows(2).any(|w| w == b"\\u")
+}
+
+/// The names of an array's entries ([`EventFields::entry_names`]), read in passing: a history is most of a
+/// record, and building it as a `Value` to count its reconnects took a fifth of the catalogue's work.
+struct EntryNames<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for EntryNames<'a> {
+    type Value = Vec<Cow<'a, str>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array")
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut names = Vec::new();
+        while let Some(name) = seq.next_element_seed(Pick::<'a>(Want::Name, std::marker::PhantomData))? {
+            names.extend(name);
+        }
+        Ok(names)
+    }
+}
+
+/// What [`Pick`] takes of a value; anything else is skipped.
+#[derive(Clone, Copy)]
+enum Want {
+    /// An object's string `name` (the last, as `Value` keeps the last of repeated keys).
+    Name,
+    /// A string.
+    Text,
+}
+
+/// One value skipped but for what is wanted of it.
+struct Pick<'a>(Want, std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> de::DeserializeSeed<'de> for Pick<'a> {
+    type Value = Option<Cow<'a, str>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for Pick<'a> {
+    type Value = Option<Cow<'a, str>>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(matches!(self.0, Want::Text).then_some(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(matches!(self.0, Want::Text).then(|| Cow::Owned(s.to_owned())))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut name = None;
+        while let Some(BorrowedStr(key)) = map.next_key()? {
+            if matches!(self.0, Want::Name) && key == "name" {
+                name = map.next_value_seed(Pick(Want::Text, std::marker::PhantomData))?;
+            } else {
+                map.next_value::<de::IgnoredAny>()?;
+            }
+        }
+        Ok(name)
+    }
 }
 
 /// Any JSON value, read as the whole decode reads it (numbers included), and kept nowhere.
@@ -343,8 +432,9 @@ impl EventFields for IndexedEvent {
     fn has(&self, key: &str) -> bool {
         self.raw(key).is_some()
     }
-    fn value(&self, key: &str) -> Option<Cow<'_, Value>> {
-        serde_json::from_str(self.raw(key)?).ok().map(Cow::Owned)
+    fn entry_names(&self, key: &str) -> Option<Vec<Cow<'_, str>>> {
+        let raw = self.raw(key).filter(|r| r.starts_with('['))?;
+        serde_json::Deserializer::from_str(raw).deserialize_seq(EntryNames(std::marker::PhantomData)).ok()
     }
     fn event_time_ms(&self) -> Option<i64> {
         number(self.raw(keys::TIMESTAMP_MS)?)?.as_i64()

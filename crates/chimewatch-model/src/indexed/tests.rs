@@ -41,7 +41,7 @@ fn assert_read_alike(whole: &crate::MeetingEventRecord, indexed: &IndexedEventRe
         prop_assert_eq!(i.number(key).map(f64::to_bits), w.number(key).map(f64::to_bits), "number of {:?}", key);
         prop_assert_eq!(i.scalar_text(key), w.scalar_text(key), "scalar text of {:?}", key);
         prop_assert_eq!(i.has(key), w.has(key), "has {:?}", key);
-        prop_assert_eq!(i.value(key), w.value(key), "value of {:?}", key);
+        prop_assert_eq!(i.entry_names(key), w.entry_names(key), "entry names of {:?}", key);
     }
     Ok(())
 }
@@ -100,6 +100,23 @@ fn an_event_laid_out_otherwise_reads_as_the_whole_decode_writes_it() {
         assert_eq!(indexed.event, IndexedEvent::of(&whole.event), "{event}");
         assert_read_alike(&whole, &indexed).unwrap();
     }
+}
+
+#[test]
+fn history_names_are_read_as_the_whole_decode_reads_them() {
+    // A repeated name (the last counts), names that are not strings, entries that are not objects, an escape.
+    let history = r#"[{"name":"a","name":"b"},{"name":1},{"name":"c","name":null},"d",["e"],{"x":{"name":"f"}},{"name":"g\u0068"}]"#;
+    let bytes = format!(
+        r#"{{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{{"name":"n","attributes":{{"meetingHistory":{history},"s":"t"}}}}}}"#
+    );
+    let (Ok(Record::MeetingEvent(whole)), Ok(IndexedRecord::MeetingEvent(indexed))) =
+        (Record::decode(bytes.as_bytes()), IndexedRecord::decode(bytes.as_bytes()))
+    else {
+        panic!("refused: {bytes}");
+    };
+    assert_read_alike(&whole, &indexed).unwrap();
+    assert_eq!(indexed.event.entry_names("meetingHistory"), Some(vec!["b".into(), "gh".into()]));
+    assert_eq!(indexed.event.entry_names("s"), None);
 }
 
 /// Records the whole decode refuses, for each field the indexed decode reads only for its shape.
@@ -192,8 +209,14 @@ fn arbitrary_value() -> impl Strategy<Value = Value> {
 }
 
 fn arbitrary_record() -> impl Strategy<Value = Vec<u8>> {
-    let history = prop::collection::vec(("[a-zA-Z]{1,12}", 1_000_000_000_000_i64..2_000_000_000_000), 0..5)
-        .prop_map(|h| json!(h.into_iter().map(|(n, t)| json!({"name": n, "timestampMs": t})).collect::<Vec<_>>()));
+    // Mostly entries as the SDKs send them; now and then one with an escaped name, or anything else.
+    let entry = prop_oneof![
+        4 => ("[a-zA-Z]{1,12}", 1_000_000_000_000_i64..2_000_000_000_000)
+            .prop_map(|(n, t)| json!({"name": n, "timestampMs": t})),
+        1 => ("[a-z\"\\\\\n\u{e9}]{0,6}", arbitrary_value()).prop_map(|(n, v)| json!({"name": n, "x": v})),
+        1 => arbitrary_value(),
+    ];
+    let history = prop::collection::vec(entry, 0..5).prop_map(Value::from);
     (
         "[a-zA-Z\"]{1,20}",
         prop::collection::btree_map("[a-zA-Z\\\\\"]{1,8}", arbitrary_value(), 0..8),

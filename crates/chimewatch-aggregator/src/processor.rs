@@ -360,10 +360,8 @@ impl Shared {
         }
         if newest_sip > i64::MIN {
             // Time moves for the calls: failures past their failover time are decided, timeouts end calls.
-            let facts: Vec<(i64, Vec<chimewatch_metrics::Fact>)> =
-                s.tracker.advance(newest_sip).iter().map(|o| (o.at_ms, voice::facts(o))).collect();
-            for (at, f) in facts {
-                let placed = s.voice.add(shard, at, f, now);
+            for o in s.tracker.advance(newest_sip) {
+                let placed = s.voice.add(shard, o.at_ms, voice::facts(&o), now);
                 s.track(placed, &mut touched);
             }
             self.telemetry.calls_tracked.set(s.tracker.calls() as i64);

@@ -12,9 +12,12 @@
 //! every combination seen in a month is a billed CloudWatch metric, and values that rotate (a session id in a
 //! status, say) must not mint one per window.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use crate::catalogue::{Fact, FactValue, Unit};
+use hashbrown::Equivalent;
+
+use crate::catalogue::{Dimension, Fact, FactValue, Unit};
 use crate::distribution::Distribution;
 use crate::window::{Watermark, window_start};
 
@@ -91,8 +94,34 @@ pub enum Placement {
 type SeriesKey = (&'static str, Vec<(String, String)>);
 
 /// The maps of series, hashed with foldhash: hashing their keys was a third of the catalogue and aggregator's time
-/// with SipHash, and the cardinality guard bounds how many keys a client can make them hold.
-type SeriesMap<K, V> = foldhash::HashMap<K, V>;
+/// with SipHash, and the cardinality guard bounds how many keys a client can make them hold. hashbrown's, to look a
+/// fact's borrowed dimensions up without building the owned key ([`Dims`]).
+type SeriesMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A fact's dimensions, looked up as the owned `Vec<(String, String)>` they equal. Derived `Hash` hashes the slice as
+/// the `Vec` hashes (length, then each name and value as `str`), which `hashbrown` requires of an equivalent key.
+#[derive(Hash)]
+struct Dims<'f, 'a>(&'f [Dimension<'a>]);
+
+impl Equivalent<Vec<(String, String)>> for Dims<'_, '_> {
+    fn equivalent(&self, key: &Vec<(String, String)>) -> bool {
+        self.0.len() == key.len() && self.0.iter().zip(key).all(|((n, v), (kn, kv))| n == kn && v == kv)
+    }
+}
+
+/// A series looked up by a fact's metric and borrowed dimensions; hashes as the tuple [`SeriesKey`] does.
+#[derive(Hash)]
+struct SeriesOf<'f, 'a>(&'static str, Dims<'f, 'a>);
+
+impl Equivalent<SeriesKey> for SeriesOf<'_, '_> {
+    fn equivalent(&self, (metric, dims): &SeriesKey) -> bool {
+        self.0 == *metric && self.1.equivalent(dims)
+    }
+}
+
+fn owned(dims: &[Dimension<'_>]) -> Vec<(String, String)> {
+    dims.iter().map(|(n, v)| (n.clone().into_owned(), v.clone().into_owned())).collect()
+}
 
 #[derive(Debug)]
 struct Window {
@@ -116,7 +145,7 @@ struct SeriesBudget {
 
 impl SeriesBudget {
     /// Whether the combination may be its own series at `now_ms` (it is already one, or the metric is under `cap`).
-    fn admit(&mut self, metric: &'static str, dims: &[(String, String)], cap: usize, now_ms: i64) -> bool {
+    fn admit(&mut self, metric: &'static str, dims: &[Dimension<'_>], cap: usize, now_ms: i64) -> bool {
         if now_ms - self.pruned_ms >= 60_000 {
             for combos in self.seen.values_mut() {
                 combos.retain(|_, last| now_ms - *last < BUDGET_SPAN_MS);
@@ -124,24 +153,26 @@ impl SeriesBudget {
             self.pruned_ms = now_ms;
         }
         let combos = self.seen.entry(metric).or_default();
-        if let Some(last) = combos.get_mut(dims) {
+        if let Some(last) = combos.get_mut(&Dims(dims)) {
             *last = (*last).max(now_ms);
             return true;
         }
         if combos.len() >= cap {
             return false;
         }
-        combos.insert(dims.to_vec(), now_ms);
+        combos.insert(owned(dims), now_ms);
         true
     }
 }
 
-/// A value as the rule of [`crate::dimension`] makes it, reusing the string when it already complies.
-fn dimension_value(v: String) -> String {
-    match crate::dimension::value(&v) {
-        std::borrow::Cow::Borrowed(same) if same.len() == v.len() => v,
+/// Makes a value what the rule of [`crate::dimension`] makes it, keeping the string when it already complies.
+fn comply(v: &mut Cow<'_, str>) {
+    let fixed = match crate::dimension::value(v) {
+        // The same text, not merely as long (a blank value becomes `unknown`).
+        Cow::Borrowed(same) if std::ptr::eq(same, &**v) => return,
         other => other.into_owned(),
-    }
+    };
+    *v = Cow::Owned(fixed);
 }
 
 /// Counters of what did not go the usual way.
@@ -191,7 +222,7 @@ impl Aggregator {
     }
 
     /// Adds one event's facts; `source` is its shard, `now_ms` the processing time.
-    pub fn add(&mut self, source: &str, event_ms: i64, facts: Vec<Fact>, now_ms: i64) -> Placement {
+    pub fn add(&mut self, source: &str, event_ms: i64, facts: Vec<Fact<'_>>, now_ms: i64) -> Placement {
         if event_ms < now_ms - self.config.max_age_ms {
             self.counters.too_old += 1;
             return Placement::TooOld;
@@ -214,21 +245,24 @@ impl Aggregator {
             Window { id, series: SeriesMap::default() }
         });
         let cap = self.config.max_series_per_metric;
-        for fact in facts {
-            let dimensions = fact.dimensions.into_iter().map(|(k, v)| (k, dimension_value(v))).collect();
-            let mut key: SeriesKey = (fact.metric, dimensions);
-            if !self.budget.admit(fact.metric, &key.1, cap, now_ms) {
+        for mut fact in facts {
+            fact.dimensions.iter_mut().for_each(|(_, v)| comply(v));
+            if !self.budget.admit(fact.metric, &fact.dimensions, cap, now_ms) {
                 self.counters.folded += 1;
-                key.1.iter_mut().for_each(|(_, v)| *v = OTHER.to_owned());
+                fact.dimensions.iter_mut().for_each(|(_, v)| *v = Cow::Borrowed(OTHER));
             }
-            let (_, value) = window.series.entry(key).or_insert_with(|| {
-                let empty = match fact.value {
-                    FactValue::Sample(_) => SeriesValue::Distribution(Distribution::new()),
-                    FactValue::Occurrence | FactValue::Amount(_) => SeriesValue::Count(0),
-                    FactValue::Mean(_) => SeriesValue::Mean { sum: 0.0, count: 0 },
-                };
-                (fact.unit, empty)
-            });
+            let series = SeriesOf(fact.metric, Dims(&fact.dimensions));
+            let (_, value) = match window.series.get_mut(&series) {
+                Some(found) => found,
+                None => {
+                    let empty = match fact.value {
+                        FactValue::Sample(_) => SeriesValue::Distribution(Distribution::new()),
+                        FactValue::Occurrence | FactValue::Amount(_) => SeriesValue::Count(0),
+                        FactValue::Mean(_) => SeriesValue::Mean { sum: 0.0, count: 0 },
+                    };
+                    window.series.entry((fact.metric, owned(&fact.dimensions))).or_insert((fact.unit, empty))
+                }
+            };
             match (value, fact.value) {
                 (SeriesValue::Distribution(d), FactValue::Sample(v)) => d.record(v),
                 (SeriesValue::Count(n), FactValue::Occurrence) => *n += 1,

@@ -41,12 +41,15 @@ pub enum FactValue {
     Mean(f64),
 }
 
+/// A dimension's name and value, borrowed where they can be (from the event, the configuration or the code).
+pub type Dimension<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// One contribution of one event to one metric series.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Fact {
+pub struct Fact<'a> {
     pub metric: &'static str,
     pub unit: Unit,
-    pub dimensions: Vec<(String, String)>,
+    pub dimensions: Vec<Dimension<'a>>,
     pub value: FactValue,
 }
 
@@ -110,10 +113,10 @@ pub struct Catalogue {
 }
 
 /// A string, number or boolean attribute as a dimension value; [`UNKNOWN`] when missing, empty or nested.
-fn attr(event: &impl EventFields, key: &str) -> String {
+fn attr<'a>(event: &'a impl EventFields, key: &str) -> Cow<'a, str> {
     match event.scalar_text(key) {
-        Some(s) if !s.is_empty() => s.into_owned(),
-        _ => UNKNOWN.to_owned(),
+        Some(s) if !s.is_empty() => s,
+        _ => Cow::Borrowed(UNKNOWN),
     }
 }
 
@@ -146,51 +149,81 @@ fn error_name(message: &str) -> String {
     if name.is_empty() { UNKNOWN.to_owned() } else { name.chars().take(64).collect() }
 }
 
+fn dims<'a>(event: &'a impl EventFields, set: &'a [String]) -> Vec<Dimension<'a>> {
+    set.iter().map(|k| (Cow::Borrowed(k.as_str()), attr(event, k))).collect()
+}
+
+/// One value of a distribution under each configured dimension set.
+fn distribution<'a>(
+    config: &'a CatalogueConfig,
+    event: &'a impl EventFields,
+    metric: &'static str,
+    value: u64,
+    out: &mut Vec<Fact<'a>>,
+) {
+    let (unit, value) =
+        (if metric.ends_with("Ms") { Unit::Milliseconds } else { Unit::Count }, FactValue::Sample(value));
+    let sets = &config.dimension_sets;
+    // What the blog sample publishes, so its dashboard keeps working.
+    if metric == "meetingStartDurationMs" && !sets.iter().any(|s| s.len() == 1 && s[0] == keys::SDK_NAME) {
+        let dimensions = vec![(Cow::Borrowed(keys::SDK_NAME), attr(event, keys::SDK_NAME))];
+        out.push(Fact { metric, unit, dimensions, value });
+    }
+    for set in sets {
+        out.push(Fact { metric, unit, dimensions: dims(event, set), value });
+    }
+}
+
+/// One occurrence, fleet-wide and by SDK, and by the reason too when it has one.
+fn count<'a>(
+    event: &'a impl EventFields,
+    metric: &'static str,
+    reason: Option<(&'static str, Cow<'a, str>)>,
+    out: &mut Vec<Fact<'a>>,
+) {
+    let mut push = |dimensions| out.push(Fact { metric, unit: Unit::Count, dimensions, value: FactValue::Occurrence });
+    let sdk = (Cow::Borrowed("sdkName"), attr(event, "sdkName"));
+    push(Vec::new());
+    push(vec![sdk.clone()]);
+    if let Some((key, value)) = reason {
+        let reason = (Cow::Borrowed(key), value);
+        push(vec![reason.clone()]);
+        push(vec![sdk, reason]);
+    }
+}
+
+/// A cause count, by cause and by SDK and cause.
+fn count_cause<'a>(event: &'a impl EventFields, metric: &'static str, cause: Cause, out: &mut Vec<Fact<'a>>) {
+    let cause = (Cow::Borrowed("cause"), Cow::Borrowed(cause.as_str()));
+    let sdk = (Cow::Borrowed("sdkName"), attr(event, "sdkName"));
+    for dimensions in [vec![cause.clone()], vec![sdk, cause]] {
+        out.push(Fact { metric, unit: Unit::Count, dimensions, value: FactValue::Occurrence });
+    }
+}
+
+fn session_key(event: &impl EventFields) -> Option<(String, String)> {
+    Some((event.text(keys::MEETING_ID)?.into_owned(), event.text(keys::ATTENDEE_ID)?.into_owned()))
+}
+
+/// The session's state, created at its first need, seen at this event's time.
+fn session_mut<'s>(
+    sessions: &'s mut HashMap<(String, String), Session>,
+    event: &impl EventFields,
+) -> Option<&'s mut Session> {
+    let session = sessions.entry(session_key(event)?).or_insert(Session { seen_ms: i64::MIN, ..Session::default() });
+    session.seen_ms = session.seen_ms.max(event.event_time_ms().unwrap_or(0));
+    Some(session)
+}
+
 impl Catalogue {
     pub fn new(config: CatalogueConfig) -> Self {
         Self { config, sessions: HashMap::new() }
     }
 
-    fn dims(&self, event: &impl EventFields, set: &[String]) -> Vec<(String, String)> {
-        set.iter().map(|k| (k.clone(), attr(event, k))).collect()
-    }
-
-    fn distribution(&self, event: &impl EventFields, metric: &'static str, value: u64, out: &mut Vec<Fact>) {
-        let sets = &self.config.dimension_sets;
-        // What the blog sample publishes, so its dashboard keeps working.
-        let blog = [keys::SDK_NAME.to_owned()];
-        let blog = (metric == "meetingStartDurationMs" && !sets.iter().any(|s| s == &blog)).then_some(&blog[..]);
-        for set in blog.into_iter().chain(sets.iter().map(Vec::as_slice)) {
-            out.push(Fact {
-                metric,
-                unit: if metric.ends_with("Ms") { Unit::Milliseconds } else { Unit::Count },
-                dimensions: self.dims(event, set),
-                value: FactValue::Sample(value),
-            });
-        }
-    }
-
-    fn count(
-        &self,
-        event: &impl EventFields,
-        metric: &'static str,
-        reason: Option<(&str, String)>,
-        out: &mut Vec<Fact>,
-    ) {
-        let sdk = ("sdkName".to_owned(), attr(event, "sdkName"));
-        let mut sets = vec![vec![], vec![sdk.clone()]];
-        if let Some((key, value)) = reason {
-            let reason = (key.to_owned(), value);
-            sets.push(vec![reason.clone()]);
-            sets.push(vec![sdk, reason]);
-        }
-        for dimensions in sets {
-            out.push(Fact { metric, unit: Unit::Count, dimensions, value: FactValue::Occurrence });
-        }
-    }
-
     /// The facts of one event. `history_complete` says whether its `meetingHistory` is whole (not cut by the caps).
-    pub fn facts(&mut self, event: &impl EventFields, history_complete: bool) -> Vec<Fact> {
+    /// Their dimensions borrow from the configuration and the event, and are copied only for a new series.
+    pub fn facts<'a>(&'a mut self, event: &'a impl EventFields, history_complete: bool) -> Vec<Fact<'a>> {
+        let Catalogue { config, sessions } = self;
         let mut out = Vec::new();
         let name = event.event_name();
         if let Some(metric) = COUNTED.iter().find(|m| **m == name) {
@@ -198,91 +231,70 @@ impl Catalogue {
                 "meetingStartFailed" | "meetingFailed" | "meetingReconnected" => {
                     Some(("meetingStatus", attr(event, "meetingStatus")))
                 }
-                "audioInputFailed" => Some(("errorName", error_name(&attr(event, "audioInputErrorMessage")))),
-                "videoInputFailed" => Some(("errorName", error_name(&attr(event, "videoInputErrorMessage")))),
+                "audioInputFailed" => Some(("errorName", error_name(&attr(event, "audioInputErrorMessage")).into())),
+                "videoInputFailed" => Some(("errorName", error_name(&attr(event, "videoInputErrorMessage")).into())),
                 _ => None,
             };
-            self.count(event, metric, reason, &mut out);
+            count(event, metric, reason, &mut out);
         }
         match name {
             "meetingStartSucceeded" => {
                 for metric in ["meetingStartDurationMs", "signalingOpenDurationMs", "iceGatheringDurationMs"] {
                     if let Some(v) = positive(event, metric) {
-                        self.distribution(event, metric, v, &mut out);
+                        distribution(config, event, metric, v, &mut out);
                     }
                 }
             }
             "attendeePresenceReceived" => {
                 if let Some(v) = positive(event, "attendeePresenceDurationMs") {
-                    self.distribution(event, "attendeePresenceDurationMs", v, &mut out);
+                    distribution(config, event, "attendeePresenceDurationMs", v, &mut out);
                 }
             }
             "meetingReconnected" => {
-                if let Some(session) = self.session_mut(event) {
+                if let Some(session) = session_mut(sessions, event) {
                     session.reconnects += 1;
                 }
             }
             "audioInputFailed" | "videoInputFailed" | "deviceLabelTriggerFailed" => {
                 let known = cause::DEVICE_ERROR_ATTRIBUTES.iter().find_map(|k| cause::error_name(&event.text(k)?));
                 if let Some(error) = known
-                    && let Some(session) = self.session_mut(event)
+                    && let Some(session) = session_mut(sessions, event)
                 {
                     session.device_error = Some(error);
                 }
             }
             health if cause::HEALTH_EVENTS.contains(&health) => {
-                if let Some(session) = self.session_mut(event) {
+                if let Some(session) = session_mut(sessions, event) {
                     session.health = session.health.saturating_add(1);
                 }
             }
             "meetingStartFailed" => {
-                let session = self.session(event).and_then(|k| self.sessions.remove(&k)).unwrap_or_default();
+                let session = session_key(event).and_then(|k| sessions.remove(&k)).unwrap_or_default();
                 let cause = cause_of(event, Ending::JoinFailed, &session);
-                self.count_cause(event, "meetingJoinFailureCause", cause, &mut out);
+                count_cause(event, "meetingJoinFailureCause", cause, &mut out);
             }
             "meetingEnded" | "meetingFailed" => {
                 if let Some(v) = positive(event, "meetingDurationMs") {
-                    self.distribution(event, "meetingDurationMs", v, &mut out);
+                    distribution(config, event, "meetingDurationMs", v, &mut out);
                 }
                 let poor = event.number("poorConnectionCount").map_or(0, |v| v.max(0.0) as u64);
                 if event.has("poorConnectionCount") {
-                    self.distribution(event, "poorConnectionCount", poor, &mut out);
+                    distribution(config, event, "poorConnectionCount", poor, &mut out);
                 }
-                let session = self.session(event).and_then(|k| self.sessions.remove(&k)).unwrap_or_default();
+                let session = session_key(event).and_then(|k| sessions.remove(&k)).unwrap_or_default();
                 if name == "meetingFailed" {
                     let cause = cause_of(event, Ending::Dropped, &session);
-                    self.count_cause(event, "meetingDropCause", cause, &mut out);
+                    count_cause(event, "meetingDropCause", cause, &mut out);
                 }
                 let counted = session.reconnects;
                 let history = event.entry_names(keys::MEETING_HISTORY).filter(|_| history_complete);
                 let from_history =
                     history.map(|names| names.iter().filter(|n| *n == "meetingReconnected").count() as u64);
-                self.distribution(event, "reconnectCount", from_history.unwrap_or(counted), &mut out);
+                distribution(config, event, "reconnectCount", from_history.unwrap_or(counted), &mut out);
             }
             _ => {}
         }
         out
-    }
-
-    fn session(&self, event: &impl EventFields) -> Option<(String, String)> {
-        Some((event.text(keys::MEETING_ID)?.into_owned(), event.text(keys::ATTENDEE_ID)?.into_owned()))
-    }
-
-    /// The session's state, created at its first need, seen at this event's time.
-    fn session_mut(&mut self, event: &impl EventFields) -> Option<&mut Session> {
-        let key = self.session(event)?;
-        let session = self.sessions.entry(key).or_insert(Session { seen_ms: i64::MIN, ..Session::default() });
-        session.seen_ms = session.seen_ms.max(event.event_time_ms().unwrap_or(0));
-        Some(session)
-    }
-
-    /// A cause count, by cause and by SDK and cause.
-    fn count_cause(&self, event: &impl EventFields, metric: &'static str, cause: Cause, out: &mut Vec<Fact>) {
-        let cause = ("cause".to_owned(), cause.as_str().to_owned());
-        let sdk = ("sdkName".to_owned(), attr(event, "sdkName"));
-        for dimensions in [vec![cause.clone()], vec![sdk, cause]] {
-            out.push(Fact { metric, unit: Unit::Count, dimensions, value: FactValue::Occurrence });
-        }
     }
 
     /// Forgets sessions silent since before `event_time_ms - ttl`, and the oldest beyond the cap.
@@ -360,7 +372,8 @@ mod tests {
             dimension_sets: vec![vec!["sdkName".into(), "osName".into()]],
             ..CatalogueConfig::default()
         });
-        let facts = c.facts(&event("meetingStartSucceeded", json!({ "meetingStartDurationMs": 900 })), true);
+        let succeeded = event("meetingStartSucceeded", json!({ "meetingStartDurationMs": 900 }));
+        let facts = c.facts(&succeeded, true);
         assert_eq!(
             summary(&facts)[2..],
             [
@@ -407,7 +420,8 @@ mod tests {
             &event("audioInputFailed", json!({ "audioInputErrorMessage": "NotAllowedError: Permission denied" })),
             true,
         );
-        let failed = c.facts(&event("meetingStartFailed", json!({ "meetingStatus": "TaskFailed" })), true);
+        let failed = event("meetingStartFailed", json!({ "meetingStatus": "TaskFailed" }));
+        let failed = c.facts(&failed, true);
         assert_eq!(causes(failed), ["meetingJoinFailureCause [cause=devicePermissionDenied] +1"]);
         assert_eq!(c.sessions(), 0, "the session ended");
         // A drop whose history shows the connection failing.

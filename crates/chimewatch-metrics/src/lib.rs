@@ -32,7 +32,7 @@ pub mod window;
 
 pub use aggregate::{Aggregator, AggregatorConfig, ClosedWindow, Series, SeriesValue};
 pub use alarm::{AlarmDefinition, AlarmSet, AlarmState, Evaluation, MetricSource, StatQuery, StateChange, evaluate};
-pub use catalogue::{Catalogue, CatalogueConfig, Fact, FactValue};
+pub use catalogue::{Catalogue, CatalogueConfig, Dimension, Fact, FactValue};
 pub use distribution::Distribution;
 pub use unit::Unit;
 pub use window::{Watermark, window_start};

@@ -15,30 +15,35 @@
 
 use chimewatch_sip::{CallFact, Direction, Observed};
 
-use crate::catalogue::{Fact, FactValue, Unit};
+use std::borrow::Cow;
 
-fn base(o: &Observed) -> Vec<(String, String)> {
-    vec![("VoiceConnectorId".into(), o.voice_connector_id.clone()), ("Region".into(), o.region.clone())]
+use crate::catalogue::{Dimension, Fact, FactValue, Unit};
+
+fn base(o: &Observed) -> Vec<Dimension<'_>> {
+    vec![("VoiceConnectorId".into(), o.voice_connector_id.as_str().into()), ("Region".into(), o.region.as_str().into())]
 }
 
-fn with(mut dims: Vec<(String, String)>, more: &[(&str, String)]) -> Vec<(String, String)> {
-    dims.extend(more.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+fn with<'a>(
+    mut dims: Vec<Dimension<'a>>,
+    more: impl IntoIterator<Item = (&'static str, Cow<'a, str>)>,
+) -> Vec<Dimension<'a>> {
+    dims.extend(more.into_iter().map(|(k, v)| (Cow::Borrowed(k), v)));
     dims
 }
 
-fn count(metric: &'static str, dimensions: Vec<(String, String)>) -> Fact {
+fn count<'a>(metric: &'static str, dimensions: Vec<Dimension<'a>>) -> Fact<'a> {
     Fact { metric, unit: Unit::Count, dimensions, value: FactValue::Occurrence }
 }
 
 /// Distributions go by connector and region, and also by direction.
-fn sample(metric: &'static str, o: &Observed, direction: Direction, ms: i64) -> Vec<Fact> {
+fn sample<'a>(metric: &'static str, o: &'a Observed, direction: Direction, ms: i64) -> Vec<Fact<'a>> {
     let value = FactValue::Sample(ms.max(0) as u64);
     vec![
         Fact { metric, unit: Unit::Milliseconds, dimensions: base(o), value },
         Fact {
             metric,
             unit: Unit::Milliseconds,
-            dimensions: with(base(o), &[("Direction", direction.as_str().into())]),
+            dimensions: with(base(o), [("Direction", direction.as_str().into())]),
             value,
         },
     ]
@@ -52,7 +57,7 @@ fn by_direction(direction: Direction, inbound: &'static str, outbound: &'static 
 }
 
 /// A KPI's value, by connector and region and fleet-wide.
-fn kpi(metric: &'static str, unit: Unit, o: &Observed, value: f64) -> [Fact; 2] {
+fn kpi<'a>(metric: &'static str, unit: Unit, o: &'a Observed, value: f64) -> [Fact<'a>; 2] {
     let value = FactValue::Mean(value);
     [Fact { metric, unit, dimensions: base(o), value }, Fact { metric, unit, dimensions: Vec::new(), value }]
 }
@@ -74,7 +79,7 @@ fn ratio(yes: bool) -> f64 {
 const CLASSES: [&str; 6] = ["Sip1xxCodes", "Sip2xxCodes", "Sip3xxCodes", "Sip4xxCodes", "Sip5xxCodes", "Sip6xxCodes"];
 
 /// The facts of one observation.
-pub fn facts(o: &Observed) -> Vec<Fact> {
+pub fn facts(o: &Observed) -> Vec<Fact<'_>> {
     match &o.fact {
         CallFact::Attempt { direction } => {
             let metric = by_direction(*direction, "InboundCallAttempts", "OutboundCallAttempts");
@@ -98,9 +103,9 @@ pub fn facts(o: &Observed) -> Vec<Fact> {
                 "CallFailuresByStatus",
                 with(
                     base(o),
-                    &[
+                    [
                         ("Direction", direction.as_str().into()),
-                        ("StatusCode", status.to_string()),
+                        ("StatusCode", status.to_string().into()),
                         ("Reason", reason.chars().take(128).collect()),
                     ],
                 ),
@@ -112,7 +117,7 @@ pub fn facts(o: &Observed) -> Vec<Fact> {
         .collect(),
         CallFact::Cancelled { direction, rang } => [
             count("CallsCancelled", base(o)),
-            count("CallsCancelled", with(base(o), &[("Direction", direction.as_str().into())])),
+            count("CallsCancelled", with(base(o), [("Direction", direction.as_str().into())])),
         ]
         .into_iter()
         .chain(kpi("ASR", Unit::Percent, o, 0.0))
@@ -122,7 +127,7 @@ pub fn facts(o: &Observed) -> Vec<Fact> {
             let mut out = sample("CallDurationMs", o, *direction, *duration_ms);
             out.extend(kpi("ACD", Unit::Seconds, o, *duration_ms.max(&0) as f64 / 1000.0));
             if let Some(reason) = reason {
-                out.push(count("CallTeardowns", with(base(o), &[("Reason", reason.chars().take(128).collect())])));
+                out.push(count("CallTeardowns", with(base(o), [("Reason", reason.chars().take(128).collect())])));
             }
             out
         }
@@ -133,7 +138,7 @@ pub fn facts(o: &Observed) -> Vec<Fact> {
         CallFact::Response { class, method } => match CLASSES.get(usize::from(*class).wrapping_sub(1)) {
             Some(metric) => vec![
                 count(metric, base(o)),
-                count(metric, with(base(o), &[("Method", method.clone())])),
+                count(metric, with(base(o), [("Method", method.as_str().into())])),
                 count(metric, Vec::new()),
             ],
             None => Vec::new(),
@@ -156,7 +161,8 @@ mod tests {
             names(CallFact::Attempt { direction: Direction::Outbound }),
             ["OutboundCallAttempts", "OutboundCallAttempts"]
         );
-        let fleet_wide = facts(&observed(CallFact::Attempt { direction: Direction::Inbound }));
+        let attempt = observed(CallFact::Attempt { direction: Direction::Inbound });
+        let fleet_wide = facts(&attempt);
         assert!(fleet_wide[1].dimensions.is_empty(), "the second series is fleet-wide: {fleet_wide:?}");
         assert_eq!(
             names(CallFact::Answered { direction: Direction::Inbound, setup_ms: 4_200 }),
@@ -177,13 +183,14 @@ mod tests {
         );
         assert!(names(CallFact::Response { class: 9, method: "X".into() }).is_empty());
         assert_eq!(names(CallFact::Throttled), ["Throttles"]);
-        let ended = facts(&observed(CallFact::Ended {
+        let ended = observed(CallFact::Ended {
             direction: Direction::Inbound,
             duration_ms: 180_000,
             reason: Some("ACK timeout".into()),
             timed_out: false,
-        }));
-        assert_eq!(ended.last().unwrap().dimensions[2], ("Reason".to_owned(), "ACK timeout".to_owned()));
+        });
+        let ended = facts(&ended);
+        assert_eq!(ended.last().unwrap().dimensions[2], ("Reason".into(), "ACK timeout".into()));
         assert_eq!(ended[0].value, FactValue::Sample(180_000));
         assert_eq!((ended[2].metric, ended[2].value), ("ACD", FactValue::Mean(180.0)));
         assert_eq!(names(CallFact::Active { direction: Direction::Outbound }), ["OutboundCallsActive"]);

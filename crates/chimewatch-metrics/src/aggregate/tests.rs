@@ -1,6 +1,8 @@
 //! Tests of the windowed aggregator: windows closed by the watermark, late events, limits, the cardinality guard,
 //! and a property test that every accepted event is published in exactly one closed window.
 
+use std::hash::BuildHasher;
+
 use proptest::prelude::*;
 
 use super::*;
@@ -8,16 +10,16 @@ use super::*;
 const MIN: i64 = 60_000;
 const T0: i64 = 1_763_712_000_000;
 
-fn count(metric: &'static str, dims: &[(&str, &str)]) -> Fact {
+fn count(metric: &'static str, dims: &[(&str, &str)]) -> Fact<'static> {
     Fact {
         metric,
         unit: Unit::Count,
-        dimensions: dims.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+        dimensions: dims.iter().map(|(k, v)| ((*k).to_owned().into(), (*v).to_owned().into())).collect(),
         value: FactValue::Occurrence,
     }
 }
 
-fn sample(v: u64) -> Fact {
+fn sample(v: u64) -> Fact<'static> {
     Fact { metric: "meetingStartDurationMs", unit: Unit::Milliseconds, dimensions: vec![], value: FactValue::Sample(v) }
 }
 
@@ -146,12 +148,35 @@ fn the_cap_holds_over_a_rolling_day_not_per_window() {
 #[test]
 fn dimension_values_are_made_valid_before_they_name_a_series() {
     let mut a = Aggregator::new(config());
-    for sdk in ["café\u{7} ", "   ", &"s".repeat(2000)] {
+    // Seven blanks become `unknown`, seven characters too: the value is replaced, not kept for its length.
+    for sdk in ["café\u{7} ", "   ", "       ", &"s".repeat(2000)] {
         a.add("s1", T0, vec![count("meetingStartRequested", &[("sdkName", sdk)])], T0);
     }
     for s in &a.close_all()[0].series {
         assert!(crate::dimension::check_value(&s.dimensions[0].1).is_ok(), "{:?}", s.dimensions);
     }
+}
+
+#[test]
+fn a_facts_borrowed_dimensions_find_the_series_their_owned_copy_made() {
+    let borrowed = || Fact {
+        metric: "m",
+        unit: Unit::Count,
+        dimensions: vec![("sdkName".into(), "js".into()), ("osName".into(), "Mac OS".into())],
+        value: FactValue::Occurrence,
+    };
+    let mut a = Aggregator::new(config());
+    for _ in 0..3 {
+        a.add("s1", T0, vec![borrowed()], T0);
+    }
+    a.add("s1", T0, vec![count("m", &[("sdkName", "js"), ("osName", "Mac OS")])], T0);
+    let closed = a.close_all();
+    assert_eq!((closed[0].series.len(), total(&closed, "m")), (1, 4));
+    // The lookup hashes as the stored key does, or hashbrown would find nothing.
+    let state = foldhash::fast::RandomState::default();
+    let dims = borrowed().dimensions;
+    assert_eq!(state.hash_one(SeriesOf("m", Dims(&dims))), state.hash_one(("m", owned(&dims))));
+    assert_eq!(state.hash_one(Dims(&dims)), state.hash_one(owned(&dims)));
 }
 
 proptest! {

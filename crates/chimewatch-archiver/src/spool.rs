@@ -20,6 +20,9 @@ use crate::rows::Row;
 pub enum SpoolError {
     #[error("spool file: {0}")]
     Io(#[from] std::io::Error),
+    /// A write failed before: the file may hold part of a row, so no offset after it can be trusted.
+    #[error("spool file failed earlier ({0}); its shard must start again from its checkpoint")]
+    Failed(String),
     #[error("row does not encode for the spool: {0}")]
     Encode(#[source] postcard::Error),
     #[error("spooled row at byte {offset} does not decode: {source}")]
@@ -88,20 +91,37 @@ pub struct Spool {
     /// Bytes of the rows still buffered.
     live_bytes: u64,
     live_rows: u64,
+    /// The first I/O error: after it, every call refuses rather than trust offsets a partial write may have moved.
+    failed: Option<String>,
 }
 
 impl Spool {
     /// A spool in an unnamed temporary file under `dir` (removed by the OS when dropped, even after a crash).
     pub fn new(dir: &Path) -> Result<Self, SpoolError> {
         std::fs::create_dir_all(dir)?;
-        let file = tempfile::tempfile_in(dir)?;
-        Ok(Self {
-            writer: BufWriter::with_capacity(256 * 1024, file),
+        Ok(Self::over(tempfile::tempfile_in(dir)?, 256 * 1024))
+    }
+
+    fn over(file: File, buffer: usize) -> Self {
+        Self {
+            writer: BufWriter::with_capacity(buffer, file),
             written: 0,
             buffers: BTreeMap::new(),
             next_ordinal: 0,
             live_bytes: 0,
             live_rows: 0,
+            failed: None,
+        }
+    }
+
+    /// Runs one I/O step of the file, unless one failed before; a failure is remembered.
+    fn io<T>(&mut self, step: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<T>) -> Result<T, SpoolError> {
+        if let Some(earlier) = &self.failed {
+            return Err(SpoolError::Failed(earlier.clone()));
+        }
+        step(&mut self.writer).map_err(|e| {
+            self.failed = Some(e.to_string());
+            SpoolError::Io(e)
         })
     }
 
@@ -109,7 +129,7 @@ impl Spool {
         let bytes = postcard::to_allocvec(row).map_err(SpoolError::Encode)?;
         // Checked before anything is written, so a refused row leaves the offsets of the rest true.
         let len = u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("a row of 4 GiB or more"))?;
-        self.writer.write_all(&bytes)?;
+        self.io(|w| w.write_all(&bytes))?;
         let entry = Entry {
             event_time_ms: row.event_time_ms(),
             ordinal: self.next_ordinal,
@@ -178,7 +198,7 @@ impl Spool {
 
     /// Reads the rows of `entries` back, in the order given.
     pub fn read(&mut self, entries: &[Entry]) -> Result<Vec<Row>, SpoolError> {
-        self.writer.flush()?;
+        self.io(BufWriter::flush)?;
         let file = self.writer.get_ref();
         let mut bytes = Vec::new();
         entries
@@ -194,10 +214,11 @@ impl Spool {
     /// Once every row was taken, starts the file over, so a long-running shard's spool does not grow.
     pub fn reclaim(&mut self) -> Result<(), SpoolError> {
         if self.is_empty() && self.written > 0 {
-            self.writer.flush()?;
-            let file = self.writer.get_mut();
-            file.set_len(0)?;
-            file.rewind()?;
+            self.io(|w| {
+                w.flush()?;
+                w.get_mut().set_len(0)?;
+                w.get_mut().rewind()
+            })?;
             self.written = 0;
         }
         Ok(())
@@ -270,5 +291,17 @@ pub(crate) mod tests {
         spool.append(&row(6, hour), at(6), 0).unwrap();
         let again = spool.take_through(&at(6));
         assert_eq!(spool.read(&again[0].entries).unwrap(), [row(6, hour)], "the file starts over after a reclaim");
+    }
+
+    #[test]
+    fn after_a_failed_write_the_spool_refuses_every_call() {
+        // A file open for reading only: every write fails, and with no buffer it fails at once.
+        let mut spool = Spool::over(File::open("/dev/null").unwrap(), 0);
+        let first = spool.append(&row(1, 0), at(1), 0).unwrap_err();
+        assert!(matches!(first, SpoolError::Io(_)), "{first}");
+        let later = spool.append(&row(2, 0), at(2), 0).unwrap_err().to_string();
+        assert!(later.contains("failed earlier") && later.contains("checkpoint"), "{later}");
+        assert!(matches!(spool.read(&[]), Err(SpoolError::Failed(_))));
+        assert_eq!(spool.rows(), 0, "the row whose write failed was not indexed");
     }
 }

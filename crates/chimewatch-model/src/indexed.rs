@@ -170,7 +170,7 @@ fn container_could_be_wrong(text: &str) -> bool {
     let b = text.as_bytes();
     let (mut brackets, mut suspect) = (0usize, false);
     // In fixed-size chunks, each byte with its successor, so that the loops have no early exit and vectorize.
-    // (The last byte, a closing bracket, is no byte's successor and opens nothing.)
+    // (The last byte has no successor: a closing bracket, it opens nothing and starts no escape.)
     for (chunk, next) in b.chunks(64).zip(b.get(1..).unwrap_or_default().chunks(64)) {
         let (mut opening, mut digit_then_e, mut escape_u) = (0u8, 0u8, 0u8);
         for (&p, &c) in chunk.iter().zip(next) {

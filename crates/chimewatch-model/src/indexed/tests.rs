@@ -104,8 +104,9 @@ fn an_event_laid_out_otherwise_reads_as_the_whole_decode_writes_it() {
 
 #[test]
 fn history_names_are_read_as_the_whole_decode_reads_them() {
-    // A repeated name (the last counts), names that are not strings, entries that are not objects, an escape.
-    let history = r#"[{"name":"a","name":"b"},{"name":1},{"name":"c","name":null},"d",["e"],{"x":{"name":"f"}},{"name":"g\u0068"}]"#;
+    // A repeated name (the last counts), names that are not strings, entries that are not objects, escapes in a
+    // name and in the key `name`.
+    let history = r#"[{"name":"a","name":"b"},{"name":1},{"name":"c","name":null},"d",["e"],{"x":{"name":"f"}},{"name":"g\u0068"},{"na\u006de":"i"}]"#;
     let bytes = format!(
         r#"{{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{{"name":"n","attributes":{{"meetingHistory":{history},"s":"t"}}}}}}"#
     );
@@ -115,7 +116,7 @@ fn history_names_are_read_as_the_whole_decode_reads_them() {
         panic!("refused: {bytes}");
     };
     assert_read_alike(&whole, &indexed).unwrap();
-    assert_eq!(indexed.event.entry_names("meetingHistory"), Some(vec!["b".into(), "gh".into()]));
+    assert_eq!(indexed.event.entry_names("meetingHistory"), Some(vec!["b".into(), "gh".into(), "i".into()]));
     assert_eq!(indexed.event.entry_names("s"), None);
 }
 
@@ -155,6 +156,16 @@ fn both_refuse_the_same_malformed_records() {
         r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{"name":"x","attributes":{"a":[{"\uDC00":1}]}}}"#
             .into(),
         format!("{good},\"original\":{{\"\\uD800\":1}}}}"),
+        // A lone surrogate in a container, its backslash the last byte of the check's first and second 64-byte
+        // chunks, the `u` the first of the next.
+        format!(
+            r#"{{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{{"name":"x","attributes":{{"a":["{}\uD800"]}}}}}}"#,
+            "x".repeat(61)
+        ),
+        format!(
+            r#"{{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{{"name":"x","attributes":{{"a":["{}\uD800"]}}}}}}"#,
+            "x".repeat(125)
+        ),
         format!(
             r#"{{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{{"name":"x","attributes":{{"a":{}.5}}}}}}"#,
             "9".repeat(309)
@@ -209,22 +220,25 @@ fn arbitrary_value() -> impl Strategy<Value = Value> {
 }
 
 fn arbitrary_record() -> impl Strategy<Value = Vec<u8>> {
-    // Mostly entries as the SDKs send them; now and then one with an escaped name, or anything else.
-    let entry = prop_oneof![
-        4 => ("[a-zA-Z]{1,12}", 1_000_000_000_000_i64..2_000_000_000_000)
-            .prop_map(|(n, t)| json!({"name": n, "timestampMs": t})),
-        1 => ("[a-z\"\\\\\n\u{e9}]{0,6}", arbitrary_value()).prop_map(|(n, v)| json!({"name": n, "x": v})),
-        1 => arbitrary_value(),
+    let history = prop::collection::vec(("[a-zA-Z]{1,12}", 1_000_000_000_000_i64..2_000_000_000_000), 0..5)
+        .prop_map(|h| json!(h.into_iter().map(|(n, t)| json!({"name": n, "timestampMs": t})).collect::<Vec<_>>()));
+    // A history normalization would refuse (no timestamps), put in after it: escaped and control-character names
+    // (written `\u0001`), names that are not strings, entries that are not objects.
+    let odd_entry = prop_oneof![
+        ("[a-z\"\\\\\n\u{1}\u{e9}]{0,6}", arbitrary_value()).prop_map(|(n, v)| json!({"name": n, "x": v})),
+        arbitrary_value().prop_map(|v| json!({"name": v})),
+        arbitrary_value(),
     ];
-    let history = prop::collection::vec(entry, 0..5).prop_map(Value::from);
+    let odd_history = prop::collection::vec(odd_entry, 0..4).prop_map(Value::from);
     (
         "[a-zA-Z\"]{1,20}",
         prop::collection::btree_map("[a-zA-Z\\\\\"]{1,8}", arbitrary_value(), 0..8),
         prop::option::of(history),
+        prop::option::of(odd_history),
         1_000_000_000_000_i64..2_000_000_000_000,
         "[0-9a-f-]{1,36}",
     )
-        .prop_filter_map("valid events only", |(name, attrs, history, ts, id)| {
+        .prop_filter_map("valid events only", |(name, attrs, history, odd_history, ts, id)| {
             let mut m: Map<String, Value> = attrs.into_iter().collect();
             m.insert("meetingId".into(), id.clone().into());
             m.insert("attendeeId".into(), id.into());
@@ -232,9 +246,11 @@ fn arbitrary_record() -> impl Strategy<Value = Vec<u8>> {
             if let Some(h) = history {
                 m.insert("meetingHistory".into(), h);
             }
-            crate::event::normalize_attributes(name, m, &Limits::default(), 2_000_000_000_000)
-                .ok()
-                .map(|n| Record::meeting_event(n, Ingest::SdkIngestion, ts).encode())
+            let mut n = crate::event::normalize_attributes(name, m, &Limits::default(), 2_000_000_000_000).ok()?;
+            if let Some(h) = odd_history {
+                n.event.attributes.insert("meetingHistory".into(), h);
+            }
+            Some(Record::meeting_event(n, Ingest::SdkIngestion, ts).encode())
         })
 }
 

@@ -165,14 +165,18 @@ impl SeriesBudget {
     }
 }
 
-/// Makes a value what the rule of [`crate::dimension`] makes it, keeping the string when it already complies.
+/// Makes a value what the rule of [`crate::dimension`] makes it, copying only what the rule rewrites.
 fn comply(v: &mut Cow<'_, str>) {
-    let fixed = match crate::dimension::value(v) {
-        // The same text, not merely as long (a blank value becomes `unknown`).
-        Cow::Borrowed(same) if std::ptr::eq(same, &**v) => return,
-        other => other.into_owned(),
+    let fixed = match v {
+        // Trimmed or blank, a borrowed value stays borrowed (from the event, or `unknown`).
+        Cow::Borrowed(s) => crate::dimension::value(s),
+        Cow::Owned(s) => match crate::dimension::value(s) {
+            // The same text, not merely as long (a blank value becomes `unknown`).
+            Cow::Borrowed(same) if std::ptr::eq(same, s.as_str()) => return,
+            other => Cow::Owned(other.into_owned()),
+        },
     };
-    *v = Cow::Owned(fixed);
+    *v = fixed;
 }
 
 /// Counters of what did not go the usual way.

@@ -19,9 +19,10 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::cause::{self, Cause, Ending, Signs};
 use chimewatch_model::EventFields;
 use chimewatch_model::event::keys;
+
+use crate::cause::{self, Cause, Ending, Signs};
 
 pub use crate::unit::Unit;
 
@@ -127,8 +128,7 @@ fn positive(event: &impl EventFields, key: &str) -> Option<u64> {
 
 /// The cause of a failure from its own event (status, error, history, poor connection count) and what the
 /// session showed before it.
-fn cause_of(event: &impl EventFields, ending: Ending, session: &Session) -> Cause {
-    let history = event.entry_names(keys::MEETING_HISTORY).unwrap_or_default();
+fn cause_of(event: &impl EventFields, ending: Ending, session: &Session, history: &[Cow<'_, str>]) -> Cause {
     let reconnects_in_history = history.iter().filter(|n| **n == "meetingReconnected").count();
     let signs = Signs {
         status: event.text(keys::MEETING_STATUS).map(Cow::into_owned),
@@ -221,7 +221,8 @@ impl Catalogue {
     }
 
     /// The facts of one event. `history_complete` says whether its `meetingHistory` is whole (not cut by the caps).
-    /// Their dimensions borrow from the configuration and the event, and are copied only for a new series.
+    /// Their dimensions borrow from the configuration and the event, and are copied only for a new series; so the
+    /// catalogue stays borrowed until they are added to the windows.
     pub fn facts<'a>(&'a mut self, event: &'a impl EventFields, history_complete: bool) -> Vec<Fact<'a>> {
         let Catalogue { config, sessions } = self;
         let mut out = Vec::new();
@@ -270,7 +271,8 @@ impl Catalogue {
             }
             "meetingStartFailed" => {
                 let session = session_key(event).and_then(|k| sessions.remove(&k)).unwrap_or_default();
-                let cause = cause_of(event, Ending::JoinFailed, &session);
+                let history = event.entry_names(keys::MEETING_HISTORY).unwrap_or_default();
+                let cause = cause_of(event, Ending::JoinFailed, &session, &history);
                 count_cause(event, "meetingJoinFailureCause", cause, &mut out);
             }
             "meetingEnded" | "meetingFailed" => {
@@ -282,14 +284,17 @@ impl Catalogue {
                     distribution(config, event, "poorConnectionCount", poor, &mut out);
                 }
                 let session = session_key(event).and_then(|k| sessions.remove(&k)).unwrap_or_default();
-                if name == "meetingFailed" {
-                    let cause = cause_of(event, Ending::Dropped, &session);
+                // Read once, and only when something reads it: a cause, or reconnects from a whole history.
+                let failed = name == "meetingFailed";
+                let history = (failed || history_complete).then(|| event.entry_names(keys::MEETING_HISTORY)).flatten();
+                if failed {
+                    let cause = cause_of(event, Ending::Dropped, &session, history.as_deref().unwrap_or_default());
                     count_cause(event, "meetingDropCause", cause, &mut out);
                 }
                 let counted = session.reconnects;
-                let history = event.entry_names(keys::MEETING_HISTORY).filter(|_| history_complete);
-                let from_history =
-                    history.map(|names| names.iter().filter(|n| *n == "meetingReconnected").count() as u64);
+                let from_history = history
+                    .filter(|_| history_complete)
+                    .map(|names| names.iter().filter(|n| *n == "meetingReconnected").count() as u64);
                 distribution(config, event, "reconnectCount", from_history.unwrap_or(counted), &mut out);
             }
             _ => {}

@@ -13,9 +13,9 @@
 //!   network or the far end's equipment (a 5xx, a 404, a 403) counts against it; a busy or unanswered phone does not;
 //! - `ACD` (average call duration, seconds): total duration / calls answered, over the calls that ended.
 
-use chimewatch_sip::{CallFact, Direction, Observed};
-
 use std::borrow::Cow;
+
+use chimewatch_sip::{CallFact, Direction, Observed};
 
 use crate::catalogue::{Dimension, Fact, FactValue, Unit};
 
@@ -29,6 +29,11 @@ fn with<'a>(
 ) -> Vec<Dimension<'a>> {
     dims.extend(more.into_iter().map(|(k, v)| (Cow::Borrowed(k), v)));
     dims
+}
+
+/// The first `n` characters of `s`.
+fn first_chars(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
 }
 
 fn count<'a>(metric: &'static str, dimensions: Vec<Dimension<'a>>) -> Fact<'a> {
@@ -106,7 +111,7 @@ pub fn facts(o: &Observed) -> Vec<Fact<'_>> {
                     [
                         ("Direction", direction.as_str().into()),
                         ("StatusCode", status.to_string().into()),
-                        ("Reason", reason.chars().take(128).collect()),
+                        ("Reason", first_chars(reason, 128).into()),
                     ],
                 ),
             ),
@@ -127,7 +132,7 @@ pub fn facts(o: &Observed) -> Vec<Fact<'_>> {
             let mut out = sample("CallDurationMs", o, *direction, *duration_ms);
             out.extend(kpi("ACD", Unit::Seconds, o, *duration_ms.max(&0) as f64 / 1000.0));
             if let Some(reason) = reason {
-                out.push(count("CallTeardowns", with(base(o), [("Reason", reason.chars().take(128).collect())])));
+                out.push(count("CallTeardowns", with(base(o), [("Reason", first_chars(reason, 128).into())])));
             }
             out
         }

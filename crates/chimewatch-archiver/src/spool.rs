@@ -91,7 +91,8 @@ pub struct Spool {
     /// Bytes of the rows still buffered.
     live_bytes: u64,
     live_rows: u64,
-    /// The first I/O error: after it, every call refuses rather than trust offsets a partial write may have moved.
+    /// The first I/O error: after it, every call that touches the file refuses rather than trust offsets a partial
+    /// write may have moved.
     failed: Option<String>,
 }
 
@@ -294,7 +295,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn after_a_failed_write_the_spool_refuses_every_call() {
+    fn after_a_failed_write_the_spool_refuses_every_call_that_touches_the_file() {
         // A file open for reading only: every write fails, and with no buffer it fails at once.
         let mut spool = Spool::over(File::open("/dev/null").unwrap(), 0);
         let first = spool.append(&row(1, 0), at(1), 0).unwrap_err();

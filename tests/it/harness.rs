@@ -97,11 +97,16 @@ impl Server {
         self.terminate_after_signal()
     }
 
-    /// Waits for a clean exit after a signal was sent, returning what the process printed after starting.
+    /// Waits for a clean exit after a signal was sent, returning what the process printed after starting: to the
+    /// end of its output, which the reader thread may still be taking from the pipe when the process has exited.
     pub fn terminate_after_signal(mut self) -> Vec<String> {
         let exit = self.child.wait().unwrap();
         assert!(exit.success(), "chimewatch exited with {exit}");
-        self.stderr.try_iter().collect()
+        let mut printed = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(10)) {
+            printed.push(line);
+        }
+        printed
     }
 }
 

@@ -238,15 +238,15 @@ mod tests {
             .into_iter()
             .flat_map(|fact| {
                 let observed = Observed { at_ms: 0, voice_connector_id: "vc".into(), region: "r".into(), fact };
-                let published: Vec<(String, Vec<String>)> = voice::facts(&observed)
+                // Collected here: the facts borrow `observed`.
+                voice::facts(&observed)
                     .into_iter()
                     .map(|f| {
                         let mut names: Vec<String> = f.dimensions.into_iter().map(|d| d.0.into_owned()).collect();
                         names.sort();
                         (f.metric.to_owned(), names)
                     })
-                    .collect();
-                published
+                    .collect::<Vec<_>>()
             })
             .collect();
         let refs = references(&dashboards(&values()).unwrap(), &alarms(&values()).unwrap()).unwrap();

@@ -146,7 +146,12 @@ fn cause_of(event: &impl EventFields, ending: Ending, session: &Session, history
 /// `NotAllowedError: Permission denied` -> `NotAllowedError`.
 fn error_name(message: &str) -> String {
     let name = message.split(':').next().unwrap_or_default().trim();
-    if name.is_empty() { UNKNOWN.to_owned() } else { name.chars().take(64).collect() }
+    if name.is_empty() { UNKNOWN.to_owned() } else { crate::dimension::first_chars(name, 64).to_owned() }
+}
+
+/// `sdkName`, the dimension every count and the blog's start duration go by.
+fn sdk_dimension(event: &impl EventFields) -> Dimension<'_> {
+    (Cow::Borrowed(keys::SDK_NAME), attr(event, keys::SDK_NAME))
 }
 
 fn dims<'a>(event: &'a impl EventFields, set: &'a [String]) -> Vec<Dimension<'a>> {
@@ -166,7 +171,7 @@ fn distribution<'a>(
     let sets = &config.dimension_sets;
     // What the blog sample publishes, so its dashboard keeps working.
     if metric == "meetingStartDurationMs" && !sets.iter().any(|s| s.len() == 1 && s[0] == keys::SDK_NAME) {
-        let dimensions = vec![(Cow::Borrowed(keys::SDK_NAME), attr(event, keys::SDK_NAME))];
+        let dimensions = vec![sdk_dimension(event)];
         out.push(Fact { metric, unit, dimensions, value });
     }
     for set in sets {
@@ -182,7 +187,7 @@ fn count<'a>(
     out: &mut Vec<Fact<'a>>,
 ) {
     let mut push = |dimensions| out.push(Fact { metric, unit: Unit::Count, dimensions, value: FactValue::Occurrence });
-    let sdk = (Cow::Borrowed("sdkName"), attr(event, "sdkName"));
+    let sdk = sdk_dimension(event);
     push(Vec::new());
     push(vec![sdk.clone()]);
     if let Some((key, value)) = reason {
@@ -195,7 +200,7 @@ fn count<'a>(
 /// A cause count, by cause and by SDK and cause.
 fn count_cause<'a>(event: &'a impl EventFields, metric: &'static str, cause: Cause, out: &mut Vec<Fact<'a>>) {
     let cause = (Cow::Borrowed("cause"), Cow::Borrowed(cause.as_str()));
-    let sdk = (Cow::Borrowed("sdkName"), attr(event, "sdkName"));
+    let sdk = sdk_dimension(event);
     for dimensions in [vec![cause.clone()], vec![sdk, cause]] {
         out.push(Fact { metric, unit: Unit::Count, dimensions, value: FactValue::Occurrence });
     }

@@ -26,6 +26,12 @@ pub const MAX_NAME_CHARS: usize = 255;
 /// Most dimensions on one datum.
 pub const MAX_DIMENSIONS: usize = 30;
 
+/// The first `n` characters of `s`, borrowed: how a long client string (an error name, a SIP `Reason`) is kept short
+/// before it names a series.
+pub fn first_chars(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
+}
+
 /// `raw` as a dimension value CloudWatch accepts (see the module documentation).
 pub fn value(raw: &str) -> Cow<'_, str> {
     let trimmed = raw.trim_matches(|c: char| c.is_ascii_whitespace());

@@ -18,6 +18,7 @@ use std::borrow::Cow;
 use chimewatch_sip::{CallFact, Direction, Observed};
 
 use crate::catalogue::{Dimension, Fact, FactValue, Unit};
+use crate::dimension::first_chars;
 
 fn base(o: &Observed) -> Vec<Dimension<'_>> {
     vec![("VoiceConnectorId".into(), o.voice_connector_id.as_str().into()), ("Region".into(), o.region.as_str().into())]
@@ -29,11 +30,6 @@ fn with<'a>(
 ) -> Vec<Dimension<'a>> {
     dims.extend(more.into_iter().map(|(k, v)| (Cow::Borrowed(k), v)));
     dims
-}
-
-/// The first `n` characters of `s`.
-fn first_chars(s: &str, n: usize) -> &str {
-    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
 }
 
 fn count<'a>(metric: &'static str, dimensions: Vec<Dimension<'a>>) -> Fact<'a> {

@@ -132,7 +132,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
                 f.write_str("a map")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(32));
                 while let Some((BorrowedStr(k), v)) = map.next_entry::<BorrowedStr<'de>, &'de RawValue>()? {
                     check_value(v)?;
                     entries.push((k, v));
@@ -168,28 +168,40 @@ fn check_value<E: de::Error>(raw: &RawValue) -> Result<(), E> {
 /// record, and `check_value` with a byte-at-a-time scan inlined took 7 % of `up`'s CPU.
 fn container_could_be_wrong(text: &str) -> bool {
     let b = text.as_bytes();
-    let (mut brackets, mut suspect) = (0usize, false);
-    // In fixed-size chunks, each byte with its successor, so that the loops have no early exit and vectorize.
-    // (The last byte has no successor: a closing bracket, it opens nothing and starts no escape.)
-    for (chunk, next) in b.chunks(64).zip(b.get(1..).unwrap_or_default().chunks(64)) {
-        let (mut opening, mut digit_then_e, mut escape_u) = (0u8, 0u8, 0u8);
-        for (&p, &c) in chunk.iter().zip(next) {
-            opening += u8::from(p == b'[') | u8::from(p == b'{');
-            digit_then_e |= u8::from(p.wrapping_sub(b'0') < 10) & u8::from(c | 0x20 == b'e');
-            escape_u |= u8::from(p == b'\\') & u8::from(c == b'u');
-        }
+    // Each byte with its successor (the last byte has none: a closing bracket, it opens nothing and starts no escape).
+    let Some(next) = b.get(1..) else { return false };
+    let (mut this, mut next) = (b[..next.len()].chunks_exact(32), next.chunks_exact(32));
+    let (mut brackets, mut suspect) = (0usize, 0u8);
+    // In chunks of a fixed size, which the compiler unrolls and vectorizes whole; then the rest.
+    for (chunk, after) in (&mut this).zip(&mut next) {
+        let (opening, bad) = could_be_wrong_in(chunk, after);
         brackets += usize::from(opening);
-        suspect |= (digit_then_e | escape_u) != 0;
+        suspect |= bad;
     }
+    let (opening, bad) = could_be_wrong_in(this.remainder(), next.remainder());
+    brackets += usize::from(opening);
     // 309 digits in a row fill at least one of the text's aligned 154-byte chunks (2 x 154 - 1 <= 309).
     let long_number = b.chunks_exact(154).any(|c| c.iter().all(u8::is_ascii_digit));
-    brackets >= 100 || suspect || long_number
+    brackets >= 100 || (suspect | bad) != 0 || long_number
 }
 
-/// Whether a string's text holds a `\u` escape: most strings hold no backslash, which `contains` finds a word at a
-/// time (a substring search costs more to set up than these short strings take to scan).
+/// In one chunk of at most 255 bytes, each byte with its successor in `after`: how many brackets open, and whether
+/// any digit is followed by an exponent's `e` or any backslash by `u`. No early exit, so that the loop vectorizes.
+#[inline(always)]
+fn could_be_wrong_in(chunk: &[u8], after: &[u8]) -> (u8, u8) {
+    let (mut opening, mut bad) = (0u8, 0u8);
+    for (&p, &c) in chunk.iter().zip(after) {
+        opening += u8::from(p == b'[') | u8::from(p == b'{');
+        bad |= (u8::from(p.wrapping_sub(b'0') < 10) & u8::from(c | 0x20 == b'e'))
+            | (u8::from(p == b'\\') & u8::from(c == b'u'));
+    }
+    (opening, bad)
+}
+
+/// Whether a string's text holds a `\u` escape: most strings hold no backslash, which a pass without an early exit
+/// finds in a few vector instructions (these strings are too short for a search to pay for its set-up).
 fn has_unicode_escape(b: &[u8]) -> bool {
-    b.contains(&b'\\') && b.windows(2).any(|w| w == b"\\u")
+    b.iter().fold(0u8, |any, &c| any | u8::from(c == b'\\')) != 0 && b.windows(2).any(|w| w == b"\\u")
 }
 
 /// The names of an array's entries ([`EventFields::entry_names`]), read in passing: a history is most of a
@@ -333,7 +345,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for ObjectText<'a> {
 impl IndexedEvent {
     /// Indexes an event's JSON text; errors say what is not an event, as decoding a [`MeetingEvent`] would.
     pub fn new(json: &str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(json).map(Self::from_parts)
+        serde_json::from_str(json).map(|parts| Self::from_parts(parts, json))
     }
 
     /// Indexes an event decoded whole (as those read from CloudWatch Logs envelopes are).
@@ -342,11 +354,63 @@ impl IndexedEvent {
         Self::new(&json).expect("a serialized event has an event's shape")
     }
 
-    /// Writes the event's text from its parts, noting where each lies: `{"name":...,"attributes":{...}}`, compact,
-    /// with keys and the name as serde_json writes them and values as they were sent. For a record serde_json wrote,
-    /// that is the event's text on the stream; the parts were located in the record's one pass, and this is the only
-    /// copy.
-    fn from_parts(parts: Parts<'_>) -> Self {
+    /// The event's text from its parts, noting where each lies: `{"name":...,"attributes":{...}}`, compact, with
+    /// keys and the name as serde_json writes them and values as they were sent. For a record serde_json wrote, that
+    /// is the event's text on the stream, found in `source` (the text the parts were read from) and copied whole;
+    /// otherwise it is written from the parts. Either way this is the only copy.
+    fn from_parts(parts: Parts<'_>, source: &str) -> Self {
+        Self::found_in(&parts, source).unwrap_or_else(|| Self::written_from(parts))
+    }
+
+    /// The event's text when `source` holds it as [`Self::written_from`] would write it. Each part lies in `source`
+    /// (borrowed), so only the punctuation between parts is compared: where it is exactly the compact form's, so is
+    /// the whole, and a record of serde_json's costs one copy instead of a write per attribute.
+    fn found_in(parts: &Parts<'_>, source: &str) -> Option<Self> {
+        let (base, bytes) = (source.as_ptr() as usize, source.as_bytes());
+        // Where a borrowed part starts in `source`; `None` for a part unescaped on its own.
+        let at = |part: &Cow<'_, str>| match part {
+            Cow::Borrowed(s) => (s.as_ptr() as usize).checked_sub(base).filter(|&o| o + s.len() <= source.len()),
+            Cow::Owned(_) => None,
+        };
+        let is_at = |o: usize, punctuation: &[u8]| bytes.get(o..o + punctuation.len()) == Some(punctuation);
+        let Parts { name: BorrowedStr(name), attributes: Entries(entries) } = parts;
+        let name_at = at(name)?;
+        let start = name_at.checked_sub(br#"{"name":""#.len()).filter(|&s| is_at(s, br#"{"name":""#))?;
+        let mut cursor = name_at + name.len();
+        is_at(cursor, br#"","attributes":{"#).then_some(())?;
+        cursor += br#"","attributes":{"#.len();
+        let object_start = cursor - 1;
+        let mut attributes = Vec::with_capacity(entries.len());
+        for (i, (key, value)) in entries.iter().enumerate() {
+            if i > 0 {
+                is_at(cursor, b",").then_some(())?;
+                cursor += 1;
+            }
+            (at(key)? == cursor + 1 && is_at(cursor, b"\"")).then_some(())?;
+            let key_at = cursor + 1..cursor + 1 + key.len();
+            cursor = key_at.end;
+            is_at(cursor, b"\":").then_some(())?;
+            cursor += 2;
+            let value = value.get();
+            (at(&Cow::Borrowed(value))? == cursor).then_some(())?;
+            attributes.push((
+                Text::At(key_at.start - start..key_at.end - start),
+                cursor - start..cursor + value.len() - start,
+            ));
+            cursor += value.len();
+        }
+        is_at(cursor, b"}}").then_some(())?;
+        let end = cursor + 2;
+        Some(Self {
+            json: source[start..end].into(),
+            name: Text::At(name_at - start..name_at + name.len() - start),
+            object: object_start - start..end - 1 - start,
+            attributes,
+        })
+    }
+
+    /// Writes the event's text from its parts (see [`Self::from_parts`]).
+    fn written_from(parts: Parts<'_>) -> Self {
         let Parts { name: BorrowedStr(name), attributes: Entries(entries) } = parts;
         let values: usize = entries.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
         let mut json = String::with_capacity(name.len() + values + 32);
@@ -508,9 +572,9 @@ impl IndexedRecord {
         }
         // Checked as UTF-8 once, whole: read from bytes, serde_json would check every string and raw value apart.
         let text = std::str::from_utf8(bytes).ok();
-        let head = text.and_then(|t| serde_json::from_str::<Head<'_>>(t).ok());
-        let indexed = head.filter(|h| h.v <= RECORD_VERSION).map(|h| {
-            let event = IndexedEvent::from_parts(h.event);
+        let head = text.and_then(|t| Some((serde_json::from_str::<Head<'_>>(t).ok()?, t)));
+        let indexed = head.filter(|(h, _)| h.v <= RECORD_VERSION).map(|(h, text)| {
+            let event = IndexedEvent::from_parts(h.event, text);
             let original = h.original.0.map(|o| o.get().into());
             IndexedEventRecord {
                 received_at_ms: h.received_at_ms,

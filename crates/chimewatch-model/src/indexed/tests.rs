@@ -18,7 +18,23 @@ fn assert_agree(bytes: &[u8]) -> Result<(), TestCaseError> {
     };
     prop_assert_eq!(indexed.event.json(), serde_json::to_string(&whole.event).unwrap());
     prop_assert_eq!(indexed.event.attributes_json(), serde_json::to_string(&whole.event.attributes).unwrap());
+    found_as_written(bytes)?;
     assert_read_alike(&whole, &indexed)
+}
+
+/// Whether the record's event was found in its text whole; if so, it is the event written from its parts.
+fn found_as_written(bytes: &[u8]) -> Result<bool, TestCaseError> {
+    #[derive(Deserialize)]
+    struct Holder<'a> {
+        #[serde(borrow)]
+        event: Parts<'a>,
+    }
+    let text = std::str::from_utf8(bytes).unwrap();
+    let Holder { event } = serde_json::from_str(text).unwrap();
+    let found = IndexedEvent::found_in(&event, text);
+    let written = IndexedEvent::written_from(event);
+    prop_assert!(found.is_none() || found.as_ref() == Some(&written), "found {:?}, written {:?}", found, written);
+    Ok(found.is_some())
 }
 
 /// Every read answers alike, for the event's keys and for keys it lacks.
@@ -58,7 +74,10 @@ fn every_sdks_events_read_alike_either_way() {
     for body in bodies {
         for raw in split_batch(body, 10_000).unwrap() {
             let n = normalize(parse_strict(raw.get()).unwrap(), &Limits::default(), NOW).unwrap();
-            assert_agree(&Record::meeting_event(n, Ingest::Batch, NOW).encode()).unwrap();
+            let bytes = Record::meeting_event(n, Ingest::Batch, NOW).encode();
+            assert_agree(&bytes).unwrap();
+            // serde_json wrote it, so the event is copied from the record whole.
+            assert!(found_as_written(&bytes).unwrap(), "written from parts: {}", String::from_utf8_lossy(&bytes));
             seen += 1;
         }
     }
@@ -73,6 +92,8 @@ fn escaped_keys_and_strings_are_unescaped() {
     let n = normalize(event, &Limits::default(), NOW).unwrap();
     let bytes = Record::meeting_event(n, Ingest::Batch, NOW).encode();
     assert_agree(&bytes).unwrap();
+    // Escaped keys and names are unescaped on their own, so the event's text is written from its parts.
+    assert!(!found_as_written(&bytes).unwrap());
     let Ok(IndexedRecord::MeetingEvent(r)) = IndexedRecord::decode(&bytes) else { panic!("refused") };
     assert_eq!(r.event.event_name(), "meeting\"Ended\"");
     assert_eq!(r.event.text("k\\ey").as_deref(), Some("v\""));
@@ -98,6 +119,9 @@ fn an_event_laid_out_otherwise_reads_as_the_whole_decode_writes_it() {
         };
         assert_eq!(indexed.event.json(), r#"{"name":"n","attributes":{"b":[1,2],"a":"x"}}"#, "{event}");
         assert_eq!(indexed.event, IndexedEvent::of(&whole.event), "{event}");
+        // Found in the text whole only when laid out as serde_json writes it, which the last one is.
+        let compact = event == events[2];
+        assert_eq!(found_as_written(bytes.as_bytes()).map_err(|e| e.to_string()), Ok(compact), "{event}");
         assert_read_alike(&whole, &indexed).unwrap();
     }
 }

@@ -26,9 +26,9 @@ echo "==> memory: the aggregator, 1,000 sessions in a window (baseline) and 100,
 cargo run --release --locked -q -p chimewatch-aggregator --example sessions_memory -- 1000
 cargo run --release --locked -q -p chimewatch-aggregator --example sessions_memory -- 100000
 
-echo "==> the aggregator from the stream into windows, on the real JS capture's records, next to parsing them into Value"
+echo "==> the aggregator from the stream into windows, on the real JS capture's records, next to parsing them into Value and to serde_json's bare scan of them"
 cargo build --release --locked -q -p chimewatch-metrics --example decode_instructions
-for mode in value aggregate; do
+for mode in value scan decode aggregate; do
   /usr/bin/time -f "    $mode: %U s of user CPU" target/release/examples/decode_instructions "$mode" 20000
   if command -v valgrind >/dev/null; then
     valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/decode_instructions "$mode" 2>&1 \

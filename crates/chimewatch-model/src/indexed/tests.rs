@@ -144,6 +144,38 @@ fn history_names_are_read_as_the_whole_decode_reads_them() {
     assert_eq!(indexed.event.entry_names("s"), None);
 }
 
+#[test]
+fn a_history_laid_out_as_the_sdks_send_it_is_read_without_serde_and_alike() {
+    // (history, whether the layout is the plain one read without serde): each is read as the whole decode reads it.
+    let cases = [
+        (r#"[{"name":"a","timestampMs":1},{"name":"meetingEnded","timestampMs":1795248569920}]"#, true),
+        (r#"[]"#, true),
+        (r#"[{"name":"","timestampMs":0}]"#, true),
+        (r#"[{"name":"a\"b","timestampMs":1}]"#, false),
+        (r#"[{"name":"a\u0062","timestampMs":1}]"#, false),
+        (r#"[{"name":"a","timestampMs":-1}]"#, false),
+        (r#"[{"name":"a","timestampMs":1.5}]"#, false),
+        (r#"[{"name":"a","timestampMs":1,"name":"b"}]"#, false),
+        (r#"[{"name":"a","timestampMs":1}, {"name":"b","timestampMs":2}]"#, false),
+        (r#"[{"timestampMs":1,"name":"a"}]"#, false),
+        (r#"[{"name":"a","timestampMs":{"name":"b"}}]"#, false),
+        (r#"[{"name":"a","timestampMs":1},"b"]"#, false),
+        (r#"[ ]"#, false),
+    ];
+    for (history, plain) in cases {
+        assert_eq!(plain_history_names(history).is_some(), plain, "{history}");
+        let bytes = format!(
+            r#"{{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{{"name":"n","attributes":{{"meetingHistory":{history}}}}}}}"#
+        );
+        let (Ok(Record::MeetingEvent(whole)), Ok(IndexedRecord::MeetingEvent(indexed))) =
+            (Record::decode(bytes.as_bytes()), IndexedRecord::decode(bytes.as_bytes()))
+        else {
+            panic!("refused: {bytes}");
+        };
+        assert_read_alike(&whole, &indexed).unwrap();
+    }
+}
+
 /// Records the whole decode refuses, for each field the indexed decode reads only for its shape.
 #[test]
 fn both_refuse_the_same_malformed_records() {
@@ -251,6 +283,8 @@ fn arbitrary_record() -> impl Strategy<Value = Vec<u8>> {
     let odd_entry = prop_oneof![
         ("[a-z\"\\\\\n\u{1}\u{e9}]{0,6}", arbitrary_value()).prop_map(|(n, v)| json!({"name": n, "x": v})),
         arbitrary_value().prop_map(|v| json!({"name": v})),
+        // Close to the plain layout read without serde: an odd name or timestamp.
+        ("[a-z\"\\\\\n\u{1}\u{e9}]{0,6}", arbitrary_value()).prop_map(|(n, t)| json!({"name": n, "timestampMs": t})),
         arbitrary_value(),
     ];
     let odd_history = prop::collection::vec(odd_entry, 0..4).prop_map(Value::from);

@@ -76,7 +76,7 @@ fn every_sdks_events_read_alike_either_way() {
             let n = normalize(parse_strict(raw.get()).unwrap(), &Limits::default(), NOW).unwrap();
             let bytes = Record::meeting_event(n, Ingest::Batch, NOW).encode();
             assert_agree(&bytes).unwrap();
-            // serde_json wrote it, so the event is copied from the record whole.
+            // serde_json wrote it and nothing in it needed an escape, so the event is copied from the record whole.
             assert!(found_as_written(&bytes).unwrap(), "written from parts: {}", String::from_utf8_lossy(&bytes));
             seen += 1;
         }
@@ -127,6 +127,35 @@ fn an_event_laid_out_otherwise_reads_as_the_whole_decode_writes_it() {
 }
 
 #[test]
+fn the_event_is_copied_whole_only_when_laid_out_compactly() {
+    // (event, whether it is found in the record whole): the copy gives up at the first part out of place, even after
+    // parts that matched, and the event is then written from its parts, alike either way.
+    let head = r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":"#;
+    let events = [
+        (r#"{"name":"","attributes":{}}"#, true),
+        (r#"{"name":"n","attributes":{"":"","a":1}}"#, true),
+        (r#"{"name":"é","attributes":{"日":"é","b":[{"c":null}]}}"#, true),
+        (r#"{"name":"n","attributes":{"a":1,"b":2,"c" :3}}"#, false),
+        (r#"{"name":"n","attributes":{"a":1,"b":2, "c":3}}"#, false),
+        (r#"{"name":"n","attributes":{"a":1,"b":2,"\u0063":3}}"#, false),
+        (r#"{"name":"n","attributes":{"a":1},"extra":0}"#, false),
+        (r#"{"name":"n\n","attributes":{"a":1}}"#, false),
+        (r#"{"name":"n","attributes":{"a":1} }"#, false),
+    ];
+    for (event, whole) in events {
+        let bytes = format!("{head}{event}}}");
+        let (Ok(Record::MeetingEvent(w)), Ok(IndexedRecord::MeetingEvent(i))) =
+            (Record::decode(bytes.as_bytes()), IndexedRecord::decode(bytes.as_bytes()))
+        else {
+            panic!("refused: {bytes}");
+        };
+        assert_eq!(found_as_written(bytes.as_bytes()).map_err(|e| e.to_string()), Ok(whole), "{event}");
+        assert_eq!(i.event, IndexedEvent::of(&w.event), "{event}");
+        assert_read_alike(&w, &i).unwrap();
+    }
+}
+
+#[test]
 fn history_names_are_read_as_the_whole_decode_reads_them() {
     // A repeated name (the last counts), names that are not strings, entries that are not objects, escapes in a
     // name and in the key `name`.
@@ -150,6 +179,7 @@ fn a_history_laid_out_as_the_sdks_send_it_is_read_without_serde_and_alike() {
     let cases = [
         (r#"[{"name":"a","timestampMs":1},{"name":"meetingEnded","timestampMs":1795248569920}]"#, true),
         (r#"[]"#, true),
+        (r#"[{"name":"é日","timestampMs":1}]"#, true),
         (r#"[{"name":"","timestampMs":0}]"#, true),
         (r#"[{"name":"a\"b","timestampMs":1}]"#, false),
         (r#"[{"name":"a\u0062","timestampMs":1}]"#, false),
@@ -212,8 +242,8 @@ fn both_refuse_the_same_malformed_records() {
         r#"{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{"name":"x","attributes":{"a":[{"\uDC00":1}]}}}"#
             .into(),
         format!("{good},\"original\":{{\"\\uD800\":1}}}}"),
-        // A lone surrogate in a container, its backslash the last byte of the check's first and second 64-byte
-        // chunks, the `u` the first of the next.
+        // A lone surrogate in a container, its backslash the last byte of a chunk of the check (at offsets 63 and
+        // 127), the `u` the first of the next.
         format!(
             r#"{{"kind":"meetingEvent","v":1,"receivedAtMs":1,"ingest":"batch","event":{{"name":"x","attributes":{{"a":["{}\uD800"]}}}}}}"#,
             "x".repeat(61)
@@ -331,7 +361,11 @@ proptest! {
         if cut { damaged.truncate(i) } else { damaged[i] = byte }
         // The text may no longer be as serde_json writes it (`1E20`, `\/`), so the reads are compared, not the text.
         match (Record::decode(&damaged), IndexedRecord::decode(&damaged)) {
-            (Ok(Record::MeetingEvent(w)), Ok(IndexedRecord::MeetingEvent(i))) => assert_read_alike(&w, &i)?,
+            (Ok(Record::MeetingEvent(w)), Ok(IndexedRecord::MeetingEvent(i))) => {
+                assert_read_alike(&w, &i)?;
+                // A layout one byte from the compact one is where copying the event whole could go wrong.
+                found_as_written(&damaged)?;
+            }
             (whole, indexed) => prop_assert_eq!(indexed, whole.map(IndexedRecord::from)),
         }
     }

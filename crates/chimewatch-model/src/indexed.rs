@@ -107,7 +107,31 @@ pub struct IndexedEvent {
     /// The span of the attributes object.
     object: Range<usize>,
     /// Each attribute's key and the span of its value's JSON text, in the order sent.
-    attributes: Vec<(Text, Range<usize>)>,
+    attributes: Vec<Attribute>,
+}
+
+/// An attribute's key, where its value lies, and the key's [`tag`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Attribute {
+    tag: u32,
+    key: Text,
+    value: Range<usize>,
+}
+
+impl Attribute {
+    fn new(key: Text, key_text: &str, value: Range<usize>) -> Self {
+        Self { tag: tag(key_text.as_bytes()), key, value }
+    }
+}
+
+/// A key's length and its first, middle and last bytes: equal for equal keys, and different for almost every pair
+/// of the SDKs' keys, so a lookup compares a number per attribute and the bytes of (nearly) only the key it wants.
+/// Many keys share a length and a prefix (`meetingId`, `meetingStatus`), and comparing their bytes was most of a
+/// lookup.
+fn tag(key: &[u8]) -> u32 {
+    let (Some(&first), Some(&last)) = (key.first(), key.last()) else { return 0 };
+    // The length's low byte is enough: the tag only sorts out keys, the bytes still decide.
+    u32::from_le_bytes([key.len() as u8, first, key[key.len() / 2], last])
 }
 
 /// An event's parts, read in the record's own pass: the name, and each attribute's key and value's raw text, keys
@@ -421,8 +445,9 @@ impl IndexedEvent {
             cursor += 2;
             let value = value.get();
             (at(&Cow::Borrowed(value))? == cursor).then_some(())?;
-            attributes.push((
+            attributes.push(Attribute::new(
                 Text::At(key_at.start - start..key_at.end - start),
+                key,
                 cursor - start..cursor + value.len() - start,
             ));
             cursor += value.len();
@@ -452,11 +477,12 @@ impl IndexedEvent {
             if i > 0 {
                 json.push(',');
             }
+            let tag = tag(key.as_bytes());
             let key = push_string(&mut json, key);
             json.push(':');
             let start = json.len();
             json.push_str(value.get());
-            attributes.push((key, start..json.len()));
+            attributes.push(Attribute { tag, key, value: start..json.len() });
         }
         json.push('}');
         let object = object_start..json.len();
@@ -484,12 +510,16 @@ impl IndexedEvent {
 
     /// The raw JSON text of an attribute's value; the last of repeated keys, as a decoded map keeps.
     fn raw(&self, key: &str) -> Option<&str> {
+        let wanted = tag(key.as_bytes());
         // Keys compared as bytes: slicing the text as `str` would check char boundaries on every key.
-        let is_key = |k: &Text| match k {
-            Text::At(r) => self.json.as_bytes().get(r.clone()) == Some(key.as_bytes()),
-            Text::Owned(s) => **s == *key,
+        let is_key = |a: &Attribute| {
+            a.tag == wanted
+                && match &a.key {
+                    Text::At(r) => self.json.as_bytes().get(r.clone()) == Some(key.as_bytes()),
+                    Text::Owned(s) => **s == *key,
+                }
         };
-        self.attributes.iter().rev().find(|(k, _)| is_key(k)).map(|(_, v)| &self.json[v.clone()])
+        self.attributes.iter().rev().find(|a| is_key(a)).map(|a| &self.json[a.value.clone()])
     }
 }
 
@@ -501,14 +531,18 @@ fn number(raw: &str) -> Option<Number> {
     }
 }
 
+/// A JSON string's text read as serde_json reads it; `None` for any other value.
+fn string(raw: &str) -> Option<Cow<'_, str>> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') { serde_json::from_str(raw).ok().map(Cow::Owned) } else { Some(Cow::Borrowed(inner)) }
+}
+
 impl EventFields for IndexedEvent {
     fn event_name(&self) -> &str {
         self.str_of(&self.name)
     }
     fn text(&self, key: &str) -> Option<Cow<'_, str>> {
-        let raw = self.raw(key)?;
-        let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
-        if inner.contains('\\') { serde_json::from_str(raw).ok().map(Cow::Owned) } else { Some(Cow::Borrowed(inner)) }
+        string(self.raw(key)?)
     }
     fn number(&self, key: &str) -> Option<f64> {
         number(self.raw(key)?)?.as_f64()
@@ -517,7 +551,7 @@ impl EventFields for IndexedEvent {
         match self.raw(key)? {
             "true" => Some(Cow::Borrowed("true")),
             "false" => Some(Cow::Borrowed("false")),
-            raw if raw.starts_with('"') => self.text(key),
+            raw if raw.starts_with('"') => string(raw),
             raw => number(raw).map(|n| Cow::Owned(n.to_string())),
         }
     }

@@ -251,14 +251,15 @@ impl Aggregator {
         let cap = self.config.max_series_per_metric;
         for mut fact in facts {
             fact.dimensions.iter_mut().for_each(|(_, v)| comply(v));
-            if !self.budget.admit(fact.metric, &fact.dimensions, cap, now_ms) {
-                self.counters.folded += 1;
-                fact.dimensions.iter_mut().for_each(|(_, v)| *v = Cow::Borrowed(OTHER));
-            }
-            let series = SeriesOf(fact.metric, Dims(&fact.dimensions));
-            let (_, value) = match window.series.get_mut(&series) {
+            // A series already in this window was admitted by its first fact, at most a window ago: only a new one
+            // asks the guard (so a combination's last sighting is its latest window's first fact).
+            let (_, value) = match window.series.get_mut(&SeriesOf(fact.metric, Dims(&fact.dimensions))) {
                 Some(found) => found,
                 None => {
+                    if !self.budget.admit(fact.metric, &fact.dimensions, cap, now_ms) {
+                        self.counters.folded += 1;
+                        fact.dimensions.iter_mut().for_each(|(_, v)| *v = Cow::Borrowed(OTHER));
+                    }
                     let empty = match fact.value {
                         FactValue::Sample(_) => SeriesValue::Distribution(Distribution::new()),
                         FactValue::Occurrence | FactValue::Amount(_) => SeriesValue::Count(0),

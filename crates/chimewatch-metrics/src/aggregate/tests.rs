@@ -113,7 +113,7 @@ fn when_every_shard_is_idle_every_window_closes() {
 #[test]
 fn the_cardinality_guard_folds_new_dimension_values_into_other() {
     let mut a = Aggregator::new(AggregatorConfig { max_series_per_metric: 2, ..config() });
-    for os in ["Mac OS", "Windows", "Linux", "Android", "Linux"] {
+    for os in ["Mac OS", "Windows", "Linux", "Android", "Linux", "Mac OS"] {
         a.add("s1", T0, vec![count("meetingStartRequested", &[("osName", os)])], T0);
     }
     let closed = a.close_all();
@@ -122,7 +122,7 @@ fn the_cardinality_guard_folds_new_dimension_values_into_other() {
         .iter()
         .map(|s| (s.dimensions[0].1.clone(), if let SeriesValue::Count(n) = s.value { n } else { 0 }))
         .collect();
-    assert_eq!(series, [("Mac OS".into(), 1), ("Other".into(), 3), ("Windows".into(), 1)]);
+    assert_eq!(series, [("Mac OS".into(), 2), ("Other".into(), 3), ("Windows".into(), 1)]);
     assert_eq!(a.counters().folded, 3);
 }
 
@@ -143,6 +143,25 @@ fn the_cap_holds_over_a_rolling_day_not_per_window() {
     let day = T0 + 24 * 3600 * 1000 + 5 * MIN;
     a.add("s1", day, status("C"), day);
     assert_eq!(values(a.close_all()), ["C"]);
+}
+
+#[test]
+fn a_combination_seen_in_every_window_keeps_its_place_past_a_day() {
+    let mut a = Aggregator::new(AggregatorConfig { max_series_per_metric: 1, max_age_ms: i64::MAX / 4, ..config() });
+    let status = |s: &str| vec![count("meetingFailed", &[("meetingStatus", s)])];
+    // `A` in a window each hour for 26 hours, twice in each (the second finds its series in the window).
+    for hour in 0..26 {
+        let t = T0 + hour * 60 * MIN;
+        a.add("s1", t, status("A"), t);
+        a.add("s1", t + 1, status("A"), t + 1);
+        let closed = a.close_all();
+        assert_eq!(closed[0].series[0].dimensions[0].1, "A", "hour {hour}");
+        assert_eq!(closed[0].series[0].value, SeriesValue::Count(2));
+    }
+    // Its last sighting is recent, so the cap of one still leaves no place for `B`.
+    let t = T0 + 26 * 60 * MIN;
+    a.add("s1", t, status("B"), t);
+    assert_eq!(a.close_all()[0].series[0].dimensions[0].1, "Other");
 }
 
 #[test]

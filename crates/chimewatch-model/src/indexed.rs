@@ -526,9 +526,17 @@ impl IndexedEvent {
 /// A JSON number's text read as serde_json reads it, so both forms agree to the last bit.
 fn number(raw: &str) -> Option<Number> {
     match raw.as_bytes().first() {
+        // Most are whole and not negative (times, durations, counts): read as serde_json reads them (a `u64`; 19
+        // digits cannot overflow it) without setting up a deserializer, which cost ten times the reading.
+        Some(b'0'..=b'9') if plain_whole(raw) => raw.parse().ok().map(|n: u64| Number::from(n)),
         Some(b'-' | b'0'..=b'9') => serde_json::from_str(raw).ok(),
         _ => None,
     }
+}
+
+/// Whether `raw` is 1 to 19 digits, as JSON writes a number (no leading zero).
+fn plain_whole(raw: &str) -> bool {
+    raw.len() <= 19 && raw.bytes().all(|b| b.is_ascii_digit()) && (raw.len() == 1 || !raw.starts_with('0'))
 }
 
 /// A JSON string's text read as serde_json reads it; `None` for any other value.

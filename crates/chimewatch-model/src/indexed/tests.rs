@@ -375,3 +375,30 @@ proptest! {
         let _ = IndexedRecord::decode(&bytes);
     }
 }
+
+#[test]
+fn a_number_read_without_a_deserializer_is_the_one_serde_json_reads() {
+    let texts = [
+        "0",
+        "7",
+        "1795300000000",
+        "1234567890123456789",
+        "9999999999999999999",
+        "12345678901234567890",
+        "18446744073709551616",
+        "00",
+        "0123",
+        "-0",
+        "-1",
+        "1.5",
+        "1e3",
+        "",
+        "12a",
+    ];
+    for text in texts {
+        let (read, expected) = (number(text), serde_json::from_str::<Number>(text).ok());
+        assert_eq!(read, expected, "{text:?}");
+        assert_eq!(read.and_then(|n| n.as_f64()), expected.and_then(|n| n.as_f64()), "{text:?}");
+    }
+    assert!(plain_whole("1234567890123456789") && !plain_whole("12345678901234567890") && !plain_whole("01"));
+}

@@ -321,7 +321,7 @@ impl Shared {
                     if let (Some(_), Some(group)) = (&self.logs, &self.config.sip_log_group) {
                         // The record as Voice Connector logs it, at its capture time.
                         let message = serde_json::to_string(r).unwrap_or_default();
-                        let event = LogEvent { timestamp: UnixMillis(r.event_timestamp), message };
+                        let event = LogEvent { timestamp: UnixMillis(r.event_timestamp), message: message.into() };
                         s.push_log((group.clone(), shard.to_owned()), event, now);
                     }
                     match Message::parse(r.sip_message.as_bytes()) {
@@ -489,7 +489,7 @@ impl Shared {
                     destination: format!("{group}/{stream}"),
                     reason,
                     item: DeadData::of(
-                        serde_json::json!({ "timestampMs": events[i].timestamp, "message": events[i].message })
+                        serde_json::json!({ "timestampMs": events[i].timestamp, "message": &*events[i].message })
                             .to_string()
                             .as_bytes(),
                     ),

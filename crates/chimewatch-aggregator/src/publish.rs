@@ -43,7 +43,7 @@ pub fn datums(windows: &[ClosedWindow], window_ms: i64) -> Vec<Datum> {
 /// An event as the blog sample logs it: `{"name": ..., "attributes": {...}}` at the event's own time.
 pub fn log_line(event: &IndexedEvent, timestamp_ms: i64) -> LogEvent {
     // The event's text as the gateway wrote it, which is that message: nothing to build.
-    LogEvent { timestamp: UnixMillis(timestamp_ms), message: event.json().to_owned() }
+    LogEvent { timestamp: UnixMillis(timestamp_ms), message: event.json().into() }
 }
 
 #[cfg(test)]
@@ -77,7 +77,7 @@ mod tests {
         };
         let line = log_line(&read.event, 1_763_712_000_000);
         assert_eq!(
-            line.message,
+            &*line.message,
             r#"{"name":"meetingEnded","attributes":{"timestampMs":1763712000000,"meetingId":"m","meetingHistory":[{"name":"x","timestampMs":1}],"attendeeId":"a\"quoted\""}}"#
         );
         assert_eq!(line.timestamp, UnixMillis(1_763_712_000_000));

@@ -49,7 +49,9 @@ async fn store() -> (tempfile::TempDir, EmbeddedStore) {
         .enumerate()
         .map(|(i, (sdk, os))| LogEvent {
             timestamp: UnixMillis(T0 + i as i64 * 1000),
-            message: json!({"name": "meetingStartRequested", "attributes": {"sdkName": sdk, "osName": os}}).to_string(),
+            message: json!({"name": "meetingStartRequested", "attributes": {"sdkName": sdk, "osName": os}})
+                .to_string()
+                .into(),
         })
         .collect();
     assert!(store.put("/g", "s", &events).await.rejected.is_empty());

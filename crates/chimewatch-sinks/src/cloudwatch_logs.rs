@@ -139,7 +139,7 @@ impl CloudWatchLogsSink {
             .iter()
             .filter_map(|&i| {
                 let e = &events[i];
-                InputLogEvent::builder().timestamp(e.timestamp.as_i64()).message(e.message.clone()).build().ok()
+                InputLogEvent::builder().timestamp(e.timestamp.as_i64()).message(e.message.as_ref()).build().ok()
             })
             .collect();
         let request =

@@ -436,7 +436,7 @@ impl LogSink for EmbeddedStore {
                         .map_err(store_error(path))?;
                     for e in taken {
                         insert
-                            .execute(params![group, stream, e.timestamp.as_i64(), e.message])
+                            .execute(params![group, stream, e.timestamp.as_i64(), &*e.message])
                             .map_err(store_error(path))?;
                     }
                 }
@@ -510,9 +510,9 @@ mod tests {
             serde_json::json!({ "name": name, "attributes": { "attendeeId": attendee } }).to_string()
         };
         let events = [
-            LogEvent { timestamp: UnixMillis(3), message: msg("meetingFailed", "a-1") },
-            LogEvent { timestamp: UnixMillis(1), message: msg("meetingStartRequested", "a-1") },
-            LogEvent { timestamp: UnixMillis(2), message: msg("meetingFailed", "a-2") },
+            LogEvent { timestamp: UnixMillis(3), message: msg("meetingFailed", "a-1").into() },
+            LogEvent { timestamp: UnixMillis(1), message: msg("meetingStartRequested", "a-1").into() },
+            LogEvent { timestamp: UnixMillis(2), message: msg("meetingFailed", "a-2").into() },
         ];
         assert_eq!(store.put("/chimewatch/meeting-events", "w1/shard-0000", &events).await, Outcome::default());
         let f = Filter::parse(r#"name = "meetingFailed" and attributes.attendeeId = "a-1""#).unwrap();
@@ -558,7 +558,7 @@ mod tests {
         );
         assert!(store.list_metrics(None, Some("other"), 0).unwrap().is_empty());
         assert!(store.list_metrics(None, None, 120_000).unwrap().is_empty(), "nothing since");
-        let empty = store.put("g", "s", &[LogEvent { timestamp: UnixMillis(1), message: String::new() }]).await;
+        let empty = store.put("g", "s", &[LogEvent { timestamp: UnixMillis(1), message: "".into() }]).await;
         assert_eq!(empty.rejected.len(), 1);
     }
 

@@ -84,7 +84,7 @@ impl MetricSink for EmfSink {
                 continue;
             }
             for message in lines(namespace, d) {
-                events.push(LogEvent { timestamp: d.timestamp, message });
+                events.push(LogEvent { timestamp: d.timestamp, message: message.into() });
                 owner.push(i);
             }
         }

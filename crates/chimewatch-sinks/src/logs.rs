@@ -2,6 +2,8 @@
 //! needs: events sorted by time, at most 10,000 events and 1,048,576 bytes (message bytes + 26 per event) per
 //! batch, and a batch spanning at most 24 hours.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chimewatch_model::UnixMillis;
 
@@ -15,7 +17,8 @@ pub const MAX_BATCH_SPAN_MS: i64 = 24 * 3600 * 1000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEvent {
     pub timestamp: UnixMillis,
-    pub message: String,
+    /// Shared, not copied: an event is kept for a retry while a sink takes it, and a line is about a kilobyte.
+    pub message: Arc<str>,
 }
 
 /// How far back and ahead of now PutLogEvents takes an event (a group's retention may refuse older ones).
@@ -82,7 +85,7 @@ mod tests {
     use super::*;
 
     fn event(t: i64, len: usize) -> LogEvent {
-        LogEvent { timestamp: UnixMillis(t), message: "x".repeat(len) }
+        LogEvent { timestamp: UnixMillis(t), message: "x".repeat(len).into() }
     }
 
     /// The batches as events, for the checks.

@@ -1147,7 +1147,7 @@ mod tests {
         let events: Vec<LogEvent> = meeting_events()
             .iter()
             .zip(1..)
-            .map(|(e, i)| LogEvent { timestamp: UnixMillis(T + i * 1000), message: e.to_string() })
+            .map(|(e, i)| LogEvent { timestamp: UnixMillis(T + i * 1000), message: e.to_string().into() })
             .collect();
         assert!(store.put(MEETINGS, "w1/shard-0000", &events).await.is_settled());
         let line = LogEvent { timestamp: UnixMillis(T + 12_000), message: "not JSON at all".into() };
@@ -1156,7 +1156,8 @@ mod tests {
             timestamp: UnixMillis(t),
             message: json!({ "voice_connector_id": "abcdef1ghij2klmno3pqr4", "aws_region": "us-east-1",
                 "event_timestamp": t, "call_id": call, "sip_message": "INVITE sip:+16185550100@203.0.113.10 SIP/2.0" })
-            .to_string(),
+            .to_string()
+            .into(),
         };
         let calls = [sip("vc-call-0001", T + 500), sip("vc-call-0001", T + 600), sip("vc-call-0002", T + 700)];
         assert!(store.put(VOICE, "w1/shard-0000", &calls).await.is_settled());

@@ -43,7 +43,7 @@ pub fn datums(windows: &[ClosedWindow], window_ms: i64) -> Vec<Datum> {
 /// An event as the blog sample logs it: `{"name": ..., "attributes": {...}}` at the event's own time.
 pub fn log_line(event: &IndexedEvent, timestamp_ms: i64) -> LogEvent {
     // The event's text as the gateway wrote it, which is that message: nothing to build.
-    LogEvent { timestamp: UnixMillis(timestamp_ms), message: event.json().into() }
+    LogEvent { timestamp: UnixMillis(timestamp_ms), message: event.shared_json() }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -102,7 +103,8 @@ fn push_string(out: &mut String, s: Cow<'_, str>) -> Text {
 /// A meeting event as its JSON text `{"name": ..., "attributes": {...}}` and an index of its attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexedEvent {
-    json: Box<str>,
+    /// Shared: it is also the aggregator's log line, which the sinks take without another copy.
+    json: Arc<str>,
     name: Text,
     /// The span of the attributes object.
     object: Range<usize>,
@@ -487,13 +489,18 @@ impl IndexedEvent {
         json.push('}');
         let object = object_start..json.len();
         json.push('}');
-        Self { json: json.into_boxed_str(), name, object, attributes }
+        Self { json: json.into(), name, object, attributes }
     }
 
     /// The event as JSON, as it was on the stream when serde_json wrote it (values always as sent): the blog
     /// sample's log message.
     pub fn json(&self) -> &str {
         &self.json
+    }
+
+    /// The event's text, shared (the aggregator's log line).
+    pub fn shared_json(&self) -> Arc<str> {
+        Arc::clone(&self.json)
     }
 
     /// The attributes object as JSON, as it was on the stream.

@@ -126,8 +126,21 @@ fn owned(dims: &[Dimension<'_>]) -> Vec<(String, String)> {
 #[derive(Debug)]
 struct Window {
     id: u64,
-    series: SeriesMap<SeriesKey, (Unit, SeriesValue)>,
+    series: SeriesMap<SeriesKey, Entry>,
 }
+
+/// A series of a window, and when (processing time) the cardinality guard last saw its combination.
+#[derive(Debug)]
+struct Entry {
+    unit: Unit,
+    value: SeriesValue,
+    guarded_ms: i64,
+}
+
+/// How long a series of an open window takes facts without asking the guard again. Asking for every fact hashed each
+/// fact's dimensions twice; asking once a minute still keeps an active combination's last sighting within a minute,
+/// however long its window stays open (a slow shard can hold the watermark back for hours).
+const GUARD_REFRESH_MS: i64 = 60_000;
 
 /// A day of processing time: how long a dimension combination counts against its metric's cap after it was last seen.
 const BUDGET_SPAN_MS: i64 = 24 * 3600 * 1000;
@@ -136,7 +149,7 @@ const BUDGET_SPAN_MS: i64 = 24 * 3600 * 1000;
 type LastSeen = SeriesMap<Vec<(String, String)>, i64>;
 
 /// The cardinality guard: the dimension combinations of each metric seen within the last day, and when each was
-/// last seen. Memory is bounded by the cap times the number of metrics.
+/// last seen (to within [`GUARD_REFRESH_MS`]). Memory is bounded by the cap times the number of metrics.
 #[derive(Debug, Default)]
 struct SeriesBudget {
     seen: SeriesMap<&'static str, LastSeen>,
@@ -251,11 +264,10 @@ impl Aggregator {
         let cap = self.config.max_series_per_metric;
         for mut fact in facts {
             fact.dimensions.iter_mut().for_each(|(_, v)| comply(v));
-            // A series already in this window was admitted by its first fact, at most a window ago: only a new one
-            // asks the guard (so a combination's last sighting is its latest window's first fact).
-            let (_, value) = match window.series.get_mut(&SeriesOf(fact.metric, Dims(&fact.dimensions))) {
-                Some(found) => found,
-                None => {
+            let guarded = |e: &Entry| now_ms - e.guarded_ms < GUARD_REFRESH_MS;
+            let entry = match window.series.get_mut(&SeriesOf(fact.metric, Dims(&fact.dimensions))) {
+                Some(found) if guarded(found) => found,
+                _ => {
                     if !self.budget.admit(fact.metric, &fact.dimensions, cap, now_ms) {
                         self.counters.folded += 1;
                         fact.dimensions.iter_mut().for_each(|(_, v)| *v = Cow::Borrowed(OTHER));
@@ -265,10 +277,13 @@ impl Aggregator {
                         FactValue::Occurrence | FactValue::Amount(_) => SeriesValue::Count(0),
                         FactValue::Mean(_) => SeriesValue::Mean { sum: 0.0, count: 0 },
                     };
-                    window.series.entry((fact.metric, owned(&fact.dimensions))).or_insert((fact.unit, empty))
+                    let entry = window.series.entry((fact.metric, owned(&fact.dimensions)));
+                    let entry = entry.or_insert(Entry { unit: fact.unit, value: empty, guarded_ms: now_ms });
+                    entry.guarded_ms = now_ms;
+                    entry
                 }
             };
-            match (value, fact.value) {
+            match (&mut entry.value, fact.value) {
                 (SeriesValue::Distribution(d), FactValue::Sample(v)) => d.record(v),
                 (SeriesValue::Count(n), FactValue::Occurrence) => *n += 1,
                 (SeriesValue::Count(n), FactValue::Amount(k)) => *n += k,
@@ -324,7 +339,7 @@ fn finish(start_ms: i64, window: Window, late: bool) -> ClosedWindow {
     let mut series: Vec<Series> = window
         .series
         .into_iter()
-        .map(|((metric, dimensions), (unit, value))| Series { metric, unit, dimensions, value })
+        .map(|((metric, dimensions), Entry { unit, value, .. })| Series { metric, unit, dimensions, value })
         .collect();
     series.sort_by(|a, b| (a.metric, &a.dimensions).cmp(&(b.metric, &b.dimensions)));
     ClosedWindow { id: window.id, start_ms, late, series }

@@ -165,6 +165,23 @@ fn a_combination_seen_in_every_window_keeps_its_place_past_a_day() {
 }
 
 #[test]
+fn a_window_held_open_past_a_day_keeps_its_active_combinations_in_the_cap() {
+    let mut a = Aggregator::new(AggregatorConfig { max_series_per_metric: 1, max_age_ms: i64::MAX / 4, ..config() });
+    let status = |s: &str| vec![count("meetingFailed", &[("meetingStatus", s)])];
+    // One window (nothing closes it) takes `A` every half hour of processing time for 26 hours.
+    for half_hour in 0..52 {
+        a.add("s1", T0, status("A"), T0 + half_hour * 30 * MIN);
+    }
+    // `A` was seen within the last day, so the cap of one leaves no place for `B`.
+    a.add("s1", T0, status("B"), T0 + 26 * 60 * MIN);
+    let closed = a.close_all();
+    let series: Vec<(&str, &SeriesValue)> =
+        closed[0].series.iter().map(|s| (s.dimensions[0].1.as_str(), &s.value)).collect();
+    assert_eq!(series, [("A", &SeriesValue::Count(52)), ("Other", &SeriesValue::Count(1))]);
+    assert_eq!(a.counters().folded, 1);
+}
+
+#[test]
 fn dimension_values_are_made_valid_before_they_name_a_series() {
     let mut a = Aggregator::new(config());
     // Seven blanks become `unknown`, seven characters too: the value is replaced, not kept for its length.

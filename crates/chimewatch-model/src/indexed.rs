@@ -543,7 +543,9 @@ fn number(raw: &str) -> Option<Number> {
 
 /// Whether `raw` is 1 to 19 digits, as JSON writes a number (no leading zero).
 fn plain_whole(raw: &str) -> bool {
-    raw.len() <= 19 && raw.bytes().all(|b| b.is_ascii_digit()) && (raw.len() == 1 || !raw.starts_with('0'))
+    (1..=19).contains(&raw.len())
+        && raw.bytes().all(|b| b.is_ascii_digit())
+        && (raw.len() == 1 || !raw.starts_with('0'))
 }
 
 /// A JSON string's text read as serde_json reads it; `None` for any other value.

@@ -385,6 +385,7 @@ fn a_number_read_without_a_deserializer_is_the_one_serde_json_reads() {
         "1234567890123456789",
         "9999999999999999999",
         "12345678901234567890",
+        "10000000000000000000",
         "18446744073709551616",
         "00",
         "0123",
@@ -398,7 +399,28 @@ fn a_number_read_without_a_deserializer_is_the_one_serde_json_reads() {
     for text in texts {
         let (read, expected) = (number(text), serde_json::from_str::<Number>(text).ok());
         assert_eq!(read, expected, "{text:?}");
-        assert_eq!(read.and_then(|n| n.as_f64()), expected.and_then(|n| n.as_f64()), "{text:?}");
+        assert_eq!(read.as_ref().and_then(Number::as_f64), expected.as_ref().and_then(Number::as_f64), "{text:?}");
+        assert_eq!(read.as_ref().and_then(Number::as_i64), expected.as_ref().and_then(Number::as_i64), "{text:?}");
     }
     assert!(plain_whole("1234567890123456789") && !plain_whole("12345678901234567890") && !plain_whole("01"));
+    assert!(!plain_whole(""));
+}
+
+#[test]
+fn keys_that_share_a_tag_or_need_unescaping_are_found() {
+    // Keys of one length whose first, middle and last bytes agree, a key 256 bytes longer with the same tag,
+    // non-ASCII keys, an escape that unescapes to plain text and keys that stay escaped.
+    let long = format!("a{}b", "m".repeat(257));
+    let json = format!(
+        r#"{{"name":"e","attributes":{{"axmb":1,"aymb":2,"\u0061zmb":3,"{long}":4,"café":5,"\u00e9t\u00e9":6,"q\"k":7,"amb":8}}}}"#
+    );
+    assert_eq!(tag(b"amb"), tag(long.as_bytes()));
+    assert_eq!(tag(b"axmb"), tag(b"aymb"));
+    for decoded in [IndexedEvent::new(&json).unwrap(), IndexedEvent::of(&serde_json::from_str(&json).unwrap())] {
+        let found = [("axmb", 1.0), ("aymb", 2.0), ("azmb", 3.0), (&long, 4.0), ("café", 5.0), ("été", 6.0)];
+        for (key, value) in found.into_iter().chain([("q\"k", 7.0), ("amb", 8.0)]) {
+            assert_eq!(decoded.number(key), Some(value), "{key}");
+        }
+        assert_eq!(decoded.number("aqmb"), None);
+    }
 }

@@ -120,12 +120,6 @@ struct Attribute {
     value: Range<usize>,
 }
 
-impl Attribute {
-    fn new(key: Text, key_text: &str, value: Range<usize>) -> Self {
-        Self { tag: tag(key_text.as_bytes()), key, value }
-    }
-}
-
 /// A key's length and its first, middle and last bytes: equal for equal keys, and different for almost every pair
 /// of the SDKs' keys, so a lookup compares a number per attribute and the bytes of (nearly) only the key it wants.
 /// Many keys share a length and a prefix (`meetingId`, `meetingStatus`), and comparing their bytes was most of a
@@ -447,11 +441,11 @@ impl IndexedEvent {
             cursor += 2;
             let value = value.get();
             (at(&Cow::Borrowed(value))? == cursor).then_some(())?;
-            attributes.push(Attribute::new(
-                Text::At(key_at.start - start..key_at.end - start),
-                key,
-                cursor - start..cursor + value.len() - start,
-            ));
+            attributes.push(Attribute {
+                tag: tag(key.as_bytes()),
+                key: Text::At(key_at.start - start..key_at.end - start),
+                value: cursor - start..cursor + value.len() - start,
+            });
             cursor += value.len();
         }
         is_at(cursor, b"}}").then_some(())?;
@@ -479,12 +473,13 @@ impl IndexedEvent {
             if i > 0 {
                 json.push(',');
             }
-            let tag = tag(key.as_bytes());
+            // Tagged before `push_string` takes the key: the tag is of the key as looked up, unescaped.
+            let key_tag = tag(key.as_bytes());
             let key = push_string(&mut json, key);
             json.push(':');
             let start = json.len();
             json.push_str(value.get());
-            attributes.push(Attribute { tag, key, value: start..json.len() });
+            attributes.push(Attribute { tag: key_tag, key, value: start..json.len() });
         }
         json.push('}');
         let object = object_start..json.len();
